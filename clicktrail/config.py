@@ -1,0 +1,152 @@
+"""Settings: the only module that reads the environment.
+
+Every process builds one `Settings` at start (``Settings.from_env()``); tests build their own
+from a plain mapping. Nothing else in the code base looks at ``os.environ``.
+
+Redis layout (one instance serves both roles by default):
+- ``CELERY_BROKER_URL`` (defaults to ``REDIS_URL``): Celery's queues and unacked sets.
+- ``REDIS_URL``: sessions and the other ``ct:``-prefixed keys of the pipeline.
+Point them at different databases or instances to isolate the queue from session traffic.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# Our own KAFKA_* variables; every other KAFKA_* variable is a librdkafka client property.
+_OWN_KAFKA_VARS = frozenset(
+    {
+        "KAFKA_TOPIC_EVENTS",
+        "KAFKA_TOPIC_DEADLETTER",
+        "KAFKA_TOPIC_PROFILES",
+        "KAFKA_TOPIC_PARTITIONS",
+        "KAFKA_TOPIC_REPLICATION_FACTOR",
+    }
+)
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or malformed; the message names the variable."""
+
+
+def kafka_client_properties(env: Mapping[str, str]) -> dict[str, str]:
+    """librdkafka properties from ``KAFKA_*`` variables.
+
+    ``KAFKA_SASL_MECHANISM`` -> ``sasl.mechanism``; our own KAFKA_TOPIC_* variables excepted.
+    """
+    props: dict[str, str] = {}
+    for name, value in env.items():
+        if name.startswith("KAFKA_") and name not in _OWN_KAFKA_VARS and value != "":
+            props[name[len("KAFKA_") :].lower().replace("_", ".")] = value
+    props.setdefault("bootstrap.servers", "127.0.0.1:9092")
+    return props
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int | None = None) -> int:
+    raw = env.get(name, "")
+    if raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _optional(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name, "")
+    return value or None
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = env.get(name, "") or default
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Typed configuration of every Clicktrail process (see the README's configuration table)."""
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    celery_broker_url: str = "redis://127.0.0.1:6379/0"
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/clicktrail"
+    kafka: dict[str, str] = field(default_factory=lambda: {"bootstrap.servers": "127.0.0.1:9092"})
+    topic_events: str = "events"
+    topic_deadletter: str = "events.deadletter"
+    topic_profiles: str = "profiles"
+    topic_partitions: int = 6
+    # -1 asks the broker for its default.replication.factor (Kafka 2.4+).
+    topic_replication_factor: int = -1
+    schema_registry_url: str | None = None
+    schemas_dir: Path = PROJECT_ROOT / "schemas"
+    session_timeout_seconds: int = 1800
+    profile_retention_days: int | None = None
+    sentry_dsn: str | None = None
+    otel_exporter_otlp_endpoint: str | None = None
+    log_level: str = "INFO"
+    log_format: str = "json"
+    flower_basic_auth: str | None = None
+    admin_token: str | None = None
+    dev_write_key: str | None = None
+    api_bind: str = "127.0.0.1:8000"
+    # How long the API trusts a cached source (write key -> source) before asking Postgres again.
+    source_cache_seconds: int = 60
+    # How many reverse proxies in front of the API set X-Forwarded-For (0: use the peer address).
+    trusted_proxy_count: int = 0
+    # Seconds a client is told to wait (Retry-After) when a dependency is down.
+    retry_after_seconds: int = 5
+
+    @property
+    def kafka_bootstrap_servers(self) -> str:
+        return self.kafka["bootstrap.servers"]
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Settings from ``env`` (``os.environ`` when omitted); ConfigError on a bad value."""
+        env = os.environ if env is None else env
+        redis_url = env.get("REDIS_URL") or cls.redis_url
+        retention = _optional(env, "PROFILE_RETENTION_DAYS")
+        return cls(
+            redis_url=redis_url,
+            celery_broker_url=env.get("CELERY_BROKER_URL") or redis_url,
+            database_url=env.get("DATABASE_URL") or cls.database_url,
+            kafka=kafka_client_properties(env),
+            topic_events=env.get("KAFKA_TOPIC_EVENTS") or cls.topic_events,
+            topic_deadletter=env.get("KAFKA_TOPIC_DEADLETTER") or cls.topic_deadletter,
+            topic_profiles=env.get("KAFKA_TOPIC_PROFILES") or cls.topic_profiles,
+            topic_partitions=_int(env, "KAFKA_TOPIC_PARTITIONS", cls.topic_partitions, minimum=1),
+            topic_replication_factor=_int(
+                env, "KAFKA_TOPIC_REPLICATION_FACTOR", cls.topic_replication_factor, minimum=-1
+            ),
+            schema_registry_url=_optional(env, "SCHEMA_REGISTRY_URL"),
+            schemas_dir=Path(env.get("SCHEMAS_DIR") or cls.schemas_dir),
+            session_timeout_seconds=_int(
+                env, "SESSION_TIMEOUT_SECONDS", cls.session_timeout_seconds, minimum=1
+            ),
+            profile_retention_days=(
+                None if retention is None else _int(env, "PROFILE_RETENTION_DAYS", 0, minimum=1)
+            ),
+            sentry_dsn=_optional(env, "SENTRY_DSN"),
+            otel_exporter_otlp_endpoint=_optional(env, "OTEL_EXPORTER_OTLP_ENDPOINT"),
+            log_level=(env.get("LOG_LEVEL") or cls.log_level).upper(),
+            log_format=_choice(env, "LOG_FORMAT", cls.log_format, ("json", "console")),
+            flower_basic_auth=_optional(env, "FLOWER_BASIC_AUTH"),
+            admin_token=_optional(env, "ADMIN_TOKEN"),
+            dev_write_key=_optional(env, "DEV_WRITE_KEY"),
+            api_bind=env.get("API_BIND") or cls.api_bind,
+            trusted_proxy_count=_int(
+                env, "TRUSTED_PROXY_COUNT", cls.trusted_proxy_count, minimum=0
+            ),
+            source_cache_seconds=_int(
+                env, "SOURCE_CACHE_SECONDS", cls.source_cache_seconds, minimum=0
+            ),
+        )

@@ -1,0 +1,206 @@
+"""Kafka output: records, a bounded and drained publisher, and topic administration.
+
+The publisher returns only when every record it was given has a final delivery report, so a
+task that returns has nothing left in librdkafka's queue to lose when its process exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+log = logging.getLogger(__name__)
+
+# Defaults for every producer; KAFKA_* variables override them (see config.kafka_client_properties).
+PRODUCER_DEFAULTS: dict[str, Any] = {
+    # Idempotence implies acks=all and keeps per-partition order across internal retries.
+    "enable.idempotence": True,
+    "acks": "all",
+    "linger.ms": 10,
+    "compression.type": "lz4",
+    # A message not delivered in 30 s gets a final (failed) report; the task then retries it.
+    "message.timeout.ms": 30000,
+    # Bound what a process may buffer: produce() raises BufferError beyond it (backpressure).
+    "queue.buffering.max.messages": 100000,
+    "queue.buffering.max.kbytes": 65536,
+    "client.id": "clicktrail",
+}
+
+
+@dataclass(frozen=True)
+class Record:
+    """One Kafka record to write; JSON-safe so a retried task can carry it."""
+
+    topic: str
+    key: str | None
+    value: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"topic": self.topic, "key": self.key, "value": self.value, "headers": self.headers}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Record:
+        return cls(data["topic"], data.get("key"), data["value"], dict(data.get("headers") or {}))
+
+
+@dataclass(frozen=True)
+class Failure:
+    record: Record
+    error: str
+
+
+class Publisher(Protocol):
+    def publish(self, records: list[Record]) -> list[Failure]: ...
+
+    def close(self) -> None: ...
+
+
+class KafkaPublisher:
+    """Writes records through one idempotent producer per process, waiting for every report.
+
+    A fatal producer error (e.g. the idempotent sequence is broken) discards the producer; the
+    next publish builds a new one. Build it after fork: a producer never survives a fork.
+    """
+
+    def __init__(
+        self,
+        config: dict[str, str],
+        producer_factory: Callable[[dict[str, Any]], Producer] = Producer,
+    ) -> None:
+        self._config: dict[str, Any] = {
+            **PRODUCER_DEFAULTS,
+            **config,
+            "error_cb": self._on_error,
+            # librdkafka's own log lines go through our logging (JSON lines), not raw stderr.
+            "logger": logging.getLogger("librdkafka"),
+        }
+        self._factory = producer_factory
+        self._producer: Producer | None = None
+        self._fatal = False
+        # Wait for reports a little longer than librdkafka may hold a message, so that every
+        # record reaches a final report: an unreported one could still be delivered after a retry.
+        self._drain_timeout = int(self._config["message.timeout.ms"]) / 1000 + 5
+
+    def _on_error(self, error: KafkaError) -> None:
+        if error.fatal():
+            log.error("kafka producer fatal error, rebuilding: %s", error)
+            self._fatal = True
+        else:
+            log.warning("kafka client error: %s", error)
+
+    def _get(self) -> Producer:
+        if self._producer is None or self._fatal:
+            self._producer = self._factory(self._config)
+            self._fatal = False
+        return self._producer
+
+    def publish(self, records: list[Record]) -> list[Failure]:
+        """Produce every record and wait for its report; the ones that failed, with why."""
+        producer = self._get()
+        errors: dict[int, str | None] = {}
+
+        def reporter(index: int) -> Callable[[KafkaError | None, Any], None]:
+            def report(error: KafkaError | None, _message: Any) -> None:
+                errors[index] = None if error is None else str(error)
+
+            return report
+
+        deadline = time.monotonic() + self._drain_timeout
+        for index, record in enumerate(records):
+            self._produce(producer, record, reporter(index), errors, index, deadline)
+            producer.poll(0)
+        producer.flush(max(0.0, deadline - time.monotonic()))
+        return [
+            Failure(record, errors.get(index) or "no delivery report before the timeout")
+            for index, record in enumerate(records)
+            if errors.get(index, "pending") is not None
+        ]
+
+    def _produce(
+        self,
+        producer: Producer,
+        record: Record,
+        on_delivery: Callable[[KafkaError | None, Any], None],
+        errors: dict[int, str | None],
+        index: int,
+        deadline: float,
+    ) -> None:
+        value = orjson.dumps(record.value)
+        headers: list[tuple[str, str | bytes | None]] = [
+            (name, text.encode()) for name, text in record.headers.items()
+        ]
+        while True:
+            try:
+                producer.produce(
+                    record.topic,
+                    value=value,
+                    key=None if record.key is None else record.key.encode(),
+                    headers=headers,
+                    on_delivery=on_delivery,
+                )
+                return
+            except BufferError:
+                # The local queue is full: serve delivery reports until there is room.
+                if time.monotonic() >= deadline:
+                    errors[index] = "local producer queue full"
+                    return
+                producer.poll(0.1)
+            except KafkaException as exc:
+                errors[index] = str(exc)
+                return
+
+    def close(self) -> None:
+        """Deliver what is still queued (on worker shutdown)."""
+        if self._producer is not None:
+            remaining = self._producer.flush(self._drain_timeout)
+            if remaining:
+                log.error("kafka producer closed with %d undelivered messages", remaining)
+            self._producer = None
+
+
+def admin_client(config: dict[str, str]) -> AdminClient:
+    return AdminClient(dict(config))
+
+
+def ensure_topics(
+    config: dict[str, str],
+    names: Iterable[str],
+    partitions: int,
+    replication_factor: int = -1,
+    timeout: float = 15.0,
+) -> list[str]:
+    """Create the topics that do not exist yet; the names of those created."""
+    admin = admin_client(config)
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    wanted = [
+        NewTopic(name, num_partitions=partitions, replication_factor=replication_factor)
+        for name in dict.fromkeys(names)
+        if name not in existing
+    ]
+    if not wanted:
+        return []
+    created = []
+    for name, future in admin.create_topics(wanted, request_timeout=timeout).items():
+        try:
+            future.result()
+            created.append(name)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+    return created
+
+
+def parse_headers(headers: Any) -> dict[str, str]:
+    """A consumed record's headers (a list of name, bytes pairs) as a dict of strings."""
+    return {
+        name: value.decode() if isinstance(value, bytes) else (value or "")
+        for name, value in headers or []
+    }

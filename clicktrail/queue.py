@@ -1,0 +1,74 @@
+"""The contract between the API (which enqueues) and the workers (which own Celery).
+
+Tasks are sent by name with one JSON argument, so the API never imports task code. The Celery
+settings live here as plain data because every process that touches the broker (API, worker,
+beat, Flower) must use the same transport options: Redis honours the shortest
+``visibility_timeout`` any client sets.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from clicktrail.config import Settings
+
+INGEST_TASK = "clicktrail.ingest"
+QUEUE = "clicktrail"
+
+# Payload format of INGEST_TASK (bump when it changes incompatibly; workers accept old ones):
+#   {"v": 1, "source": {"id", "settings"}, "events": [...], "traceparent": str | None}
+# A retry carries "records" (Kafka-ready, already enriched) instead of "events", so that a
+# retried publish neither re-enriches nor re-counts sessions.
+PAYLOAD_VERSION = 1
+
+# Redis re-delivers a message not acknowledged within this many seconds. It must exceed the
+# longest a message can wait unacked: prefetch wait + task time limit + the longest retry
+# countdown (which Celery holds in memory, unacked, until it is due).
+VISIBILITY_TIMEOUT = 3600
+TASK_SOFT_TIME_LIMIT = 90
+TASK_TIME_LIMIT = 120
+RETRY_BACKOFF_MAX = 300
+
+
+def celery_settings(settings: Settings) -> dict[str, Any]:
+    """Celery configuration shared by every process that talks to the broker."""
+    return {
+        "broker_url": settings.celery_broker_url,
+        "broker_transport_options": {
+            "visibility_timeout": VISIBILITY_TIMEOUT,
+            "socket_timeout": 10,
+            "socket_connect_timeout": 5,
+            "socket_keepalive": True,
+            "health_check_interval": 25,
+            "retry_on_timeout": True,
+        },
+        "broker_connection_retry_on_startup": True,
+        "result_backend": None,
+        "task_ignore_result": True,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_default_queue": QUEUE,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_soft_time_limit": TASK_SOFT_TIME_LIMIT,
+        "task_time_limit": TASK_TIME_LIMIT,
+        "worker_prefetch_multiplier": 4,
+        "worker_hijack_root_logger": False,
+        "timezone": "UTC",
+        "enable_utc": True,
+    }
+
+
+def ingest_payload(
+    source_id: str,
+    source_settings: dict[str, Any],
+    events: list[dict[str, Any]],
+    traceparent: str | None,
+) -> dict[str, Any]:
+    """The one argument of INGEST_TASK."""
+    return {
+        "v": PAYLOAD_VERSION,
+        "source": {"id": source_id, "settings": source_settings},
+        "events": events,
+        "traceparent": traceparent,
+    }
