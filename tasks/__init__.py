@@ -1,0 +1,1 @@
+"""Celery tasks: thin wrappers that unpack a message, call the pipeline and map its errors."""

@@ -1,0 +1,41 @@
+"""Hands requests to the workers through Celery, by task name; never imports task code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from kombu.exceptions import OperationalError
+
+from clicktrail.config import Settings
+from clicktrail.errors import DependencyUnavailable
+from clicktrail.queue import INGEST_TASK, QUEUE, celery_settings
+
+# Publishing to a down Redis fails fast so the client gets its 503 quickly and retries later.
+_PUBLISH_RETRY = {
+    "max_retries": 2,
+    "interval_start": 0.05,
+    "interval_step": 0.1,
+    "interval_max": 0.2,
+}
+
+
+class CeleryEnqueuer:
+    def __init__(self, settings: Settings) -> None:
+        self._celery = Celery("clicktrail-api", set_as_current=False)
+        config = celery_settings(settings)
+        config["broker_transport_options"] = {
+            **config["broker_transport_options"],
+            "socket_timeout": 2,
+            "socket_connect_timeout": 1,
+        }
+        self._celery.conf.update(config)
+
+    def enqueue(self, payload: dict[str, Any]) -> None:
+        """Returns once Redis has the message (the publish is an acknowledged LPUSH)."""
+        try:
+            self._celery.send_task(
+                INGEST_TASK, args=[payload], queue=QUEUE, retry=True, retry_policy=_PUBLISH_RETRY
+            )
+        except (OperationalError, ConnectionError, TimeoutError) as exc:
+            raise DependencyUnavailable("queue", str(exc)) from exc

@@ -1,0 +1,109 @@
+"""The Segment HTTP Tracking API: /v1/track, page, screen, identify, group, alias, batch, import.
+
+A request is answered 200 only once its events are in the queue. Auth first (Basic, then the
+body's writeKey), then the synchronous checks of clicktrail.intake; everything else happens in
+the workers.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import zlib
+from typing import Any
+
+from flask import Blueprint, current_app, request
+
+from clicktrail.errors import InvalidInput, PayloadTooLarge, Unauthorized, UnsupportedMediaType
+from clicktrail.intake import CALL_TYPES, MAX_REQUEST_BYTES, parse_json, read_body, stamp
+from clicktrail.queue import ingest_payload
+from clicktrail.sources import Source
+from web.services import Services
+
+bp = Blueprint("ingest", __name__)
+
+# text/plain is what browsers' navigator.sendBeacon sends; it is still JSON.
+_JSON_TYPES = frozenset({"", "application/json", "text/plain"})
+_TRACEPARENT = re.compile(r"^00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}$")
+
+
+@bp.post(f"/v1/<any({', '.join(CALL_TYPES)}):call_type>")
+def single(call_type: str) -> dict[str, Any]:
+    return _ingest(call_type)
+
+
+@bp.post("/v1/batch")
+@bp.post("/v1/import", endpoint="import")
+def batch() -> dict[str, Any]:
+    return _ingest(None)
+
+
+def _ingest(call_type: str | None) -> dict[str, Any]:
+    services: Services = current_app.extensions["clicktrail"]
+    if request.mimetype not in _JSON_TYPES:
+        raise UnsupportedMediaType(
+            "unsupported_media_type",
+            f"send JSON with Content-Type: application/json, not {request.mimetype!r}",
+        )
+    basic_key = _basic_write_key()
+    source = _authenticate(services, basic_key) if basic_key else None
+    raw = _read_body()
+    intake = read_body(parse_json(raw), call_type, len(raw))
+    if source is None:
+        source = _authenticate(services, intake.write_key)
+    stamp(intake.events, services.clock.now(), request.remote_addr)
+    services.enqueuer.enqueue(
+        ingest_payload(source.id, source.settings, intake.events, _traceparent())
+    )
+    return {"success": True}
+
+
+def _basic_write_key() -> str | None:
+    auth = request.authorization
+    if auth is None or auth.type != "basic":
+        return None
+    return auth.username or None
+
+
+def _authenticate(services: Services, write_key: str | None) -> Source:
+    if not write_key:
+        raise Unauthorized(
+            "missing_write_key",
+            "send the source's write key as the HTTP Basic username or as writeKey in the body",
+        )
+    source = services.sources.by_write_key(write_key)
+    if source is None:
+        raise Unauthorized("invalid_write_key", "the write key is unknown, revoked or expired")
+    return source
+
+
+def _read_body() -> bytes:
+    """The request body, gunzipped when sent with Content-Encoding: gzip, capped in size."""
+    raw = request.get_data(cache=False)  # MAX_CONTENT_LENGTH bounds what is read off the wire
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding in ("", "identity"):
+        return raw
+    if encoding != "gzip":
+        raise UnsupportedMediaType(
+            "unsupported_encoding", f"Content-Encoding {encoding!r} is not supported; use gzip"
+        )
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        body = inflater.decompress(raw, MAX_REQUEST_BYTES + 1)
+    except zlib.error as exc:
+        raise InvalidInput("invalid_gzip", f"the body is not valid gzip: {exc}") from None
+    if len(body) > MAX_REQUEST_BYTES:
+        raise PayloadTooLarge(
+            "request_too_large", f"a request may be at most {MAX_REQUEST_BYTES} bytes uncompressed"
+        )
+    if not inflater.eof or inflater.unused_data:
+        raise InvalidInput("invalid_gzip", "the gzip body is truncated or has trailing data")
+    return body
+
+
+def _traceparent() -> str:
+    """The caller's W3C traceparent when well formed, else a new trace."""
+    given = request.headers.get("traceparent", "")
+    if _TRACEPARENT.match(given):
+        return given
+    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"

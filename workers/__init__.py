@@ -1,0 +1,1 @@
+"""The worker side: the Celery app, per-process resources, the beat schedule."""
