@@ -1,0 +1,5 @@
+import sys
+
+from clicktrail.cli import main
+
+sys.exit(main())

