@@ -1,0 +1,75 @@
+"""The publisher and topic administration against a real broker."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from confluent_kafka.admin import AdminClient
+
+from clicktrail.kafka import KafkaPublisher, Record, ensure_topics
+from tests.integration.conftest import TopicNames
+from tests.support.infra import KafkaCollector, free_port
+
+
+def test_records_arrive_with_key_headers_and_value(
+    kafka_bootstrap: str, topics: TopicNames, kafka: KafkaCollector
+) -> None:
+    publisher = KafkaPublisher({"bootstrap.servers": kafka_bootstrap})
+    ids = [f"pub-{uuid.uuid4()}" for _ in range(50)]
+    records = [
+        Record(topics.events, f"user-{i % 5}", {"n": i, "messageId": m}, {"event-id": m})
+        for i, m in enumerate(ids)
+    ]
+
+    failures = publisher.publish(records)
+    publisher.close()
+
+    assert failures == []
+    got = kafka.wait_for(ids, topic=topics.events)
+    for i, m in enumerate(ids):
+        [message] = got[m]
+        assert message.key == f"user-{i % 5}"
+        assert message.value == {"n": i, "messageId": m}
+    # One key, one partition, in order.
+    user0 = [got[m][0] for i, m in enumerate(ids) if i % 5 == 0]
+    assert len({m.partition for m in user0}) == 1
+    assert [m.value["n"] for m in sorted(user0, key=lambda m: m.offset)] == [
+        0,
+        5,
+        10,
+        15,
+        20,
+        25,
+        30,
+        35,
+        40,
+        45,
+    ]
+
+
+def test_an_unreachable_broker_fails_every_record_once_the_timeout_passes() -> None:
+    publisher = KafkaPublisher(
+        {"bootstrap.servers": f"127.0.0.1:{free_port()}", "message.timeout.ms": "1500"}
+    )
+    records = [Record("nowhere", "k", {"i": i}) for i in range(3)]
+
+    started = time.monotonic()
+    failures = publisher.publish(records)
+    elapsed = time.monotonic() - started
+
+    assert [f.record for f in failures] == records
+    assert all("timed out" in f.error.lower() for f in failures)
+    assert elapsed < 1.5 + 5 + 2
+
+
+def test_ensure_topics_creates_missing_ones_with_partitions(kafka_bootstrap: str) -> None:
+    name = f"ct-ensure-{uuid.uuid4().hex[:8]}"
+    config = {"bootstrap.servers": kafka_bootstrap}
+    try:
+        assert ensure_topics(config, [name], partitions=4) == [name]
+        assert ensure_topics(config, [name], partitions=4) == []
+        metadata = AdminClient(config).list_topics(name, timeout=10)
+        assert len(metadata.topics[name].partitions) == 4
+    finally:
+        AdminClient(config).delete_topics([name])

@@ -1,0 +1,165 @@
+"""The running pipeline for integration tests: real Kafka, Redis, Postgres, a Celery worker
+process and the API under gunicorn, each test run with its own database, Redis database and
+topics, all removed afterwards."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from clicktrail.config import Settings
+from clicktrail.db import Database, create_database, drop_database, migrate
+from clicktrail.devstack import host_port, listening
+from clicktrail.kafka import ensure_topics
+from clicktrail.sources import SourceStore, new_write_key
+from tests.support.infra import (
+    KafkaCollector,
+    Service,
+    TansuBroker,
+    child_env,
+    claim_redis_db,
+    delete_topics,
+    release_redis_db,
+    start_api,
+    start_worker,
+)
+
+pytestmark = pytest.mark.integration
+
+# Short enough for a test to watch a session end; the tests of one session post within it.
+SESSION_TIMEOUT = 3
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "integration" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def run_id() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(scope="session")
+def logs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("logs")
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(logs_dir: Path) -> Iterator[str]:
+    """The broker at KAFKA_BOOTSTRAP_SERVERS when one answers, else a Tansu broker of our own."""
+    configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+    if listening(*host_port(configured, 9092)):
+        yield configured
+        return
+    broker = TansuBroker(log_path=logs_dir / "tansu.log").start()
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.stop()
+
+
+@dataclass(frozen=True)
+class TopicNames:
+    events: str
+    deadletter: str
+    profiles: str
+
+    def all(self) -> list[str]:
+        return [self.events, self.deadletter, self.profiles]
+
+
+@pytest.fixture(scope="session")
+def topics(kafka_bootstrap: str, run_id: str) -> Iterator[TopicNames]:
+    names = TopicNames(
+        f"ct-{run_id}-events", f"ct-{run_id}-events.deadletter", f"ct-{run_id}-profiles"
+    )
+    ensure_topics({"bootstrap.servers": kafka_bootstrap}, names.all(), partitions=3)
+    yield names
+    delete_topics(kafka_bootstrap, names.all())
+
+
+@pytest.fixture(scope="session")
+def redis_url(run_id: str) -> Iterator[str]:
+    db = claim_redis_db(owner=run_id)
+    yield f"redis://127.0.0.1:6379/{db}"
+    release_redis_db(db)
+
+
+@pytest.fixture(scope="session")
+def database_url(run_id: str) -> Iterator[str]:
+    url = f"postgresql://postgres@127.0.0.1:5432/clicktrail_test_{run_id}"
+    create_database(url)
+    migrate(url)
+    yield url
+    drop_database(url)
+
+
+@dataclass(frozen=True)
+class SourceUnderTest:
+    id: str
+    write_key: str
+
+
+@pytest.fixture(scope="session")
+def source(database_url: str, run_id: str) -> SourceUnderTest:
+    db = Database(database_url)
+    try:
+        key = new_write_key()
+        created = SourceStore(db, cache_seconds=0).create(f"test-{run_id}", key)
+    finally:
+        db.close()
+    return SourceUnderTest(created.id, key)
+
+
+@pytest.fixture(scope="session")
+def stack_env(
+    kafka_bootstrap: str, topics: TopicNames, redis_url: str, database_url: str
+) -> dict[str, str]:
+    return child_env(
+        REDIS_URL=redis_url,
+        DATABASE_URL=database_url,
+        KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
+        KAFKA_TOPIC_EVENTS=topics.events,
+        KAFKA_TOPIC_DEADLETTER=topics.deadletter,
+        KAFKA_TOPIC_PROFILES=topics.profiles,
+        SESSION_TIMEOUT_SECONDS=str(SESSION_TIMEOUT),
+    )
+
+
+@pytest.fixture(scope="session")
+def settings(stack_env: dict[str, str]) -> Settings:
+    return Settings.from_env(stack_env)
+
+
+@pytest.fixture(scope="session")
+def worker(stack_env: dict[str, str], logs_dir: Path, run_id: str) -> Iterator[Service]:
+    service = start_worker(stack_env, logs_dir / "worker.log", f"test-{run_id}")
+    yield service
+    service.stop()
+
+
+@pytest.fixture(scope="session")
+def api(stack_env: dict[str, str], logs_dir: Path) -> Iterator[str]:
+    service, base = start_api(stack_env, logs_dir / "api.log")
+    yield base
+    service.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka(kafka_bootstrap: str, topics: TopicNames) -> Iterator[KafkaCollector]:
+    collector = KafkaCollector(kafka_bootstrap, topics.all()).start()
+    yield collector
+    collector.stop()
+
+
+@pytest.fixture(scope="session")
+def pipeline(api: str, worker: Service, kafka: KafkaCollector) -> str:
+    """The whole pipeline running; the API's base URL."""
+    return api

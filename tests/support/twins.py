@@ -1,0 +1,85 @@
+"""In-memory twins of the I/O seams, for unit tests only (integration tests use the real thing)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from clicktrail.errors import DependencyUnavailable
+from clicktrail.kafka import Failure, Record
+from clicktrail.sessions import Touch
+from clicktrail.sources import Source
+
+
+class FixedClock:
+    def __init__(self, moment: datetime = datetime(2026, 6, 1, 12, 0, 0, tzinfo=UTC)) -> None:
+        self.moment = moment
+
+    def now(self) -> datetime:
+        return self.moment
+
+
+class MemorySessions:
+    """Sessions without expiry: one per (source, identity)."""
+
+    def __init__(self) -> None:
+        self.sessions: dict[tuple[str, str], dict[str, Any]] = {}
+        self.calls = 0
+
+    def touch_many(self, touches: list[Touch]) -> list[dict[str, Any]]:
+        self.calls += 1
+        out = []
+        for t in touches:
+            session = self.sessions.setdefault(
+                (t.source_id, t.identity),
+                {"id": t.new_id, "index": 1, "eventIndex": 0, "startedAt": t.at},
+            )
+            session["eventIndex"] += 1
+            out.append(dict(session))
+        return out
+
+
+class MemoryPublisher:
+    """Keeps what it is given; a record whose event-id is in ``fail_ids`` fails ``fail_times``."""
+
+    def __init__(self, fail_ids: set[str] | None = None, fail_times: int = 1) -> None:
+        self.published: list[Record] = []
+        self.fail_ids = fail_ids or set()
+        self.fail_times = fail_times
+        self._failed: dict[str, int] = {}
+
+    def publish(self, records: list[Record]) -> list[Failure]:
+        failures = []
+        for record in records:
+            event_id = record.headers.get("event-id", "")
+            if event_id in self.fail_ids and self._failed.get(event_id, 0) < self.fail_times:
+                self._failed[event_id] = self._failed.get(event_id, 0) + 1
+                failures.append(Failure(record, "broker unreachable"))
+            else:
+                self.published.append(record)
+        return failures
+
+    def close(self) -> None:
+        pass
+
+
+class RecordingEnqueuer:
+    def __init__(self, down: bool = False) -> None:
+        self.payloads: list[dict[str, Any]] = []
+        self.down = down
+
+    def enqueue(self, payload: dict[str, Any]) -> None:
+        if self.down:
+            raise DependencyUnavailable("queue", "connection refused")
+        self.payloads.append(payload)
+
+
+class MemorySources:
+    def __init__(self, sources: dict[str, Source], down: bool = False) -> None:
+        self.sources = sources
+        self.down = down
+
+    def by_write_key(self, key: str) -> Source | None:
+        if self.down:
+            raise DependencyUnavailable("postgres", "connection refused")
+        return self.sources.get(key)

@@ -1,0 +1,155 @@
+from __future__ import annotations
+
+import copy
+import itertools
+from typing import Any
+
+import pytest
+
+from clicktrail.config import PROJECT_ROOT
+from clicktrail.pipeline import Pipeline, PublishIncomplete, Topics
+from clicktrail.queue import ingest_payload
+from clicktrail.schemas import EventValidator, FileSchemaRegistry
+from tests.support.data import invalid_events, valid_events
+from tests.support.twins import FixedClock, MemoryPublisher, MemorySessions
+
+TOPICS = Topics(events="ev", deadletter="dlq")
+VALIDATOR = EventValidator(FileSchemaRegistry(PROJECT_ROOT / "schemas"))
+
+
+def make(
+    publisher: MemoryPublisher | None = None,
+) -> tuple[Pipeline, MemorySessions, MemoryPublisher]:
+    sessions, publisher = MemorySessions(), publisher or MemoryPublisher()
+    counter = itertools.count(1)
+    pipeline = Pipeline(
+        VALIDATOR, sessions, publisher, TOPICS, FixedClock(), new_id=lambda: f"s{next(counter)}"
+    )
+    return pipeline, sessions, publisher
+
+
+def payload(*events: dict[str, Any], settings: dict[str, Any] | None = None) -> dict[str, Any]:
+    return ingest_payload(
+        "src-1",
+        settings or {"anonymize_ip": True},
+        [copy.deepcopy(e) for e in events],
+        "00-" + "a" * 32 + "-" + "b" * 16 + "-01",
+    )
+
+
+def test_valid_events_are_enriched_and_published_in_order_invalid_ones_dead_lettered() -> None:
+    pipeline, _, publisher = make()
+    good = valid_events()["track_product_viewed"]
+    bad, expected = invalid_events()["track_without_event"]
+    other = valid_events()["identify"]
+
+    outcome = pipeline.process(payload(good, bad, other))
+
+    assert (outcome.published, outcome.dead_lettered) == (2, 1)
+    assert [(r.topic, r.headers["event-id"]) for r in publisher.published] == [
+        ("ev", "m-1"),
+        ("dlq", "m-9"),
+        ("ev", "m-6"),
+    ]
+    first = publisher.published[0]
+    assert first.key == "u-1"
+    assert first.headers == {
+        "event-id": "m-1",
+        "event-type": "track",
+        "schema": "events/product_viewed/1-0-0",
+        "source-id": "src-1",
+        "traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01",
+    }
+    assert first.value["context"]["ip"] == "203.0.113.0"
+    assert first.value["context"]["session"] == {
+        "id": "s1",
+        "index": 1,
+        "eventIndex": 1,
+        "startedAt": good["receivedAt"],
+    }
+    assert first.value["timestamp"] == "2026-01-02T03:04:04.678Z"
+    assert first.value["originalTimestamp"] == "2026-01-02T03:04:00Z"
+    dead = publisher.published[1]
+    assert dead.headers["error-kind"] == "schema_validation"
+    assert dead.value["reason"] == "schema_validation"
+    assert dead.value["event"]["messageId"] == "m-9"
+    assert [(e["path"], e["keyword"]) for e in dead.value["errors"]] == expected
+    assert dead.value["failedAt"] == "2026-06-01T12:00:00.000Z"
+
+
+def test_invalid_events_do_not_touch_sessions_and_keep_no_raw_ip() -> None:
+    pipeline, sessions, publisher = make()
+    bad = copy.deepcopy(invalid_events()["track_without_event"][0])
+    bad["context"] = {"ip": "198.51.100.200"}
+
+    pipeline.process(payload(bad))
+
+    assert sessions.sessions == {}
+    assert publisher.published[0].value["event"]["context"]["ip"] == "198.51.100.0"
+
+
+def test_a_source_may_keep_ips() -> None:
+    pipeline, _, publisher = make()
+
+    pipeline.process(
+        payload(valid_events()["track_product_viewed"], settings={"anonymize_ip": False})
+    )
+
+    assert publisher.published[0].value["context"]["ip"] == "203.0.113.9"
+
+
+def test_events_of_one_device_share_a_session() -> None:
+    pipeline, _, publisher = make()
+    page, identify = valid_events()["page"], valid_events()["identify"]
+
+    pipeline.process(payload(page, identify))
+
+    one, two = (r.value["context"]["session"] for r in publisher.published)
+    assert one["id"] == two["id"]
+    assert (one["eventIndex"], two["eventIndex"]) == (1, 2)
+
+
+def test_a_failed_publish_retries_only_the_undelivered_records_without_re_enriching() -> None:
+    pipeline, sessions, publisher = make(MemoryPublisher(fail_ids={"m-6"}))
+    original = payload(valid_events()["page"], valid_events()["identify"])
+    untouched = copy.deepcopy(original)
+
+    with pytest.raises(PublishIncomplete) as caught:
+        pipeline.process(original)
+    retry = caught.value.retry_payload
+    pipeline.process(retry)
+
+    assert original == untouched
+    assert "events" not in retry
+    assert [r["headers"]["event-id"] for r in retry["records"]] == ["m-6"]
+    assert [r.headers["event-id"] for r in publisher.published] == ["m-4", "m-6"]
+    assert sessions.calls == 1
+    assert publisher.published[1].value["context"]["session"]["eventIndex"] == 2
+
+
+def test_dead_letter_all_gives_up_on_every_event_of_a_payload() -> None:
+    pipeline, _, publisher = make()
+
+    pipeline.dead_letter_all(
+        payload(valid_events()["page"], valid_events()["alias"]),
+        "processing_failed",
+        "KeyError: 'x'",
+    )
+
+    assert [(r.topic, r.headers["error-kind"]) for r in publisher.published] == [
+        ("dlq", "processing_failed")
+    ] * 2
+    assert publisher.published[0].value["errors"][0]["message"] == "KeyError: 'x'"
+
+
+def test_dead_letter_all_of_a_retry_payload_keeps_its_dead_letters() -> None:
+    pipeline, _, publisher = make(MemoryPublisher(fail_ids={"m-4", "m-9"}))
+    with pytest.raises(PublishIncomplete) as caught:
+        pipeline.process(
+            payload(valid_events()["page"], invalid_events()["track_without_event"][0])
+        )
+
+    pipeline.dead_letter_all(caught.value.retry_payload, "processing_failed", "boom")
+
+    reasons = {r.headers["event-id"]: r.value["reason"] for r in publisher.published}
+    assert reasons == {"m-4": "processing_failed", "m-9": "schema_validation"}

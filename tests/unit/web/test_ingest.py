@@ -1,0 +1,220 @@
+"""The API's edge behaviour with twins for the queue and the source store."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+from typing import Any
+
+import orjson
+import pytest
+from flask.testing import FlaskClient
+
+from clicktrail.config import Settings
+from clicktrail.sources import Source
+from tests.support.twins import FixedClock, MemorySources, RecordingEnqueuer
+from web import create_app
+from web.services import Services
+
+KEY = "wk-test"
+SOURCE = Source("src-1", "web", {"anonymize_ip": True})
+
+
+def basic(key: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
+
+
+def client_for(enqueuer: RecordingEnqueuer, sources: MemorySources | None = None) -> FlaskClient:
+    services = Services(
+        sources=sources or MemorySources({KEY: SOURCE}), enqueuer=enqueuer, clock=FixedClock()
+    )
+    app = create_app(Settings.from_env({"LOG_FORMAT": "console"}), services)
+    return app.test_client()
+
+
+@pytest.fixture
+def queue() -> RecordingEnqueuer:
+    return RecordingEnqueuer()
+
+
+@pytest.fixture
+def client(queue: RecordingEnqueuer) -> FlaskClient:
+    return client_for(queue)
+
+
+def test_an_accepted_event_is_enqueued_stamped_with_its_source(
+    client: FlaskClient, queue: RecordingEnqueuer
+) -> None:
+    response = client.post(
+        "/v1/track",
+        json={"userId": "u", "event": "E"},
+        headers={
+            **basic(KEY),
+            "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        },
+        environ_base={"REMOTE_ADDR": "192.0.2.7"},
+    )
+
+    assert response.status_code == 200
+    assert response.json == {"success": True}
+    [payload] = queue.payloads
+    assert payload["source"] == {"id": "src-1", "settings": {"anonymize_ip": True}}
+    assert payload["traceparent"] == "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    [event] = payload["events"]
+    assert event["type"] == "track"
+    assert event["receivedAt"] == "2026-06-01T12:00:00.000Z"
+    assert event["messageId"]
+    assert event["context"] == {"ip": "192.0.2.7"}
+
+
+def test_a_batch_is_one_message(client: FlaskClient, queue: RecordingEnqueuer) -> None:
+    batch = {
+        "batch": [
+            {"type": "track", "userId": "u", "event": "E"},
+            {"type": "page", "anonymousId": "a"},
+        ]
+    }
+
+    for path in ("/v1/batch", "/v1/import"):
+        assert client.post(path, json=batch, headers=basic(KEY)).status_code == 200
+
+    assert [len(p["events"]) for p in queue.payloads] == [2, 2]
+
+
+def test_the_write_key_may_come_in_the_body_and_is_not_kept(
+    client: FlaskClient, queue: RecordingEnqueuer
+) -> None:
+    response = client.post("/v1/identify", json={"writeKey": KEY, "userId": "u", "traits": {}})
+
+    assert response.status_code == 200
+    assert KEY not in orjson.dumps(queue.payloads).decode()
+
+
+def test_a_malformed_traceparent_starts_a_new_trace(
+    client: FlaskClient, queue: RecordingEnqueuer
+) -> None:
+    client.post(
+        "/v1/track",
+        json={"userId": "u", "event": "E"},
+        headers={**basic(KEY), "traceparent": "garbage"},
+    )
+
+    traceparent = queue.payloads[0]["traceparent"]
+    assert traceparent != "garbage"
+    assert len(traceparent.split("-")[1]) == 32
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "status", "code"),
+    [
+        ({}, {"userId": "u", "event": "E"}, 401, "missing_write_key"),
+        (basic("nope"), {"userId": "u", "event": "E"}, 401, "invalid_write_key"),
+        (basic("nope"), {"writeKey": KEY, "userId": "u", "event": "E"}, 401, "invalid_write_key"),
+        (
+            {"Authorization": "Bearer " + KEY},
+            {"userId": "u", "event": "E"},
+            401,
+            "missing_write_key",
+        ),
+        (basic(KEY), {"event": "E"}, 400, "missing_identity"),
+    ],
+)
+def test_rejected_requests_enqueue_nothing(
+    client: FlaskClient,
+    queue: RecordingEnqueuer,
+    headers: dict[str, str],
+    body: dict[str, Any],
+    status: int,
+    code: str,
+) -> None:
+    response = client.post("/v1/track", json=body, headers=headers)
+
+    assert response.status_code == status
+    assert response.json is not None
+    assert response.json["code"] == code
+    assert queue.payloads == []
+
+
+def test_a_down_queue_is_503_with_retry_after() -> None:
+    client = client_for(RecordingEnqueuer(down=True))
+
+    response = client.post("/v1/track", json={"userId": "u", "event": "E"}, headers=basic(KEY))
+
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "5"
+    assert response.json is not None
+    assert response.json["code"] == "unavailable"
+
+
+def test_a_down_source_store_is_503(queue: RecordingEnqueuer) -> None:
+    client = client_for(queue, MemorySources({}, down=True))
+
+    response = client.post("/v1/track", json={"userId": "u", "event": "E"}, headers=basic(KEY))
+
+    assert response.status_code == 503
+    assert queue.payloads == []
+
+
+def test_gzip_is_inflated_and_other_encodings_refused(
+    client: FlaskClient, queue: RecordingEnqueuer
+) -> None:
+    raw = gzip.compress(orjson.dumps({"userId": "u", "event": "Zipped"}))
+    headers = {**basic(KEY), "Content-Type": "application/json"}
+
+    zipped = client.post("/v1/track", data=raw, headers={**headers, "Content-Encoding": "gzip"})
+    brotli = client.post("/v1/track", data=raw, headers={**headers, "Content-Encoding": "br"})
+    truncated = client.post(
+        "/v1/track", data=raw[:-6], headers={**headers, "Content-Encoding": "gzip"}
+    )
+
+    assert zipped.status_code == 200
+    assert queue.payloads[0]["events"][0]["event"] == "Zipped"
+    assert (brotli.status_code, brotli.json["code"]) == (415, "unsupported_encoding")  # type: ignore[index]
+    assert (truncated.status_code, truncated.json["code"]) == (400, "invalid_gzip")  # type: ignore[index]
+
+
+def test_text_plain_is_json_too(client: FlaskClient) -> None:
+    response = client.post(
+        "/v1/track",
+        data=orjson.dumps({"userId": "u", "event": "E"}),
+        headers={**basic(KEY), "Content-Type": "text/plain;charset=UTF-8"},
+    )
+
+    assert response.status_code == 200
+
+
+def test_unknown_paths_and_methods_answer_json(client: FlaskClient) -> None:
+    missing = client.post("/v1/hover", json={}, headers=basic(KEY))
+    wrong_method = client.get("/v1/track")
+
+    assert (missing.status_code, missing.json["code"]) == (404, "not_found")  # type: ignore[index]
+    assert (wrong_method.status_code, wrong_method.json["code"]) == (405, "method_not_allowed")  # type: ignore[index]
+
+
+def test_livez_calls_no_dependency() -> None:
+    client = client_for(RecordingEnqueuer(down=True), MemorySources({}, down=True))
+
+    assert client.get("/livez").status_code == 200
+
+
+def test_readyz_reports_each_check() -> None:
+    def broken() -> None:
+        raise ConnectionError("refused")
+
+    services = Services(
+        sources=MemorySources({}),
+        enqueuer=RecordingEnqueuer(),
+        checks={"redis": lambda: None, "kafka": broken},
+    )
+    client = create_app(Settings.from_env({"LOG_FORMAT": "console"}), services).test_client()
+
+    response = client.get("/readyz")
+
+    assert response.status_code == 503
+    assert response.json == {
+        "status": "unavailable",
+        "checks": {
+            "redis": {"status": "ok"},
+            "kafka": {"status": "down", "error": "ConnectionError: refused"},
+        },
+    }
