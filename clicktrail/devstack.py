@@ -19,6 +19,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import honcho.manager
+import psycopg
+from confluent_kafka import KafkaException
 from honcho.environ import parse_procfile
 
 from clicktrail.config import PROJECT_ROOT, Settings
@@ -160,6 +162,15 @@ def dev_write_key(settings: Settings) -> str:
 
 def prepare(settings: Settings) -> str:
     """Database, migrations, development source and topics; returns the dev write key."""
+    try:
+        return _prepare(settings)
+    except psycopg.OperationalError as exc:
+        raise SystemExit(f"clicktrail | cannot use Postgres at DATABASE_URL: {exc}") from None
+    except KafkaException as exc:
+        raise SystemExit(f"clicktrail | cannot create the Kafka topics: {exc}") from None
+
+
+def _prepare(settings: Settings) -> str:
     if create_database(settings.database_url):
         say("Postgres: created the database")
     applied = migrate(settings.database_url)

@@ -45,6 +45,8 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         "broker_connection_retry_on_startup": True,
         "result_backend": None,
         "task_ignore_result": True,
+        # No results are stored, so beat must not schedule Celery's daily result cleanup.
+        "result_expires": None,
         "task_serializer": "json",
         "accept_content": ["json"],
         "task_default_queue": QUEUE,
