@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import IO
 from urllib.parse import urlsplit
 
 import honcho.manager
@@ -76,6 +77,18 @@ def tansu_binary() -> Path:
     return path
 
 
+def spawn_tansu(host: str, port: int, log: IO[bytes] | int) -> subprocess.Popen[bytes]:
+    """A Tansu broker (in memory) on host:port, in a session of its own so that a terminal's
+    Ctrl-C reaches it only through whoever started it, after the workers have stopped."""
+    url = f"tcp://{host}:{port}"
+    return subprocess.Popen(
+        [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
 def start_kafka(settings: Settings, started: list[subprocess.Popen[bytes]]) -> None:
     host, port = host_port(settings.kafka_bootstrap_servers, 9092)
     if listening(host, port):
@@ -83,23 +96,8 @@ def start_kafka(settings: Settings, started: list[subprocess.Popen[bytes]]) -> N
         return
     if host not in LOCAL_HOSTS:
         raise SystemExit(f"clicktrail | no Kafka broker answers at {host}:{port}")
-    url = f"tcp://{host}:{port}"
     log = open(STATE_DIR / "kafka.log", "ab")  # noqa: SIM115 - the broker keeps it open
-    started.append(
-        subprocess.Popen(
-            [
-                str(tansu_binary()),
-                "broker",
-                "--listener-url",
-                url,
-                "--advertised-listener-url",
-                url,
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # Ctrl-C reaches it only through us, after the workers stopped
-        )
-    )
+    started.append(spawn_tansu(host, port, log))
     wait_until(lambda: listening(host, port), f"the Tansu broker on {host}:{port}")
     say(f"Kafka: started a Tansu broker (in memory) on {host}:{port}; log in .run/kafka.log")
 

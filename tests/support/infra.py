@@ -25,7 +25,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from clicktrail.config import PROJECT_ROOT
-from clicktrail.devstack import listening, tansu_binary
+from clicktrail.devstack import listening, spawn_tansu
 from clicktrail.kafka import parse_headers
 
 
@@ -57,21 +57,8 @@ class TansuBroker:
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> TansuBroker:
-        url = f"tcp://127.0.0.1:{self.port}"
         out = open(self._log_path, "ab") if self._log_path else subprocess.DEVNULL  # noqa: SIM115
-        self._proc = subprocess.Popen(
-            [
-                str(tansu_binary()),
-                "broker",
-                "--listener-url",
-                url,
-                "--advertised-listener-url",
-                url,
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        self._proc = spawn_tansu("127.0.0.1", self.port, out)
         wait_for(lambda: listening("127.0.0.1", self.port), f"Tansu on {self.port}", timeout=20)
         return self
 
