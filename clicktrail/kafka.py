@@ -42,13 +42,35 @@ class Record:
     key: str | None
     value: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
+    # Registry id of the value's schema: the value is then written in the Confluent wire format.
+    schema_id: int | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"topic": self.topic, "key": self.key, "value": self.value, "headers": self.headers}
+        return {
+            "topic": self.topic,
+            "key": self.key,
+            "value": self.value,
+            "headers": self.headers,
+            "schema_id": self.schema_id,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Record:
-        return cls(data["topic"], data.get("key"), data["value"], dict(data.get("headers") or {}))
+        return cls(
+            data["topic"],
+            data.get("key"),
+            data["value"],
+            dict(data.get("headers") or {}),
+            data.get("schema_id"),
+        )
+
+    def encode_value(self) -> bytes:
+        """JSON, or with a schema id the Confluent wire format: magic byte 0, the id as 4 bytes
+        big-endian, then the JSON (what confluent-kafka's JSONDeserializer reads)."""
+        value = orjson.dumps(self.value)
+        if self.schema_id is None:
+            return value
+        return b"\x00" + self.schema_id.to_bytes(4, "big") + value
 
 
 @dataclass(frozen=True)
@@ -133,7 +155,7 @@ class KafkaPublisher:
         index: int,
         deadline: float,
     ) -> None:
-        value = orjson.dumps(record.value)
+        value = record.encode_value()
         headers: list[tuple[str, str | bytes | None]] = [
             (name, text.encode()) for name, text in record.headers.items()
         ]
@@ -196,6 +218,15 @@ def ensure_topics(
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
     return created
+
+
+def decode_value(raw: bytes | None) -> tuple[Any, int | None]:
+    """A consumed value and its schema id: JSON, or JSON in the Confluent wire format."""
+    if raw is None:
+        return None, None
+    if raw[:1] == b"\x00" and len(raw) >= 5:
+        return orjson.loads(raw[5:]), int.from_bytes(raw[1:5], "big")
+    return orjson.loads(raw), None
 
 
 def parse_headers(headers: Any) -> dict[str, str]:

@@ -19,8 +19,8 @@ from clicktrail.clock import Clock, format_ts
 from clicktrail.enrich import attach_session, correct_clock_skew, protect_ip
 from clicktrail.errors import TransientError
 from clicktrail.kafka import Failure, Publisher, Record
-from clicktrail.schemas import EventValidator, Verdict
 from clicktrail.sessions import SessionTracker, Touch
+from clicktrail.validation import EventValidator, TrackingPlan, Verdict
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,8 @@ class Pipeline:
         # Work on a copy: a retried task is handed the very payload this call received.
         events: list[dict[str, Any]] = orjson.loads(orjson.dumps(payload["events"]))
 
-        verdicts = [self._validator.validate(event) for event in events]
+        plan = TrackingPlan.from_settings(settings)
+        verdicts = [self._validator.validate(event, plan) for event in events]
         for event in events:
             protect_ip(event, anonymize=settings.get("anonymize_ip", True))
         valid = [i for i, verdict in enumerate(verdicts) if verdict.valid]
@@ -110,7 +111,7 @@ class Pipeline:
             if verdict.valid:
                 correct_clock_skew(event)
                 attach_session(event, session_of[index])
-                records.append(self._event_record(event, verdict.schema, source_id, traceparent))
+                records.append(self._event_record(event, verdict, source_id, traceparent))
             else:
                 records.append(self._dead_letter(event, verdict, source_id, traceparent))
         return records
@@ -138,11 +139,8 @@ class Pipeline:
         records = list(kept)
         for event in events:
             protect_ip(event, anonymize=settings.get("anonymize_ip", True))
-            records.append(
-                self._dead_letter(
-                    event, Verdict(schema="", errors=[error]), source_id, traceparent, reason=reason
-                )
-            )
+            verdict = Verdict(schema="", errors=[error], reason=reason)
+            records.append(self._dead_letter(event, verdict, source_id, traceparent))
         self._publish(records, payload)
 
     def _publish(self, records: list[Record], payload: dict[str, Any]) -> None:
@@ -153,13 +151,14 @@ class Pipeline:
             raise PublishIncomplete(failures, retry_payload)
 
     def _event_record(
-        self, event: dict[str, Any], schema: str, source_id: str, traceparent: str | None
+        self, event: dict[str, Any], verdict: Verdict, source_id: str, traceparent: str | None
     ) -> Record:
         return Record(
             topic=self._topics.events,
             key=kafka_key(event),
             value=event,
-            headers=_headers(event, schema, source_id, traceparent),
+            headers=_headers(event, verdict.schema, source_id, traceparent),
+            schema_id=verdict.schema_id,
         )
 
     def _dead_letter(
@@ -168,15 +167,14 @@ class Pipeline:
         verdict: Verdict,
         source_id: str,
         traceparent: str | None,
-        reason: str = "schema_validation",
     ) -> Record:
         headers = _headers(event, verdict.schema, source_id, traceparent)
-        headers["error-kind"] = reason
+        headers["error-kind"] = verdict.reason
         return Record(
             topic=self._topics.deadletter,
             key=kafka_key(event),
             value={
-                "reason": reason,
+                "reason": verdict.reason,
                 "sourceId": source_id,
                 "schema": verdict.schema,
                 "errors": verdict.errors,

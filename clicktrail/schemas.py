@@ -1,27 +1,37 @@
-"""The schema catalogue (``schemas/``) and event validation.
+"""The schema catalogue: authored JSON Schemas in ``schemas/`` and the record schemas built on them.
 
 Layout: ``schemas/<kind>/<name>/<MODEL-REVISION-ADDITION>.json``, each file self-describing
 (``self``: vendor, kind, name, version) with ``$id`` ``urn:clicktrail:<kind>/<name>/<version>``.
-Kinds: ``common`` (shared definitions), ``calls`` (one envelope per Segment call type),
-``events`` (the ``properties`` of one ``track`` event, named after it in snake case).
 
-Validators are compiled once, when the registry is built; validation reports every error.
+Kinds of authored schema:
+- ``common``: shared definitions (``common/segment``: the fields every Segment call has);
+- ``calls``: the envelope of each Segment call type (``calls/track``, ``calls/page``, ...);
+- ``events``: the ``properties`` of one ``track`` event, named after it in snake case;
+- ``traits``: the ``traits`` of ``identify`` (``traits/identify``) and ``group`` (``traits/group``).
+
+An event is validated against one *record schema*: the whole event. For a call type it is the
+envelope; for an event or traits schema it is the latest envelope of its call type combined
+with that schema on ``properties`` (or ``traits``). Record schemas are bundled into one
+self-contained document (what a schema registry stores) and compiled once, by jsonschema-rs,
+which both accepts valid events and reports every error of a rejected one.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from functools import total_ordering
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+import jsonschema_rs
 import orjson
 from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError
-from referencing import Registry, Resource
-from referencing.jsonschema import DRAFT202012
+
+DRAFT = "https://json-schema.org/draft/2020-12/schema"
+VENDOR = "io.clicktrail"
+KINDS = ("common", "calls", "events", "traits")
 
 _SCHEMAVER = re.compile(r"^([1-9][0-9]*)-(0|[1-9][0-9]*)-(0|[1-9][0-9]*)$")
 _NOT_WORD = re.compile(r"[^a-z0-9]+")
@@ -58,18 +68,8 @@ class SchemaVer:
         return f"{self.model}-{self.revision}-{self.addition}"
 
 
-@dataclass(frozen=True)
-class Schema:
-    kind: str
-    name: str
-    version: SchemaVer
-    document: dict[str, Any]
-    validator: Draft202012Validator
-
-    @property
-    def key(self) -> str:
-        """``events/product_viewed/1-0-0``: how records and errors name this schema."""
-        return f"{self.kind}/{self.name}/{self.version}"
+def schema_urn(kind: str, name: str, version: SchemaVer | str) -> str:
+    return f"urn:clicktrail:{kind}/{name}/{version}"
 
 
 def event_schema_name(event_name: str) -> str:
@@ -77,26 +77,119 @@ def event_schema_name(event_name: str) -> str:
     return _NOT_WORD.sub("_", event_name.lower()).strip("_")
 
 
+@dataclass(frozen=True)
+class SchemaDoc:
+    """One authored schema file."""
+
+    kind: str
+    name: str
+    version: SchemaVer
+    document: dict[str, Any]
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}/{self.name}/{self.version}"
+
+    @property
+    def id(self) -> str:
+        return schema_urn(self.kind, self.name, self.version)
+
+
+@dataclass(frozen=True)
+class RecordSchema:
+    """What a whole event of one kind must look like, compiled once.
+
+    ``key`` (``events/product_viewed/1-0-0``) names it in record headers and errors;
+    ``schema_id`` is its id in a Confluent-compatible registry, when one is used.
+    """
+
+    kind: str
+    name: str
+    version: SchemaVer
+    document: dict[str, Any]
+    schema_id: int | None = None
+    _validator: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}/{self.name}/{self.version}"
+
+    def errors(self, event: Any) -> list[dict[str, str]]:
+        """Every violation (JSON path, keyword, message, schema); empty when the event is valid."""
+        if self._validator.is_valid(event):
+            return []
+        report, seen = [], set()
+        for error in self._validator.iter_errors(event):
+            parts = [str(part) for part in error.instance_path]
+            last = error.schema_path[-1] if error.schema_path else ""
+            keyword = last if isinstance(last, str) else type(error.kind).__name__
+            if keyword == "required":
+                parts.append(str(error.kind.property))  # point at the missing field itself
+            path = "".join(f"/{part}" for part in parts)
+            # An envelope and the schema completing it may both say /traits must be an object.
+            if (path, keyword) not in seen:
+                seen.add((path, keyword))
+                report.append(error_entry(path, keyword, self._message(error, keyword), self.key))
+        return report
+
+    def _message(self, error: Any, keyword: str) -> str:
+        """The error's message, without echoing a whole object back for composite keywords."""
+        if keyword in ("anyOf", "oneOf", "not"):
+            described = self._node(error.absolute_keyword_location, up=1).get("description")
+            return str(described or f"matches none of the forms its {keyword} allows")
+        message = str(error.message)
+        if len(message) > MAX_MESSAGE_CHARS:
+            message = message[: MAX_MESSAGE_CHARS - 1] + "…"
+        return message
+
+    def _node(self, location: str | None, up: int = 0) -> dict[str, Any]:
+        """The schema object at ``uri#pointer`` in this bundled document (``up`` levels above)."""
+        uri, _, pointer = (location or "").partition("#")
+        node: Any = (
+            self.document["$defs"].get(uri, self.document)
+            if "$defs" in self.document
+            else self.document
+        )
+        parts = [p for p in pointer.split("/") if p]
+        for part in parts[: len(parts) - up]:
+            node = node[int(part)] if isinstance(node, list) else node.get(part, {})
+        return node if isinstance(node, dict) else {}
+
+
+MAX_MESSAGE_CHARS = 300
+
+
+def compile_record(
+    kind: str, name: str, version: SchemaVer, bundled: dict[str, Any], schema_id: int | None = None
+) -> RecordSchema:
+    """Compile a self-contained record schema document (jsonschema-rs: fast to accept, and to
+    report every error of a rejected event)."""
+    validator = jsonschema_rs.validator_for(bundled, validate_formats=True)
+    return RecordSchema(kind, name, version, bundled, schema_id, validator)
+
+
+class SchemaRegistry(Protocol):
+    """Where record schemas come from: files (the default) or a Confluent-compatible registry."""
+
+    def record(self, kind: str, name: str, version: str | None = None) -> RecordSchema | None:
+        """The named version (latest when None) of a record schema; None when there is none.
+
+        Raises DependencyUnavailable when the registry cannot be reached.
+        """
+
+
 class FileSchemaRegistry:
-    """Schemas read from a directory tree, all loaded and compiled at construction."""
+    """Record schemas built from a directory of authored schemas, all at construction."""
 
     def __init__(self, root: Path) -> None:
-        documents = list(_read_catalogue(root))
-        resources = Registry().with_resources(
-            (doc["$id"], Resource.from_contents(doc, default_specification=DRAFT202012))
-            for _, _, _, doc in documents
-        )
-        self._schemas: dict[tuple[str, str], dict[SchemaVer, Schema]] = {}
-        for kind, name, version, doc in documents:
-            validator = Draft202012Validator(
-                doc, registry=resources, format_checker=Draft202012Validator.FORMAT_CHECKER
-            )
-            schema = Schema(kind, name, version, doc, validator)
-            self._schemas.setdefault((kind, name), {})[version] = schema
+        self.documents = read_catalogue(root)
+        self._records: dict[tuple[str, str], dict[SchemaVer, RecordSchema]] = {}
+        for kind, name, version, bundled in build_records(self.documents):
+            record = compile_record(kind, name, version, bundled)
+            self._records.setdefault((kind, name), {})[version] = record
 
-    def get(self, kind: str, name: str, version: str | None = None) -> Schema | None:
-        """The named version, or the latest when ``version`` is None; None when unknown."""
-        versions = self._schemas.get((kind, name))
+    def record(self, kind: str, name: str, version: str | None = None) -> RecordSchema | None:
+        versions = self._records.get((kind, name))
         if not versions:
             return None
         if version is None:
@@ -106,99 +199,121 @@ class FileSchemaRegistry:
         except SchemaCatalogueError:
             return None
 
-    def __iter__(self) -> Iterator[Schema]:
-        for versions in self._schemas.values():
-            yield from versions.values()
+    def records(self) -> Iterator[RecordSchema]:
+        """Every record schema, each name's versions in order."""
+        for key in sorted(self._records):
+            versions = self._records[key]
+            for version in sorted(versions):
+                yield versions[version]
 
 
-def _read_catalogue(root: Path) -> Iterator[tuple[str, str, SchemaVer, dict[str, Any]]]:
+def read_catalogue(root: Path) -> list[SchemaDoc]:
+    """Every authored schema under ``root``, checked to describe itself as its path does."""
     if not root.is_dir():
         raise SchemaCatalogueError(f"schema directory {root} does not exist")
+    docs = []
     for path in sorted(root.glob("*/*/*.json")):
         kind, name = path.parent.parent.name, path.parent.name
+        if kind not in KINDS:
+            raise SchemaCatalogueError(f"{path}: unknown kind {kind!r} (one of {', '.join(KINDS)})")
         version = SchemaVer.parse(path.stem)
         try:
-            doc = orjson.loads(path.read_bytes())
+            document = orjson.loads(path.read_bytes())
         except orjson.JSONDecodeError as exc:
             raise SchemaCatalogueError(f"{path}: not valid JSON: {exc}") from None
-        described = doc.get("self", {})
-        expected = {"kind": kind, "name": name, "version": str(version)}
-        for field, value in expected.items():
-            if described.get(field) != value:
+        if not isinstance(document, dict):
+            raise SchemaCatalogueError(f"{path}: a schema must be a JSON object")
+        described = document.get("self") or {}
+        expected = {"vendor": VENDOR, "kind": kind, "name": name, "version": str(version)}
+        for key, value in expected.items():
+            if described.get(key) != value:
                 raise SchemaCatalogueError(
-                    f"{path}: self.{field} is {described.get(field)!r}, the path says {value!r}"
+                    f"{path}: self.{key} is {described.get(key)!r}, expected {value!r}"
                 )
-        if doc.get("$id") != f"urn:clicktrail:{kind}/{name}/{version}":
+        if document.get("$id") != schema_urn(kind, name, version):
+            raise SchemaCatalogueError(f"{path}: $id must be {schema_urn(kind, name, version)}")
+        if document.get("$schema") != DRAFT:
+            raise SchemaCatalogueError(f"{path}: $schema must be {DRAFT}")
+        try:
+            Draft202012Validator.check_schema(document)
+        except Exception as exc:
+            raise SchemaCatalogueError(f"{path}: not a valid JSON Schema: {exc}") from None
+        if kind == "traits" and name not in ("identify", "group"):
             raise SchemaCatalogueError(
-                f"{path}: $id must be urn:clicktrail:{kind}/{name}/{version}"
+                f"{path}: traits schemas are traits/identify or traits/group"
             )
-        Draft202012Validator.check_schema(doc)
-        yield kind, name, version, doc
+        docs.append(SchemaDoc(kind, name, version, document))
+    return docs
 
 
-@dataclass(frozen=True)
-class Verdict:
-    """The outcome of validating one event: the most specific schema used, and every error."""
-
-    schema: str
-    errors: list[dict[str, str]]
-
-    @property
-    def valid(self) -> bool:
-        return not self.errors
-
-
-class EventValidator:
-    """Validates an event against its call envelope and, for ``track``, its event schema."""
-
-    def __init__(self, registry: FileSchemaRegistry) -> None:
-        self._registry = registry
-
-    def validate(self, event: dict[str, Any]) -> Verdict:
-        call_type = event.get("type")
-        envelope = self._registry.get("calls", call_type) if isinstance(call_type, str) else None
-        if envelope is None:
-            return Verdict(
-                schema="calls/unknown",
-                errors=[
-                    _error("/type", "enum", f"unknown call type {call_type!r}", "calls/unknown")
+def build_records(
+    docs: Iterable[SchemaDoc],
+) -> Iterator[tuple[str, str, SchemaVer, dict[str, Any]]]:
+    """Bundle the record schema of every call envelope and every event or traits schema."""
+    docs = list(docs)
+    by_id = {doc.id: doc.document for doc in docs}
+    envelopes: dict[str, SchemaDoc] = {}
+    for doc in docs:
+        if doc.kind == "calls" and (
+            doc.name not in envelopes or doc.version > envelopes[doc.name].version
+        ):
+            envelopes[doc.name] = doc
+    for doc in docs:
+        if doc.kind == "calls":
+            yield doc.kind, doc.name, doc.version, bundle(doc.document, by_id)
+        elif doc.kind in ("events", "traits"):
+            call, field_name = completes(doc.kind, doc.name)
+            envelope = envelopes.get(call)
+            if envelope is None:
+                raise SchemaCatalogueError(f"{doc.key}: no calls/{call} envelope to complete")
+            wrapper = {
+                "$schema": DRAFT,
+                "$id": f"urn:clicktrail:records/{doc.key}",
+                "self": {**doc.document["self"], "envelope": envelope.key},
+                "title": f"{call} {doc.name} {doc.version}",
+                "allOf": [
+                    {"$ref": envelope.id},
+                    {"type": "object", "properties": {field_name: {"$ref": doc.id}}},
                 ],
-            )
-        errors = _errors(envelope, event, prefix="")
-        used = envelope
-        if call_type == "track" and isinstance(event.get("event"), str):
-            schema = self._registry.get("events", event_schema_name(event["event"]))
-            if schema is not None:
-                used = schema
-                properties = event.get("properties", {})
-                if isinstance(properties, dict):
-                    errors.extend(_errors(schema, properties, prefix="/properties"))
-        return Verdict(schema=used.key, errors=errors)
+            }
+            yield doc.kind, doc.name, doc.version, bundle(wrapper, by_id)
 
 
-def _errors(schema: Schema, instance: Any, prefix: str) -> list[dict[str, str]]:
-    found: list[ValidationError] = sorted(
-        schema.validator.iter_errors(instance), key=lambda e: list(map(str, e.absolute_path))
-    )
-    return [
-        _error(prefix + _pointer(error), str(error.validator), error.message, schema.key)
-        for error in found
-    ]
+def completes(kind: str, name: str) -> tuple[str, str]:
+    """The call type an event or traits schema completes, and the field it describes."""
+    return ("track", "properties") if kind == "events" else (name, "traits")
 
 
-def _pointer(error: ValidationError) -> str:
-    """JSON pointer of the failing value; for ``required``, of the missing field itself."""
-    parts = [str(part) for part in error.absolute_path]
-    required = error.validator_value
-    if error.validator == "required" and isinstance(error.instance, dict):
-        assert isinstance(required, list)
-        missing = [
-            name for name in required if name not in error.instance and repr(name) in error.message
-        ]
-        if missing:
-            parts.append(missing[0])
-    return "".join(f"/{part}" for part in parts)
+def bundle(document: dict[str, Any], by_id: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A compound schema document (JSON Schema 2020-12, section 9.3): every document reachable
+    through ``$ref`` embedded whole, with its ``$id``, under ``$defs``; ``$ref`` values unchanged.
+    Self-contained, so a registry can store it and any validator can use it."""
+    embedded: dict[str, dict[str, Any]] = {}
+    pending = [document]
+    while pending:
+        for ref in _refs(pending.pop()):
+            uri = ref.split("#", 1)[0]
+            if uri and uri != document.get("$id") and uri not in embedded:
+                if uri not in by_id:
+                    raise SchemaCatalogueError(f"{document.get('$id')}: $ref to unknown {uri}")
+                embedded[uri] = by_id[uri]
+                pending.append(by_id[uri])
+    if not embedded:
+        return document
+    return {**document, "$defs": {**document.get("$defs", {}), **embedded}}
 
 
-def _error(path: str, keyword: str, message: str, schema: str) -> dict[str, str]:
+def _refs(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref" and isinstance(value, str):
+                yield value
+            else:
+                yield from _refs(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _refs(item)
+
+
+def error_entry(path: str, keyword: str, message: str, schema: str) -> dict[str, str]:
     return {"path": path or "/", "keyword": keyword, "message": message, "schema": schema}

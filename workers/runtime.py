@@ -17,8 +17,9 @@ from clicktrail.config import Settings
 from clicktrail.kafka import KafkaPublisher
 from clicktrail.pipeline import Pipeline, Topics
 from clicktrail.redisconn import make_redis
-from clicktrail.schemas import EventValidator, FileSchemaRegistry
+from clicktrail.registry import make_registry
 from clicktrail.sessions import SessionStore
+from clicktrail.validation import EventValidator
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ class Runtime:
     def build(cls, settings: Settings) -> Runtime:
         publisher = KafkaPublisher(settings.kafka)
         pipeline = Pipeline(
-            validator=EventValidator(FileSchemaRegistry(settings.schemas_dir)),
+            validator=EventValidator(make_registry(settings)),
             sessions=SessionStore(make_redis(settings.redis_url), settings.session_timeout_seconds),
             publisher=publisher,
             topics=Topics(events=settings.topic_events, deadletter=settings.topic_deadletter),
