@@ -5,13 +5,17 @@ BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 
 .DEFAULT_GOAL := help
-.PHONY: help run test test-unit test-integration lint typecheck migrate topics lock clean
+.PHONY: help run test test-unit test-integration lint typecheck migrate topics lock clean \
+        schemas-check schemas-register bench
 
 help:
 	@echo "make run     run the whole pipeline locally (API :8000, Flower :5555, Kafka :9092)"
 	@echo "make test    the whole test suite against real Redis, Postgres, Kafka and Celery"
+	@echo "make bench   the benchmark: one JSON document of figures and their baselines"
 	@echo "make lint    ruff; make typecheck: mypy"
 	@echo "make migrate apply database migrations; make topics: create Kafka topics"
+	@echo "make schemas-check    check the schema catalogue's evolution rules"
+	@echo "make schemas-register register schemas/ with the registry at SCHEMA_REGISTRY_URL"
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +30,7 @@ $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
 run: $(VENV)/.installed
 	$(PY) -m clicktrail run
 
-test: $(VENV)/.installed-dev
+test: $(VENV)/.installed-dev schemas-check
 	$(PY) -m pytest
 
 test-unit: $(VENV)/.installed-dev
@@ -34,6 +38,10 @@ test-unit: $(VENV)/.installed-dev
 
 test-integration: $(VENV)/.installed-dev
 	$(PY) -m pytest tests/integration
+
+# Prints one JSON document of figures, each with the baseline it is compared with.
+bench: $(VENV)/.installed
+	$(PY) -m bench
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
@@ -47,6 +55,14 @@ migrate: $(VENV)/.installed
 
 topics: $(VENV)/.installed
 	$(PY) -m clicktrail topics
+
+# Every schema valid, every new version backward compatible with the one before it.
+schemas-check: $(VENV)/.installed
+	$(PY) -m clicktrail schemas check
+
+# Register schemas/ with the Confluent-compatible registry at SCHEMA_REGISTRY_URL.
+schemas-register: $(VENV)/.installed
+	$(PY) -m clicktrail schemas register
 
 # Re-pin every dependency after editing requirements*.in.
 lock: $(VENV)/.installed-dev

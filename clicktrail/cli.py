@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
 
 from clicktrail.config import Settings
 from clicktrail.db import Database, create_database, migrate
-from clicktrail.kafka import ensure_topics, parse_headers
+from clicktrail.kafka import decode_value, ensure_topics, parse_headers
 
 
 def cmd_migrate(settings: Settings, _: argparse.Namespace) -> int:
@@ -45,6 +46,69 @@ def cmd_dev_source(settings: Settings, _: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_schemas_check(settings: Settings, args: argparse.Namespace) -> int:
+    from clicktrail.compat import check_catalogue
+
+    report = check_catalogue(Path(args.dir) if args.dir else settings.schemas_dir)
+    print(report.render())
+    return 0 if report.ok else 1
+
+
+def cmd_schemas_register(settings: Settings, args: argparse.Namespace) -> int:
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
+    from clicktrail.compat import check_catalogue
+    from clicktrail.registry import register_catalogue
+    from clicktrail.schemas import FileSchemaRegistry
+
+    if not settings.schema_registry:
+        print("SCHEMA_REGISTRY_URL is not set: nothing to register with", file=sys.stderr)
+        return 2
+    root = Path(args.dir) if args.dir else settings.schemas_dir
+    report = check_catalogue(root)
+    if not report.ok:
+        print(report.render(), file=sys.stderr)
+        return 1
+    client = SchemaRegistryClient.new_client(dict(settings.schema_registry))
+    failed = 0
+    catalogue = FileSchemaRegistry(root)
+    for result in register_catalogue(client, catalogue, settings.schema_subject_prefix):
+        if result.error:
+            failed += 1
+            print(f"REFUSED {result.subject} <- {result.schema}: {result.error}")
+        else:
+            where = f"{result.subject} v{result.version} (id {result.schema_id})"
+            print(f"ok      {where} <- {result.schema}")
+    return 1 if failed else 0
+
+
+def cmd_sources_plan(settings: Settings, args: argparse.Namespace) -> int:
+    """Show or change a source's tracking plan."""
+    from clicktrail.sources import SourceStore
+    from clicktrail.validation import TrackingPlan
+
+    db = Database(settings.database_url)
+    try:
+        store = SourceStore(db, cache_seconds=0)
+        source = store.by_name(args.source)
+        if source is None:
+            print(f"no source named {args.source!r}", file=sys.stderr)
+            return 1
+        plan = TrackingPlan.from_settings(source.settings)
+        if args.events is not None or args.any_event or args.unplanned:
+            events = plan.events
+            if args.any_event:
+                events = None
+            elif args.events is not None:
+                events = frozenset(args.events)
+            plan = TrackingPlan(events, args.unplanned or plan.unplanned)
+            store.update_settings(args.source, {"tracking_plan": plan.to_settings()})
+    finally:
+        db.close()
+    print(orjson.dumps({"source": args.source, "tracking_plan": plan.to_settings()}).decode())
+    return 0
+
+
 def cmd_tail(settings: Settings, args: argparse.Namespace) -> int:
     """Print a topic's records as JSON lines (no consumer group, nothing committed)."""
     topic = args.topic or settings.topic_events
@@ -66,14 +130,17 @@ def cmd_tail(settings: Settings, args: argparse.Namespace) -> int:
             if message is None or message.error():
                 continue
             seen += 1
-            key, value = message.key(), message.value()
+            key = message.key()
+            value, schema_id = decode_value(message.value())
             line = {
                 "partition": message.partition(),
                 "offset": message.offset(),
                 "key": key.decode() if isinstance(key, bytes) else key,
                 "headers": parse_headers(message.headers()),
-                "value": None if value is None else orjson.loads(value),
+                "value": value,
             }
+            if schema_id is not None:
+                line["schemaId"] = schema_id
             print(orjson.dumps(line).decode(), flush=True)
     except KeyboardInterrupt:
         pass
@@ -99,8 +166,36 @@ def main(argv: list[str] | None = None) -> int:
     tail.add_argument("--from-beginning", action="store_true", help="not just new records")
     tail.add_argument("--max", type=int, help="stop after this many records")
     tail.add_argument("--seconds", type=float, help="stop after this long")
+    schemas = commands.add_parser("schemas", help="the schema catalogue").add_subparsers(
+        dest="schemas_command", required=True
+    )
+    for name, text in (
+        ("check", "check the catalogue: valid schemas, every version backward compatible"),
+        ("register", "register the catalogue with the registry at SCHEMA_REGISTRY_URL"),
+    ):
+        sub = schemas.add_parser(name, help=text)
+        sub.add_argument("--dir", help="the catalogue (default: SCHEMAS_DIR or schemas/)")
+    sources = commands.add_parser("sources", help="sources").add_subparsers(
+        dest="sources_command", required=True
+    )
+    plan = sources.add_parser(
+        "plan", help="show or change a source's tracking plan (no option: show it)"
+    )
+    plan.add_argument("source", help="the source's name")
+    plan.add_argument("--events", nargs="*", help="the track events the source may send")
+    plan.add_argument("--any-event", action="store_true", help="any track event may be sent")
+    plan.add_argument(
+        "--unplanned",
+        choices=("allow", "deadletter"),
+        help="what happens to a track event no schema describes",
+    )
     commands.add_parser("run", help="run the whole stack in the foreground (make run)")
     args = parser.parse_args(argv)
+    if args.command == "sources":
+        return cmd_sources_plan(Settings.from_env(), args)
+    if args.command == "schemas":
+        schema_handlers = {"check": cmd_schemas_check, "register": cmd_schemas_register}
+        return schema_handlers[args.schemas_command](Settings.from_env(), args)
     handlers = {
         "migrate": cmd_migrate,
         "topics": cmd_topics,
