@@ -34,15 +34,20 @@ class ConfigError(ValueError):
     """A configuration value is missing or malformed; the message names the variable."""
 
 
-def kafka_client_properties(env: Mapping[str, str]) -> dict[str, str]:
-    """librdkafka properties from ``KAFKA_*`` variables.
+def client_properties(
+    env: Mapping[str, str], prefix: str, exclude: frozenset[str] = frozenset()
+) -> dict[str, str]:
+    """Client properties from prefixed variables: ``KAFKA_SASL_MECHANISM`` -> ``sasl.mechanism``."""
+    return {
+        name[len(prefix) :].lower().replace("_", "."): value
+        for name, value in env.items()
+        if name.startswith(prefix) and name not in exclude and value != ""
+    }
 
-    ``KAFKA_SASL_MECHANISM`` -> ``sasl.mechanism``; our own KAFKA_TOPIC_* variables excepted.
-    """
-    props: dict[str, str] = {}
-    for name, value in env.items():
-        if name.startswith("KAFKA_") and name not in _OWN_KAFKA_VARS and value != "":
-            props[name[len("KAFKA_") :].lower().replace("_", ".")] = value
+
+def kafka_client_properties(env: Mapping[str, str]) -> dict[str, str]:
+    """librdkafka properties from ``KAFKA_*`` variables, our own KAFKA_TOPIC_* excepted."""
+    props = client_properties(env, "KAFKA_", _OWN_KAFKA_VARS)
     props.setdefault("bootstrap.servers", "127.0.0.1:9092")
     return props
 
@@ -86,7 +91,11 @@ class Settings:
     topic_partitions: int = 6
     # -1 asks the broker for its default.replication.factor (Kafka 2.4+).
     topic_replication_factor: int = -1
-    schema_registry_url: str | None = None
+    # Schema Registry client properties from SCHEMA_REGISTRY_* (URL -> url,
+    # BASIC_AUTH_USER_INFO -> basic.auth.user.info, ...); empty: the file registry in schemas/.
+    schema_registry: dict[str, str] = field(default_factory=dict)
+    # Subjects are <prefix>.<kind>.<name>.v<model>: environments sharing a registry differ in it.
+    schema_subject_prefix: str = "clicktrail"
     schemas_dir: Path = PROJECT_ROOT / "schemas"
     session_timeout_seconds: int = 1800
     profile_retention_days: int | None = None
@@ -109,6 +118,10 @@ class Settings:
     def kafka_bootstrap_servers(self) -> str:
         return self.kafka["bootstrap.servers"]
 
+    @property
+    def schema_registry_url(self) -> str | None:
+        return self.schema_registry.get("url")
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Settings from ``env`` (``os.environ`` when omitted); ConfigError on a bad value."""
@@ -127,7 +140,10 @@ class Settings:
             topic_replication_factor=_int(
                 env, "KAFKA_TOPIC_REPLICATION_FACTOR", cls.topic_replication_factor, minimum=-1
             ),
-            schema_registry_url=_optional(env, "SCHEMA_REGISTRY_URL"),
+            schema_registry=(
+                client_properties(env, "SCHEMA_REGISTRY_") if env.get("SCHEMA_REGISTRY_URL") else {}
+            ),
+            schema_subject_prefix=env.get("SCHEMA_SUBJECT_PREFIX") or cls.schema_subject_prefix,
             schemas_dir=Path(env.get("SCHEMAS_DIR") or cls.schemas_dir),
             session_timeout_seconds=_int(
                 env, "SESSION_TIMEOUT_SECONDS", cls.session_timeout_seconds, minimum=1

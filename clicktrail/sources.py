@@ -83,6 +83,26 @@ class SourceStore:
             )
         return Source(row[0], name, {**DEFAULT_SETTINGS, **row[1]})
 
+    def by_name(self, name: str) -> Source | None:
+        with self._db.connection() as conn:
+            row = conn.execute(
+                "SELECT id::text, name, settings FROM sources WHERE name = %s", (name,)
+            ).fetchone()
+        return None if row is None else Source(row[0], row[1], {**DEFAULT_SETTINGS, **row[2]})
+
+    def update_settings(self, name: str, changes: dict[str, Any]) -> Source | None:
+        """Merge ``changes`` into a source's settings (a None value removes the key); the
+        source, or None when there is none by that name. The API sees it within its cache time."""
+        removed = [key for key, value in changes.items() if value is None]
+        kept = {key: value for key, value in changes.items() if value is not None}
+        with self._db.connection() as conn:
+            row = conn.execute(
+                "UPDATE sources SET settings = (settings - %s::text[]) || %s WHERE name = %s"
+                " RETURNING id::text, name, settings",
+                (removed, Jsonb(kept), name),
+            ).fetchone()
+        return None if row is None else Source(row[0], row[1], {**DEFAULT_SETTINGS, **row[2]})
+
     def ensure(self, name: str, write_key: str) -> Source:
         """The source ``name``, created if missing, accepting ``write_key`` (idempotent)."""
         key_hash = hash_write_key(write_key)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 from confluent_kafka.admin import AdminClient
+from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from clicktrail.config import Settings
 from clicktrail.db import Database
@@ -46,9 +47,19 @@ def readiness_checks(settings: Settings, db: Database) -> dict[str, HealthCheck]
                 f"topic {settings.topic_events!r} unavailable: {topic and topic.error}"
             )
 
-    return {
+    checks = {
         "redis": check_redis,
         "queue": check_queue,
         "postgres": check_postgres,
         "kafka": check_kafka,
     }
+    if settings.schema_registry:
+        registry = SchemaRegistryClient.new_client(
+            {**settings.schema_registry, "timeout": CHECK_TIMEOUT, "max.retries": 0}
+        )
+
+        def check_schema_registry() -> None:
+            registry.get_subjects()
+
+        checks["schema_registry"] = check_schema_registry
+    return checks

@@ -1,4 +1,5 @@
-"""The Segment HTTP Tracking API: /v1/track, page, screen, identify, group, alias, batch, import.
+"""The Segment HTTP Tracking API: /v1/track, page, screen, identify, group, alias, batch, import,
+and /v1/validate, which checks events against their schemas without sending them.
 
 A request is answered 200 only once its events are in the queue. Auth first (Basic, then the
 body's writeKey), then the synchronous checks of clicktrail.intake; everything else happens in
@@ -18,6 +19,7 @@ from clicktrail.errors import InvalidInput, PayloadTooLarge, Unauthorized, Unsup
 from clicktrail.intake import CALL_TYPES, MAX_REQUEST_BYTES, parse_json, read_body, stamp
 from clicktrail.queue import ingest_payload
 from clicktrail.sources import Source
+from clicktrail.validation import TrackingPlan
 from web.services import Services
 
 bp = Blueprint("ingest", __name__)
@@ -38,7 +40,38 @@ def batch() -> dict[str, Any]:
     return _ingest(None)
 
 
+@bp.post("/v1/validate")
+def validate() -> dict[str, Any]:
+    """Check one event (with its ``type``) or a batch against the schemas the pipeline would use,
+    and answer every error at once. Nothing is queued."""
+    services, source, events = _receive(None, infer_type=True)
+    plan = TrackingPlan.from_settings(source.settings)
+    results = []
+    for event in events:
+        verdict = services.validator.validate(event, plan)
+        result: dict[str, Any] = {
+            "messageId": event["messageId"],
+            "type": event["type"],
+            "valid": verdict.valid,
+            "schema": verdict.schema,
+            "errors": verdict.errors,
+        }
+        if not verdict.valid:
+            result["reason"] = verdict.reason
+        results.append(result)
+    return {"valid": all(r["valid"] for r in results), "results": results}
+
+
 def _ingest(call_type: str | None) -> dict[str, Any]:
+    services, source, events = _receive(call_type)
+    services.enqueuer.enqueue(ingest_payload(source.id, source.settings, events, _traceparent()))
+    return {"success": True}
+
+
+def _receive(
+    call_type: str | None, infer_type: bool = False
+) -> tuple[Services, Source, list[dict[str, Any]]]:
+    """Authenticate, read and check a request; its events, stamped, and their source."""
     services: Services = current_app.extensions["clicktrail"]
     if request.mimetype not in _JSON_TYPES:
         raise UnsupportedMediaType(
@@ -48,14 +81,28 @@ def _ingest(call_type: str | None) -> dict[str, Any]:
     basic_key = _basic_write_key()
     source = _authenticate(services, basic_key) if basic_key else None
     raw = _read_body()
-    intake = read_body(parse_json(raw), call_type, len(raw))
+    body = parse_json(raw)
+    if infer_type:
+        call_type = _call_type_of(body)
+    intake = read_body(body, call_type, len(raw))
     if source is None:
         source = _authenticate(services, intake.write_key)
     stamp(intake.events, services.clock.now(), request.remote_addr)
-    services.enqueuer.enqueue(
-        ingest_payload(source.id, source.settings, intake.events, _traceparent())
-    )
-    return {"success": True}
+    return services, source, intake.events
+
+
+def _call_type_of(body: Any) -> str | None:
+    """A body sent to /v1/validate: a batch (None), or one event naming its type."""
+    if isinstance(body, dict) and "batch" in body:
+        return None
+    kind = body.get("type") if isinstance(body, dict) else None
+    if kind not in CALL_TYPES:
+        raise InvalidInput(
+            "invalid_type",
+            f"give the event's type (one of {', '.join(CALL_TYPES)}) or send a batch",
+            field="type",
+        )
+    return str(kind)
 
 
 def _basic_write_key() -> str | None:

@@ -9,7 +9,9 @@ from typing import Any, Protocol
 from clicktrail.clock import Clock, SystemClock
 from clicktrail.config import Settings
 from clicktrail.db import Database
+from clicktrail.registry import make_registry
 from clicktrail.sources import Source, SourceStore
+from clicktrail.validation import EventValidator
 
 
 class Enqueuer(Protocol):
@@ -29,6 +31,7 @@ HealthCheck = Callable[[], None]
 class Services:
     sources: SourceLookup
     enqueuer: Enqueuer
+    validator: EventValidator
     checks: dict[str, HealthCheck] = field(default_factory=dict)
     clock: Clock = field(default_factory=SystemClock)
 
@@ -42,5 +45,6 @@ class Services:
         return cls(
             sources=SourceStore(db, settings.source_cache_seconds),
             enqueuer=CeleryEnqueuer(settings),
+            validator=EventValidator(make_registry(settings)),
             checks=readiness_checks(settings, db),
         )

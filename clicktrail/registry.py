@@ -1,0 +1,213 @@
+"""Record schemas from a Confluent-compatible Schema Registry (Confluent, Karapace, Redpanda,
+Apicurio's ccompat API), and the command that registers the catalogue there.
+
+Subjects: one per record schema name and SchemaVer MODEL, ``<prefix>.<kind>.<name>.v<model>``
+(``clicktrail.events.product_viewed.v1``; the prefix is SCHEMA_SUBJECT_PREFIX). Within a
+subject, versions are registered in SchemaVer order under BACKWARD compatibility, so the registry
+enforces what ``make schemas-check`` checks; a breaking change is a new MODEL, hence a new
+subject. Each registered schema is the bundled, self-contained record schema, carrying its
+SchemaVer in ``self.version``.
+
+Values on the events topic are then written in the Confluent JSON wire format with the id of the
+schema they were validated against, so standard deserializers read them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx2
+import orjson
+from confluent_kafka.schema_registry import (
+    ConfigCompatibilityLevel,
+    Schema,
+    SchemaRegistryClient,
+    SchemaRegistryError,
+    ServerConfig,
+)
+
+from clicktrail.config import Settings
+from clicktrail.errors import DependencyUnavailable
+from clicktrail.schemas import (
+    FileSchemaRegistry,
+    RecordSchema,
+    SchemaCatalogueError,
+    SchemaRegistry,
+    SchemaVer,
+    compile_record,
+)
+
+log = logging.getLogger(__name__)
+
+COMPATIBILITY = ConfigCompatibilityLevel.BACKWARD
+
+
+def subject_name(prefix: str, kind: str, name: str, model: int) -> str:
+    return f"{prefix}.{kind}.{name}.v{model}"
+
+
+def make_registry(settings: Settings) -> SchemaRegistry:
+    """A Confluent-compatible registry at SCHEMA_REGISTRY_URL when set, else the files."""
+    if settings.schema_registry:
+        client = SchemaRegistryClient.new_client(dict(settings.schema_registry))
+        return ConfluentSchemaRegistry(client, settings.schema_subject_prefix)
+    return FileSchemaRegistry(settings.schemas_dir)
+
+
+class ConfluentSchemaRegistry:
+    """Looks record schemas up in a registry; compiled schemas are kept for good (an id never
+    changes), subject listings for ``refresh_seconds`` so new versions are picked up."""
+
+    def __init__(
+        self,
+        client: SchemaRegistryClient,
+        subject_prefix: str = "clicktrail",
+        refresh_seconds: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
+        self._prefix = subject_prefix
+        self._refresh = refresh_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._subjects: tuple[float, list[str]] | None = None
+        self._versions: dict[str, tuple[float, dict[SchemaVer, int]]] = {}
+        self._compiled: dict[int, RecordSchema] = {}
+        self._documents: dict[int, dict[str, Any]] = {}
+
+    def record(self, kind: str, name: str, version: str | None = None) -> RecordSchema | None:
+        with self._lock:
+            try:
+                return self._record(kind, name, version)
+            except SchemaRegistryError as exc:
+                if exc.http_status_code >= 500:
+                    raise DependencyUnavailable("schema_registry", str(exc)) from exc
+                raise
+            except httpx2.HTTPError as exc:  # the client's transport: registry unreachable
+                raise DependencyUnavailable("schema_registry", str(exc)) from exc
+
+    def _record(self, kind: str, name: str, version: str | None) -> RecordSchema | None:
+        if version is None:
+            prefix = subject_name(self._prefix, kind, name, 0)[:-1]
+            models = [
+                int(s[len(prefix) :])
+                for s in self._subject_list()
+                if s.startswith(prefix) and s[len(prefix) :].isdigit()
+            ]
+            if not models:
+                return None
+            versions = self._subject_versions(subject_name(self._prefix, kind, name, max(models)))
+            if not versions:
+                return None
+            wanted = max(versions)
+        else:
+            try:
+                wanted = SchemaVer.parse(version)
+            except SchemaCatalogueError:
+                return None
+            versions = self._subject_versions(subject_name(self._prefix, kind, name, wanted.model))
+            if wanted not in versions:
+                return None
+        schema_id = versions[wanted]
+        if schema_id not in self._compiled:
+            self._compiled[schema_id] = compile_record(
+                kind, name, wanted, self._documents[schema_id], schema_id
+            )
+        return self._compiled[schema_id]
+
+    def _subject_list(self) -> list[str]:
+        now = self._clock()
+        if self._subjects is None or now - self._subjects[0] > self._refresh:
+            self._subjects = (now, list(self._client.get_subjects()))
+        return self._subjects[1]
+
+    def _subject_versions(self, subject: str) -> dict[SchemaVer, int]:
+        """SchemaVer -> schema id of a subject's versions (a later registration of the same
+        SchemaVer wins)."""
+        now = self._clock()
+        cached = self._versions.get(subject)
+        if cached is not None and now - cached[0] <= self._refresh:
+            return cached[1]
+        try:
+            numbers = sorted(self._client.get_versions(subject))
+        except SchemaRegistryError as exc:
+            if exc.http_status_code != 404:
+                raise
+            numbers = []
+        versions: dict[SchemaVer, int] = {}
+        for number in numbers:
+            registered = self._client.get_version(subject, number)
+            assert registered.schema_id is not None
+            assert registered.schema is not None
+            document = orjson.loads(registered.schema.schema_str or "{}")
+            try:
+                schemaver = SchemaVer.parse(str((document.get("self") or {}).get("version")))
+            except SchemaCatalogueError:
+                log.warning(
+                    "%s version %s has no SchemaVer in self.version; ignored", subject, number
+                )
+                continue
+            versions[schemaver] = registered.schema_id
+            self._documents[registered.schema_id] = document
+        self._versions[subject] = (now, versions)
+        return versions
+
+
+@dataclass(frozen=True)
+class Registration:
+    subject: str
+    schema: str
+    schema_id: int | None
+    version: int | None
+    error: str | None = None
+
+
+def register_catalogue(
+    client: SchemaRegistryClient, catalogue: FileSchemaRegistry, subject_prefix: str = "clicktrail"
+) -> list[Registration]:
+    """Register every record schema of the catalogue, oldest version first (idempotent).
+
+    A subject without a compatibility level of its own gets BACKWARD; one that has a level keeps
+    it. A schema the registry refuses as incompatible is reported and the rest carry on.
+    """
+    results: list[Registration] = []
+    configured: set[str] = set()
+    refused: set[str] = set()
+    for record in catalogue.records():
+        subject = subject_name(subject_prefix, record.kind, record.name, record.version.model)
+        if subject in refused:
+            results.append(
+                Registration(subject, record.key, None, None, "an earlier version was refused")
+            )
+            continue
+        if subject not in configured:
+            _ensure_compatibility(client, subject)
+            configured.add(subject)
+        schema = Schema(orjson.dumps(record.document).decode(), "JSON")
+        try:
+            registered = client.register_schema_full_response(subject, schema)
+        except SchemaRegistryError as exc:
+            if exc.http_status_code not in (409, 422):
+                raise
+            refused.add(subject)
+            results.append(Registration(subject, record.key, None, None, str(exc)))
+            continue
+        results.append(Registration(subject, record.key, registered.schema_id, registered.version))
+    return results
+
+
+def _ensure_compatibility(client: SchemaRegistryClient, subject: str) -> None:
+    try:
+        current = client.get_config(subject)
+    except SchemaRegistryError as exc:
+        if exc.http_status_code != 404:
+            raise
+        current = None
+    if current is not None and (current.compatibility or current.compatibility_level):
+        return
+    client.set_config(subject, ServerConfig(compatibility=COMPATIBILITY))
