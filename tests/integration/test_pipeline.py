@@ -59,7 +59,8 @@ def test_each_call_type_arrives_in_kafka_enriched(
     assert record.key == user
     assert record.headers["event-id"] == message_id
     assert record.headers["event-type"] == call_type
-    assert record.headers["schema"] == f"calls/{call_type}/1-0-0"
+    kind = "traits" if call_type in ("identify", "group") else "calls"
+    assert record.headers["schema"] == f"{kind}/{call_type}/1-0-0"
     assert record.headers["source-id"] == source.id
     assert record.headers["traceparent"].startswith("00-")
     event = record.value

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
 import redis
 import requests
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
@@ -26,7 +25,7 @@ from confluent_kafka.admin import AdminClient
 
 from clicktrail.config import PROJECT_ROOT
 from clicktrail.devstack import listening, spawn_tansu
-from clicktrail.kafka import parse_headers
+from clicktrail.kafka import decode_value, parse_headers
 
 
 def free_port() -> int:
@@ -97,6 +96,8 @@ class Message:
     key: str | None
     headers: dict[str, str]
     value: Any
+    raw: bytes | None = None
+    schema_id: int | None = None  # set when the value came in the Confluent wire format
 
 
 @dataclass
@@ -146,13 +147,16 @@ class KafkaCollector:
                     continue
                 key = message.key()
                 raw = message.value()
+                value, schema_id = decode_value(raw)
                 record = Message(
                     topic=message.topic() or "",
                     partition=message.partition() or 0,
                     offset=message.offset() or 0,
                     key=key.decode() if isinstance(key, bytes) else key,
                     headers=parse_headers(message.headers()),
-                    value=None if raw is None else orjson.loads(raw),
+                    value=value,
+                    raw=raw,
+                    schema_id=schema_id,
                 )
                 with self._lock:
                     self.messages.append(record)

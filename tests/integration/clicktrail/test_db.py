@@ -99,3 +99,18 @@ def test_postgres_down_is_dependency_unavailable() -> None:
         assert caught.value.name == "postgres"
     finally:
         database.close()
+
+
+def test_update_settings_merges_and_removes_keys(db: Database) -> None:
+    store = SourceStore(db, cache_seconds=0)
+    name = f"settings-{uuid.uuid4().hex}"
+    store.create(name, new_write_key(), {"anonymize_ip": False, "keep": 1})
+
+    updated = store.update_settings(
+        name, {"tracking_plan": {"unplanned": "deadletter"}, "keep": None}
+    )
+
+    assert updated is not None
+    assert updated.settings == {"anonymize_ip": False, "tracking_plan": {"unplanned": "deadletter"}}
+    assert store.by_name(name) == updated
+    assert store.update_settings(f"missing-{uuid.uuid4().hex}", {"x": 1}) is None

@@ -9,7 +9,8 @@ import pytest
 from clicktrail.config import PROJECT_ROOT
 from clicktrail.pipeline import Pipeline, PublishIncomplete, Topics
 from clicktrail.queue import ingest_payload
-from clicktrail.schemas import EventValidator, FileSchemaRegistry
+from clicktrail.schemas import FileSchemaRegistry
+from clicktrail.validation import EventValidator
 from tests.support.data import invalid_events, valid_events
 from tests.support.twins import FixedClock, MemoryPublisher, MemorySessions
 
@@ -153,3 +154,33 @@ def test_dead_letter_all_of_a_retry_payload_keeps_its_dead_letters() -> None:
 
     reasons = {r.headers["event-id"]: r.value["reason"] for r in publisher.published}
     assert reasons == {"m-4": "processing_failed", "m-9": "schema_validation"}
+
+
+def test_events_outside_the_tracking_plan_are_dead_lettered_as_unplanned() -> None:
+    pipeline, _, publisher = make()
+    plan = {"anonymize_ip": True, "tracking_plan": {"events": ["Product Viewed"]}}
+
+    pipeline.process(
+        payload(
+            valid_events()["track_product_viewed"],
+            valid_events()["track_order_completed"],
+            settings=plan,
+        )
+    )
+
+    assert [(r.topic, r.headers.get("error-kind")) for r in publisher.published] == [
+        ("ev", None),
+        ("dlq", "unplanned"),
+    ]
+    assert publisher.published[1].value["reason"] == "unplanned"
+
+
+def test_a_record_with_a_schema_id_is_written_in_the_confluent_wire_format() -> None:
+    from clicktrail.kafka import Record
+
+    plain = Record("t", "k", {"a": 1})
+    framed = Record("t", "k", {"a": 1}, schema_id=258)
+
+    assert plain.encode_value() == b'{"a":1}'
+    assert framed.encode_value() == b"\x00\x00\x00\x01\x02" + b'{"a":1}'
+    assert Record.from_json(framed.to_json()) == framed

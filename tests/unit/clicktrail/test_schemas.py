@@ -1,78 +1,89 @@
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from clicktrail.config import PROJECT_ROOT
 from clicktrail.intake import CALL_TYPES
 from clicktrail.schemas import (
-    EventValidator,
     FileSchemaRegistry,
     SchemaCatalogueError,
     SchemaVer,
+    bundle,
     event_schema_name,
 )
+from tests.support.catalogue import SCHEMAS, add_optional_color, copy_catalogue, evolved
 from tests.support.data import invalid_events, valid_events
-
-SCHEMAS = PROJECT_ROOT / "schemas"
 
 
 @pytest.fixture(scope="module")
-def validator() -> EventValidator:
-    return EventValidator(FileSchemaRegistry(SCHEMAS))
+def registry() -> FileSchemaRegistry:
+    return FileSchemaRegistry(SCHEMAS)
 
 
-def test_the_catalogue_has_an_envelope_for_every_call_type() -> None:
-    registry = FileSchemaRegistry(SCHEMAS)
-
-    assert {s.name for s in registry if s.kind == "calls"} == set(CALL_TYPES)
-
-
-@pytest.mark.parametrize(("name", "event"), list(valid_events().items()))
-def test_valid_sample_events_pass(
-    validator: EventValidator, name: str, event: dict[str, Any]
+def test_the_catalogue_has_a_record_for_every_call_type_event_and_traits_schema(
+    registry: FileSchemaRegistry,
 ) -> None:
-    verdict = validator.validate(event)
+    keys = {record.key for record in registry.records()}
 
-    assert verdict.errors == []
-    assert verdict.valid
+    assert {f"calls/{t}/1-0-0" for t in CALL_TYPES} <= keys
+    assert {"events/product_viewed/1-0-0", "events/order_completed/1-0-0"} <= keys
+    assert {"traits/identify/1-0-0", "traits/group/1-0-0"} <= keys
+    assert not any(key.startswith("common/") for key in keys)
 
 
-@pytest.mark.parametrize(("name", "case"), list(invalid_events().items()))
-def test_invalid_sample_events_report_every_error_with_its_path(
-    validator: EventValidator, name: str, case: tuple[dict[str, Any], list[tuple[str, str]]]
+def test_record_schemas_are_self_contained(registry: FileSchemaRegistry) -> None:
+    record = registry.record("events", "product_viewed")
+    assert record is not None
+    text = orjson.dumps(record.document).decode()
+
+    # Every document it refers to is embedded, so a registry or a deserializer needs nothing else.
+    assert set(record.document["$defs"]) == {
+        "urn:clicktrail:calls/track/1-0-0",
+        "urn:clicktrail:common/segment/1-0-0",
+        "urn:clicktrail:events/product_viewed/1-0-0",
+    }
+    assert record.document["self"]["envelope"] == "calls/track/1-0-0"
+    assert "urn:clicktrail:events/product_viewed/1-0-0" in text
+
+
+def test_record_schemas_judge_every_sample_as_an_independent_validator_does(
+    registry: FileSchemaRegistry,
 ) -> None:
-    event, expected = case
+    from jsonschema import Draft202012Validator
 
-    verdict = validator.validate(event)
+    from clicktrail.validation import specific_schema
 
-    assert not verdict.valid
-    assert sorted((e["path"], e["keyword"]) for e in verdict.errors) == sorted(expected)
-    assert all(e["message"] and e["schema"] for e in verdict.errors)
-
-
-def test_a_track_event_with_a_schema_is_checked_against_it_and_names_it(
-    validator: EventValidator,
-) -> None:
-    event = valid_events()["track_product_viewed"]
-
-    assert validator.validate(event).schema == "events/product_viewed/1-0-0"
+    samples = [*valid_events().values(), *(event for event, _ in invalid_events().values())]
+    for event in samples:
+        kind, name = specific_schema(event)
+        record = registry.record(kind, name) or registry.record("calls", event["type"])
+        assert record is not None
+        reference = Draft202012Validator(
+            record.document, format_checker=Draft202012Validator.FORMAT_CHECKER
+        )
+        assert (record.errors(event) == []) == reference.is_valid(event)
 
 
-def test_a_track_event_without_a_schema_is_checked_against_the_envelope(
-    validator: EventValidator,
-) -> None:
-    assert validator.validate(valid_events()["track_unplanned"]).schema == "calls/track/1-0-0"
+def test_errors_point_at_the_missing_field_and_stay_short(registry: FileSchemaRegistry) -> None:
+    record = registry.record("calls", "alias")
+    assert record is not None
+    event = {
+        "type": "alias",
+        "messageId": "m",
+        "receivedAt": "2026-01-01T00:00:00Z",
+        "previousId": "x" * 5000,
+    }
 
+    errors = record.errors(event)
 
-def test_an_unknown_call_type_is_an_error(validator: EventValidator) -> None:
-    verdict = validator.validate({"type": "hover", "userId": "u"})
-
-    assert [(e["path"], e["keyword"]) for e in verdict.errors] == [("/type", "enum")]
+    assert ("/userId", "required") in [(e["path"], e["keyword"]) for e in errors]
+    identity = [e for e in errors if e["keyword"] == "anyOf"]
+    assert identity[0]["message"] == "every event needs a userId or an anonymousId"
+    assert all(len(e["message"]) <= 300 for e in errors)
+    assert {e["schema"] for e in errors} == {"calls/alias/1-0-0"}
 
 
 @pytest.mark.parametrize(
@@ -94,44 +105,73 @@ def test_schemaver_orders_numerically() -> None:
         SchemaVer.parse("1.0.0")
 
 
-def _catalogue_with(tmp_path: Path, version: str, extra: dict[str, Any]) -> Path:
-    shutil.copytree(SCHEMAS, tmp_path / "schemas")
-    doc = orjson.loads((SCHEMAS / "events/product_viewed/1-0-0.json").read_bytes())
-    doc["$id"] = f"urn:clicktrail:events/product_viewed/{version}"
-    doc["self"]["version"] = version
-    doc.update(extra)
-    (tmp_path / "schemas/events/product_viewed" / f"{version}.json").write_bytes(orjson.dumps(doc))
-    return tmp_path / "schemas"
-
-
 def test_the_latest_version_applies_unless_one_is_named(tmp_path: Path) -> None:
-    root = _catalogue_with(tmp_path, "1-1-0", {})
-    (root / "events/product_viewed/1-10-0.json").write_bytes(
-        (root / "events/product_viewed/1-1-0.json").read_bytes().replace(b"1-1-0", b"1-10-0")
-    )
+    root = copy_catalogue(tmp_path / "schemas")
+    evolved(root, "events/product_viewed", "1-0-1", add_optional_color)
+    evolved(root, "events/product_viewed", "1-10-0")
     registry = FileSchemaRegistry(root)
 
-    latest = registry.get("events", "product_viewed")
+    latest = registry.record("events", "product_viewed")
+    named = registry.record("events", "product_viewed", "1-0-0")
+
     assert latest is not None
-    assert str(latest.version) == "1-10-0"
-    named = registry.get("events", "product_viewed", "1-0-0")
+    assert latest.key == "events/product_viewed/1-10-0"
     assert named is not None
     assert named.key == "events/product_viewed/1-0-0"
-    assert registry.get("events", "product_viewed", "9-9-9") is None
-    assert registry.get("events", "nothing") is None
+    assert registry.record("events", "product_viewed", "9-9-9") is None
+    assert registry.record("events", "product_viewed", "latest") is None
+    assert registry.record("events", "nothing") is None
 
 
-def test_a_schema_whose_self_disagrees_with_its_path_is_refused(tmp_path: Path) -> None:
-    root = _catalogue_with(
-        tmp_path, "1-1-0", {"self": {"kind": "events", "name": "other", "version": "1-1-0"}}
-    )
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d["self"].update(name="other"), r"self\.name"),
+        (
+            lambda d: d.update({"$id": "urn:clicktrail:events/product_viewed/9-9-9"}),
+            r"\$id must be",
+        ),
+        (lambda d: d.update(type="no-such-type"), "not a valid JSON Schema"),
+        (
+            lambda d: d.update({"$schema": "http://json-schema.org/draft-07/schema#"}),
+            r"\$schema must be",
+        ),
+        (
+            lambda d: d["properties"].update(x={"$ref": "urn:clicktrail:events/missing/1-0-0"}),
+            "unknown",
+        ),
+    ],
+)
+def test_a_malformed_schema_file_is_refused_with_its_path(
+    tmp_path: Path, change: Any, message: str
+) -> None:
+    root = copy_catalogue(tmp_path / "schemas")
+    evolved(root, "events/product_viewed", "1-1-0", change)
 
-    with pytest.raises(SchemaCatalogueError, match=r"self\.name"):
+    with pytest.raises(SchemaCatalogueError, match=message):
         FileSchemaRegistry(root)
 
 
-def test_an_invalid_json_schema_is_refused(tmp_path: Path) -> None:
-    root = _catalogue_with(tmp_path, "1-1-0", {"type": "no-such-type"})
+def test_traits_schemas_exist_only_for_identify_and_group(tmp_path: Path) -> None:
+    root = copy_catalogue(tmp_path / "schemas")
+    (root / "traits" / "page").mkdir()
+    doc = orjson.loads((root / "traits/group/1-0-0.json").read_bytes())
+    doc["$id"], doc["self"]["name"] = "urn:clicktrail:traits/page/1-0-0", "page"
+    (root / "traits/page/1-0-0.json").write_bytes(orjson.dumps(doc))
 
-    with pytest.raises(Exception, match="no-such-type"):
+    with pytest.raises(SchemaCatalogueError, match="traits/identify or traits/group"):
         FileSchemaRegistry(root)
+
+
+def test_bundle_embeds_what_is_referenced_transitively() -> None:
+    documents = {
+        "urn:a": {"$id": "urn:a", "$ref": "urn:b#/$defs/x"},
+        "urn:b": {"$id": "urn:b", "$defs": {"x": {"$ref": "urn:c"}}},
+        "urn:c": {"$id": "urn:c", "type": "string"},
+        "urn:unused": {"$id": "urn:unused"},
+    }
+
+    bundled = bundle(documents["urn:a"], documents)
+
+    assert set(bundled["$defs"]) == {"urn:b", "urn:c"}
+    assert bundled["$ref"] == "urn:b#/$defs/x"

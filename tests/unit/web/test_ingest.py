@@ -10,13 +10,16 @@ import orjson
 import pytest
 from flask.testing import FlaskClient
 
-from clicktrail.config import Settings
+from clicktrail.config import PROJECT_ROOT, Settings
+from clicktrail.schemas import FileSchemaRegistry
 from clicktrail.sources import Source
+from clicktrail.validation import EventValidator
 from tests.support.twins import FixedClock, MemorySources, RecordingEnqueuer
 from web import create_app
 from web.services import Services
 
 KEY = "wk-test"
+VALIDATOR = EventValidator(FileSchemaRegistry(PROJECT_ROOT / "schemas"))
 SOURCE = Source("src-1", "web", {"anonymize_ip": True})
 
 
@@ -26,7 +29,10 @@ def basic(key: str) -> dict[str, str]:
 
 def client_for(enqueuer: RecordingEnqueuer, sources: MemorySources | None = None) -> FlaskClient:
     services = Services(
-        sources=sources or MemorySources({KEY: SOURCE}), enqueuer=enqueuer, clock=FixedClock()
+        sources=sources or MemorySources({KEY: SOURCE}),
+        enqueuer=enqueuer,
+        validator=VALIDATOR,
+        clock=FixedClock(),
     )
     app = create_app(Settings.from_env({"LOG_FORMAT": "console"}), services)
     return app.test_client()
@@ -204,6 +210,7 @@ def test_readyz_reports_each_check() -> None:
     services = Services(
         sources=MemorySources({}),
         enqueuer=RecordingEnqueuer(),
+        validator=VALIDATOR,
         checks={"redis": lambda: None, "kafka": broken},
     )
     client = create_app(Settings.from_env({"LOG_FORMAT": "console"}), services).test_client()
@@ -218,3 +225,80 @@ def test_readyz_reports_each_check() -> None:
             "kafka": {"status": "down", "error": "ConnectionError: refused"},
         },
     }
+
+
+def test_validate_answers_every_error_and_queues_nothing(
+    client: FlaskClient, queue: RecordingEnqueuer
+) -> None:
+    batch = {
+        "batch": [
+            {
+                "type": "track",
+                "userId": "u",
+                "event": "Product Viewed",
+                "properties": {"product_id": "p", "price": 1},
+            },
+            {
+                "type": "track",
+                "userId": "u",
+                "event": "Order Completed",
+                "properties": {"total": "9"},
+            },
+        ]
+    }
+
+    response = client.post("/v1/validate", json=batch, headers=basic(KEY))
+
+    assert response.status_code == 200
+    body = response.json
+    assert body is not None
+    assert body["valid"] is False
+    good, bad = body["results"]
+    assert (good["valid"], good["schema"], good["errors"]) == (
+        True,
+        "events/product_viewed/1-0-0",
+        [],
+    )
+    assert bad["reason"] == "schema_validation"
+    assert {(e["path"], e["keyword"]) for e in bad["errors"]} == {
+        ("/properties/order_id", "required"),
+        ("/properties/currency", "required"),
+        ("/properties/total", "type"),
+    }
+    assert all(e["schema"] == "events/order_completed/1-0-0" for e in bad["errors"])
+    assert queue.payloads == []
+
+
+def test_validate_takes_one_event_naming_its_type(client: FlaskClient) -> None:
+    one = client.post(
+        "/v1/validate",
+        json={"type": "page", "anonymousId": "a", "name": "Home"},
+        headers=basic(KEY),
+    )
+    untyped = client.post("/v1/validate", json={"anonymousId": "a"}, headers=basic(KEY))
+    unauthorised = client.post("/v1/validate", json={"type": "page", "anonymousId": "a"})
+
+    assert one.status_code == 200
+    assert one.json is not None
+    assert one.json["valid"] is True
+    assert one.json["results"][0]["schema"] == "calls/page/1-0-0"
+    assert (untyped.status_code, untyped.json["code"]) == (400, "invalid_type")  # type: ignore[index]
+    assert unauthorised.status_code == 401
+
+
+def test_validate_applies_the_source_tracking_plan(queue: RecordingEnqueuer) -> None:
+    planned = Source(
+        "src-2", "app", {"tracking_plan": {"events": ["Product Viewed"], "unplanned": "deadletter"}}
+    )
+    client = client_for(queue, MemorySources({KEY: planned}))
+
+    response = client.post(
+        "/v1/validate",
+        json={"type": "track", "userId": "u", "event": "Signed Up"},
+        headers=basic(KEY),
+    )
+
+    assert response.json is not None
+    [result] = response.json["results"]
+    assert (result["valid"], result["reason"]) == (False, "unplanned")
+    assert result["errors"][0]["keyword"] == "trackingPlan"

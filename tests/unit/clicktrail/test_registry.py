@@ -1,0 +1,191 @@
+"""The Confluent-compatible registry backend against confluent-kafka's in-process mock client.
+(tests/integration/test_schema_registry.py runs the pipeline against a registry over HTTP.)"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.json_schema import JSONDeserializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+from clicktrail.errors import DependencyUnavailable
+from clicktrail.kafka import Record
+from clicktrail.registry import ConfluentSchemaRegistry, register_catalogue
+from clicktrail.schemas import FileSchemaRegistry
+from clicktrail.validation import EventValidator
+from tests.support.catalogue import (
+    SCHEMAS,
+    add_optional_color,
+    copy_catalogue,
+    evolved,
+    require_sku,
+)
+from tests.support.data import valid_events
+from tests.support.infra import free_port
+
+
+class CountingClient:
+    """Passes calls to a client, counting them by name."""
+
+    def __init__(self, client: SchemaRegistryClient) -> None:
+        self.client = client
+        self.calls: dict[str, int] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self.client, name)
+        if not callable(attribute):
+            return attribute
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] = self.calls.get(name, 0) + 1
+            return attribute(*args, **kwargs)
+
+        return counted
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def client() -> SchemaRegistryClient:
+    return SchemaRegistryClient.new_client({"url": f"mock://{uuid.uuid4().hex}"})
+
+
+def test_registering_the_catalogue_makes_one_subject_per_schema_and_model(
+    client: SchemaRegistryClient,
+) -> None:
+    results = register_catalogue(client, FileSchemaRegistry(SCHEMAS))
+    again = register_catalogue(client, FileSchemaRegistry(SCHEMAS))
+
+    assert all(r.error is None for r in results)
+    subjects = {r.subject for r in results}
+    assert {
+        "clicktrail.calls.track.v1",
+        "clicktrail.events.product_viewed.v1",
+        "clicktrail.traits.identify.v1",
+    } <= subjects
+    assert set(client.get_subjects()) == subjects
+    assert [(r.subject, r.schema_id, r.version) for r in again] == [
+        (r.subject, r.schema_id, r.version) for r in results
+    ]
+
+
+def test_lookups_find_the_registered_record_schemas_and_validate_with_them(
+    client: SchemaRegistryClient,
+) -> None:
+    register_catalogue(client, FileSchemaRegistry(SCHEMAS))
+    validator = EventValidator(ConfluentSchemaRegistry(client))
+
+    good = validator.validate(valid_events()["track_product_viewed"])
+    bad = validator.validate(
+        {**valid_events()["track_product_viewed"], "properties": {"price": -1}}
+    )
+
+    assert good.valid
+    assert good.schema == "events/product_viewed/1-0-0"
+    assert (
+        good.schema_id == client.get_latest_version("clicktrail.events.product_viewed.v1").schema_id
+    )
+    assert {(e["path"], e["keyword"]) for e in bad.errors} == {
+        ("/properties/product_id", "required"),
+        ("/properties/price", "minimum"),
+    }
+
+
+def test_new_versions_are_picked_up_after_the_refresh_and_old_ones_stay_reachable(
+    client: SchemaRegistryClient, tmp_path: Path
+) -> None:
+    root = copy_catalogue(tmp_path / "schemas")
+    register_catalogue(client, FileSchemaRegistry(root))
+    clock = Clock()
+    registry = ConfluentSchemaRegistry(client, refresh_seconds=60, clock=clock)
+    before = registry.record("events", "product_viewed")
+
+    evolved(root, "events/product_viewed", "1-0-1", add_optional_color)
+    register_catalogue(client, FileSchemaRegistry(root))
+    still_cached = registry.record("events", "product_viewed")
+    clock.now = 61
+    after = registry.record("events", "product_viewed")
+    old = registry.record("events", "product_viewed", "1-0-0")
+
+    assert before is not None
+    assert still_cached is not None
+    assert after is not None
+    assert old is not None
+    assert (before.key, still_cached.key, after.key, old.key) == (
+        "events/product_viewed/1-0-0",
+        "events/product_viewed/1-0-0",
+        "events/product_viewed/1-0-1",
+        "events/product_viewed/1-0-0",
+    )
+    assert client.get_latest_version("clicktrail.events.product_viewed.v1").version == 2
+    assert after.schema_id != old.schema_id
+
+
+def test_a_new_model_is_a_new_subject_and_becomes_the_latest(
+    client: SchemaRegistryClient, tmp_path: Path
+) -> None:
+    root = copy_catalogue(tmp_path / "schemas")
+    evolved(root, "events/product_viewed", "2-0-0", require_sku)
+    register_catalogue(client, FileSchemaRegistry(root))
+    registry = ConfluentSchemaRegistry(client)
+
+    latest = registry.record("events", "product_viewed")
+
+    assert "clicktrail.events.product_viewed.v2" in client.get_subjects()
+    assert latest is not None
+    assert latest.key == "events/product_viewed/2-0-0"
+    assert registry.record("events", "product_viewed", "1-0-0") is not None
+    assert registry.record("events", "never_registered") is None
+
+
+def test_lookups_are_cached(client: SchemaRegistryClient) -> None:
+    register_catalogue(client, FileSchemaRegistry(SCHEMAS))
+    counting = CountingClient(client)
+    registry = ConfluentSchemaRegistry(counting)  # type: ignore[arg-type]
+
+    for _ in range(100):
+        assert registry.record("events", "product_viewed") is not None
+        assert registry.record("calls", "page", "1-0-0") is not None
+
+    assert counting.calls == {"get_subjects": 1, "get_versions": 2, "get_version": 2}
+
+
+def test_subject_prefixes_keep_environments_apart(client: SchemaRegistryClient) -> None:
+    register_catalogue(client, FileSchemaRegistry(SCHEMAS), subject_prefix="staging")
+
+    assert ConfluentSchemaRegistry(client, "staging").record("calls", "page") is not None
+    assert ConfluentSchemaRegistry(client, "production").record("calls", "page") is None
+
+
+def test_a_record_in_the_wire_format_is_read_by_confluents_json_deserializer(
+    client: SchemaRegistryClient,
+) -> None:
+    register_catalogue(client, FileSchemaRegistry(SCHEMAS))
+    event = valid_events()["track_product_viewed"]
+    verdict = EventValidator(ConfluentSchemaRegistry(client)).validate(event)
+    record = Record("events", "u-1", event, schema_id=verdict.schema_id)
+
+    decoded = JSONDeserializer(None, schema_registry_client=client)(
+        record.encode_value(), SerializationContext("events", MessageField.VALUE)
+    )
+
+    assert decoded == event
+
+
+def test_an_unreachable_registry_is_dependency_unavailable() -> None:
+    client = SchemaRegistryClient({"url": f"http://127.0.0.1:{free_port()}", "max.retries": 0})
+
+    with pytest.raises(DependencyUnavailable) as caught:
+        ConfluentSchemaRegistry(client).record("calls", "page")
+
+    assert caught.value.name == "schema_registry"
