@@ -36,6 +36,14 @@ class Unauthorized(RequestRejected):
     status = 401
 
 
+class Forbidden(RequestRejected):
+    status = 403
+
+
+class NotFound(RequestRejected):
+    status = 404
+
+
 class PayloadTooLarge(RequestRejected):
     status = 413
 

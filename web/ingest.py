@@ -15,11 +15,12 @@ from typing import Any
 
 from flask import Blueprint, current_app, request
 
-from clicktrail.errors import InvalidInput, PayloadTooLarge, Unauthorized, UnsupportedMediaType
+from clicktrail.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from clicktrail.intake import CALL_TYPES, MAX_REQUEST_BYTES, parse_json, read_body, stamp
 from clicktrail.queue import ingest_payload
 from clicktrail.sources import Source
 from clicktrail.validation import TrackingPlan
+from web.auth import authenticate, basic_write_key
 from web.services import Services
 
 bp = Blueprint("ingest", __name__)
@@ -78,15 +79,15 @@ def _receive(
             "unsupported_media_type",
             f"send JSON with Content-Type: application/json, not {request.mimetype!r}",
         )
-    basic_key = _basic_write_key()
-    source = _authenticate(services, basic_key) if basic_key else None
+    basic_key = basic_write_key()
+    source = authenticate(services, basic_key) if basic_key else None
     raw = _read_body()
     body = parse_json(raw)
     if infer_type:
         call_type = _call_type_of(body)
     intake = read_body(body, call_type, len(raw))
     if source is None:
-        source = _authenticate(services, intake.write_key)
+        source = authenticate(services, intake.write_key)
     stamp(intake.events, services.clock.now(), request.remote_addr)
     return services, source, intake.events
 
@@ -103,25 +104,6 @@ def _call_type_of(body: Any) -> str | None:
             field="type",
         )
     return str(kind)
-
-
-def _basic_write_key() -> str | None:
-    auth = request.authorization
-    if auth is None or auth.type != "basic":
-        return None
-    return auth.username or None
-
-
-def _authenticate(services: Services, write_key: str | None) -> Source:
-    if not write_key:
-        raise Unauthorized(
-            "missing_write_key",
-            "send the source's write key as the HTTP Basic username or as writeKey in the body",
-        )
-    source = services.sources.by_write_key(write_key)
-    if source is None:
-        raise Unauthorized("invalid_write_key", "the write key is unknown, revoked or expired")
-    return source
 
 
 def _read_body() -> bytes:

@@ -1,0 +1,51 @@
+"""Who is calling: a source (its write key, as the HTTP Basic username or ``writeKey`` in the
+body) or an operator (``Authorization: Bearer $ADMIN_TOKEN``, compared in constant time)."""
+
+from __future__ import annotations
+
+import hmac
+
+from flask import request
+
+from clicktrail.errors import Forbidden, Unauthorized
+from clicktrail.sources import Source
+from web.services import Services
+
+
+def basic_write_key() -> str | None:
+    auth = request.authorization
+    if auth is None or auth.type != "basic":
+        return None
+    return auth.username or None
+
+
+def authenticate(services: Services, write_key: str | None) -> Source:
+    """The source of a write key; 401 when it is missing, unknown, revoked or expired."""
+    if not write_key:
+        raise Unauthorized(
+            "missing_write_key",
+            "send the source's write key as the HTTP Basic username or as writeKey in the body",
+        )
+    source = services.sources.by_write_key(write_key)
+    if source is None:
+        raise Unauthorized("invalid_write_key", "the write key is unknown, revoked or expired")
+    return source
+
+
+def require_admin(services: Services) -> None:
+    """The request carries the admin token: 401 when not, 403 when none is configured."""
+    if services.admin_token is None:
+        raise Forbidden("admin_disabled", "the admin API is off: set ADMIN_TOKEN to turn it on")
+    auth = request.authorization
+    token = auth.token if auth is not None and auth.type == "bearer" else None
+    if not hmac.compare_digest((token or "").encode(), services.admin_token.encode()):
+        raise Unauthorized("invalid_admin_token", "send Authorization: Bearer <ADMIN_TOKEN>")
+
+
+def source_or_admin(services: Services) -> Source | None:
+    """A bearer token is an operator's (None once checked); otherwise the write key's source."""
+    auth = request.authorization
+    if auth is not None and auth.type == "bearer":
+        require_admin(services)
+        return None
+    return authenticate(services, basic_write_key())
