@@ -1,11 +1,88 @@
-"""Enrichment steps: plain functions on one event, each with its own tests."""
+"""Enrichment: plain functions on one event, each with its own tests, each switchable per source.
+
+What each adds (never overwriting a value the client sent):
+- ``context.location`` from GeoIP (country, region, city, coordinates), when a MaxMind database
+  is configured; looked up before the IP is anonymised;
+- ``context.ip`` anonymised (last octet / last 80 bits), unless the source keeps IPs;
+- ``context.userAgentParsed``: browser, OS, device and a bot flag (ua-parser);
+- ``context.campaign`` from the UTM parameters of ``context.page.url``;
+- ``context.referrer`` classified: search (with the search terms), social, internal or other;
+- ``context.traits``: the identified user's profile traits (the event's own win);
+- ``timestamp`` corrected for client clock skew, and ``context.session``.
+"""
 
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import parse_qs, urlsplit
 
+import ua_parser
+
+from clicktrail import referrers
 from clicktrail.clock import format_ts, parse_ts
+
+log = logging.getLogger(__name__)
+
+UTM_FIELDS = {
+    "utm_source": "source",
+    "utm_medium": "medium",
+    "utm_campaign": "name",
+    "utm_term": "term",
+    "utm_content": "content",
+}
+
+
+@dataclass(frozen=True)
+class EnrichmentSettings:
+    """A source's switches (its settings; every one on by default)."""
+
+    anonymize_ip: bool = True
+    geoip: bool = True
+    user_agent: bool = True
+    campaign: bool = True
+    referrer: bool = True
+    profile_traits: bool = True
+    # Hosts counted as the site itself when classifying referrers (besides the page's own).
+    internal_domains: tuple[str, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> EnrichmentSettings:
+        switches = {
+            name: settings[name]
+            for name in (
+                "anonymize_ip",
+                "geoip",
+                "user_agent",
+                "campaign",
+                "referrer",
+                "profile_traits",
+            )
+            if name in settings
+        }
+        for name, value in switches.items():
+            if not isinstance(value, bool):
+                raise ValueError(f"{name} must be true or false")
+        domains = settings.get("internal_domains", [])
+        if not isinstance(domains, list) or not all(isinstance(d, str) for d in domains):
+            raise ValueError("internal_domains must be a list of host names")
+        return cls(**switches, internal_domains=tuple(domains))
+
+
+def _context(event: dict[str, Any]) -> dict[str, Any]:
+    context = event.get("context")
+    if not isinstance(context, dict):
+        context = event["context"] = {}
+    return context
+
+
+def _object(value: Any) -> dict[str, Any]:
+    """``value`` when it is a JSON object, else an empty one (to read from, never to write)."""
+    return value if isinstance(value, dict) else {}
 
 
 def correct_clock_skew(event: dict[str, Any]) -> None:
@@ -54,9 +131,147 @@ def protect_ip(event: dict[str, Any], anonymize: bool) -> None:
         context["ip"] = masked
 
 
+def parse_user_agent(event: dict[str, Any]) -> None:
+    """``context.userAgentParsed`` from ``context.userAgent``: browser, os, device, bot."""
+    context = event.get("context")
+    agent = _object(context).get("userAgent")
+    if not isinstance(context, dict) or not isinstance(agent, str) or not agent:
+        return
+    if "userAgentParsed" in context:
+        return
+    parsed = ua_parser.parse(agent)
+    browser, os, device = parsed.user_agent, parsed.os, parsed.device
+    context["userAgentParsed"] = {
+        "browser": {"family": browser.family if browser else "Other", "version": _version(browser)},
+        "os": {"family": os.family if os else "Other", "version": _version(os)},
+        "device": {
+            "family": device.family if device else "Other",
+            "brand": device.brand if device else None,
+            "model": device.model if device else None,
+        },
+        "bot": bool(device and device.family == "Spider"),
+    }
+
+
+def _version(part: Any) -> str | None:
+    if part is None or not part.major:
+        return None
+    numbers = [part.major, part.minor, getattr(part, "patch", None)]
+    return ".".join(n for n in numbers if n)
+
+
+def add_campaign(event: dict[str, Any]) -> None:
+    """``context.campaign`` (source, medium, name, term, content) from the page URL's UTMs."""
+    context = event.get("context")
+    url = _object(_object(context).get("page")).get("url")
+    if not isinstance(context, dict) or not isinstance(url, str) or "campaign" in context:
+        return
+    query = parse_qs(urlsplit(url).query)
+    campaign = {name: query[param][0] for param, name in UTM_FIELDS.items() if query.get(param)}
+    if campaign:
+        context["campaign"] = campaign
+
+
+def classify_referrer(event: dict[str, Any], internal_domains: tuple[str, ...] = ()) -> None:
+    """``context.referrer`` from ``context.page.referrer``: search (with the search terms),
+    social, internal (the page's own site or a configured domain) or other."""
+    context = event.get("context")
+    page = _object(_object(context).get("page"))
+    referrer = page.get("referrer")
+    if not isinstance(context, dict) or not isinstance(referrer, str) or not referrer:
+        return
+    if "referrer" in context:
+        return
+    url = page.get("url")
+    page_host = urlsplit(url).hostname if isinstance(url, str) else None
+    classified = referrers.classify(referrer, page_host, list(internal_domains))
+    if classified is not None:
+        context["referrer"] = classified
+
+
+class GeoIP(Protocol):
+    def get(self, ip: str) -> Any: ...
+
+
+def open_geoip(path: Path) -> GeoIP:
+    """A MaxMind (GeoLite2/GeoIP2 City or Country) database, memory-mapped. Never downloaded."""
+    import maxminddb
+
+    return maxminddb.open_database(str(path), maxminddb.MODE_MMAP)
+
+
+def add_location(event: dict[str, Any], geoip: GeoIP) -> None:
+    """``context.location`` (country, countryCode, region, city, latitude, longitude, timezone)
+    from ``context.ip``. Runs before the IP is anonymised."""
+    context = event.get("context")
+    ip = _object(context).get("ip")
+    if not isinstance(context, dict) or not isinstance(ip, str) or "location" in context:
+        return
+    try:
+        found = geoip.get(ip.strip())
+    except ValueError:  # not an IP address
+        return
+    if not isinstance(found, dict):
+        return
+    location: dict[str, Any] = {}
+    country = found.get("country") or {}
+    if names := (country.get("names") or {}):
+        location["country"] = names.get("en")
+    if country.get("iso_code"):
+        location["countryCode"] = country["iso_code"]
+    subdivisions = found.get("subdivisions") or []
+    if subdivisions and (names := subdivisions[0].get("names")):
+        location["region"] = names.get("en")
+    if names := ((found.get("city") or {}).get("names")):
+        location["city"] = names.get("en")
+    coordinates = found.get("location") or {}
+    for source_key, target_key in (
+        ("latitude", "latitude"),
+        ("longitude", "longitude"),
+        ("time_zone", "timezone"),
+    ):
+        if coordinates.get(source_key) is not None:
+            location[target_key] = coordinates[source_key]
+    if location:
+        context["location"] = location
+
+
+def attach_profile_traits(event: dict[str, Any], traits: Mapping[str, Any] | None) -> None:
+    """``context.traits``: the user's profile traits, the event's own ``context.traits`` winning."""
+    if not traits:
+        return
+    context = _context(event)
+    own = context.get("traits")
+    context["traits"] = {**traits, **own} if isinstance(own, dict) else dict(traits)
+
+
 def attach_session(event: dict[str, Any], session: dict[str, Any]) -> None:
     """``context.session``: id, index (the user's nth session), eventIndex, startedAt."""
-    context = event.get("context")
-    if not isinstance(context, dict):
-        context = event["context"] = {}
-    context["session"] = session
+    _context(event)["session"] = session
+
+
+class Enricher:
+    """Applies the enrichment steps a source has switched on, in order."""
+
+    def __init__(self, geoip: GeoIP | None = None) -> None:
+        self._geoip = geoip
+
+    def enrich(
+        self,
+        event: dict[str, Any],
+        settings: EnrichmentSettings,
+        profile_traits: Mapping[str, Any] | None,
+    ) -> None:
+        """Everything but the session, which the pipeline joins for a whole request at once."""
+        if settings.geoip and self._geoip is not None:
+            add_location(event, self._geoip)
+        protect_ip(event, settings.anonymize_ip)
+        if settings.user_agent:
+            parse_user_agent(event)
+        if settings.campaign:
+            add_campaign(event)
+        if settings.referrer:
+            classify_referrer(event, settings.internal_domains)
+        if settings.profile_traits:
+            attach_profile_traits(event, profile_traits)
+        correct_clock_skew(event)

@@ -9,16 +9,16 @@ within a partition.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
 from clicktrail.clock import Clock, format_ts
-from clicktrail.enrich import attach_session, correct_clock_skew, protect_ip
+from clicktrail.enrich import Enricher, EnrichmentSettings, attach_session, protect_ip
 from clicktrail.errors import TransientError
-from clicktrail.kafka import Failure, Publisher, Record
+from clicktrail.kafka import Delivery, Publisher, Record
 from clicktrail.sessions import SessionTracker, Touch
 from clicktrail.validation import EventValidator, TrackingPlan, Verdict
 
@@ -38,7 +38,7 @@ class Outcome:
 class PublishIncomplete(TransientError):
     """Some records got no clean delivery report. ``retry_payload`` carries only those records."""
 
-    def __init__(self, failures: list[Failure], retry_payload: dict[str, Any]) -> None:
+    def __init__(self, failures: list[Delivery], retry_payload: dict[str, Any]) -> None:
         super().__init__(f"{len(failures)} record(s) not delivered: {failures[0].error}")
         self.failures = failures
         self.retry_payload = retry_payload
@@ -50,9 +50,26 @@ def kafka_key(event: dict[str, Any]) -> str | None:
     return None if identity is None else str(identity)
 
 
-def session_identity(event: dict[str, Any]) -> str:
-    """Sessions follow the device (anonymousId) when known, so signing in does not split one."""
-    return str(event.get("anonymousId") or event.get("userId"))
+class ProfileTraits(Protocol):
+    def traits_for(self, user_ids: Iterable[str]) -> dict[str, dict[str, Any]]: ...
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None or value == "" else str(value)
+
+
+def touch_of(event: dict[str, Any], source_id: str, new_id: str) -> Touch:
+    """The session claim of a valid event (``context.sessionId`` names a session to join)."""
+    context = event.get("context")
+    named = context.get("sessionId") if isinstance(context, dict) else None
+    return Touch(
+        source_id=source_id,
+        user_id=_text(event.get("userId")),
+        anonymous_id=_text(event.get("anonymousId")),
+        at=event["receivedAt"],
+        new_id=new_id,
+        named_id=named if isinstance(named, str) and named else None,
+    )
 
 
 class Pipeline:
@@ -63,6 +80,8 @@ class Pipeline:
         publisher: Publisher,
         topics: Topics,
         clock: Clock,
+        enricher: Enricher | None = None,
+        profiles: ProfileTraits | None = None,
         new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
     ) -> None:
         self._validator = validator
@@ -70,6 +89,8 @@ class Pipeline:
         self._publisher = publisher
         self._topics = topics
         self._clock = clock
+        self._enricher = enricher or Enricher()
+        self._profiles = profiles
         self._new_id = new_id
 
     def process(self, payload: dict[str, Any]) -> Outcome:
@@ -92,24 +113,29 @@ class Pipeline:
         events: list[dict[str, Any]] = orjson.loads(orjson.dumps(payload["events"]))
 
         plan = TrackingPlan.from_settings(settings)
+        switches = EnrichmentSettings.from_settings(settings)
         verdicts = [self._validator.validate(event, plan) for event in events]
-        for event in events:
-            protect_ip(event, anonymize=settings.get("anonymize_ip", True))
         valid = [i for i, verdict in enumerate(verdicts) if verdict.valid]
-        sessions = self._sessions.touch_many(
-            [
-                Touch(
-                    source_id, session_identity(events[i]), events[i]["receivedAt"], self._new_id()
+        traits: dict[str, dict[str, Any]] = {}
+        if switches.profile_traits and self._profiles is not None:
+            user_ids = {str(events[i]["userId"]) for i in valid if events[i].get("userId")}
+            traits = self._profiles.traits_for(user_ids) if user_ids else {}
+        for index, event in enumerate(events):
+            if verdicts[index].valid:
+                user_id = event.get("userId")
+                self._enricher.enrich(
+                    event, switches, traits.get(str(user_id)) if user_id else None
                 )
-                for i in valid
-            ]
+            else:
+                protect_ip(event, switches.anonymize_ip)
+        sessions = self._sessions.touch_many(
+            [touch_of(events[i], source_id, self._new_id()) for i in valid]
         )
         session_of = dict(zip(valid, sessions, strict=True))
 
         records = []
         for index, (event, verdict) in enumerate(zip(events, verdicts, strict=True)):
             if verdict.valid:
-                correct_clock_skew(event)
                 attach_session(event, session_of[index])
                 records.append(self._event_record(event, verdict, source_id, traceparent))
             else:
@@ -135,16 +161,17 @@ class Pipeline:
         else:
             events, kept = orjson.loads(orjson.dumps(payload["events"])), []
         settings = payload["source"].get("settings") or {}
+        anonymize = settings.get("anonymize_ip", True) is not False
         error = {"path": "/", "keyword": reason, "message": message, "schema": ""}
         records = list(kept)
         for event in events:
-            protect_ip(event, anonymize=settings.get("anonymize_ip", True))
+            protect_ip(event, anonymize)
             verdict = Verdict(schema="", errors=[error], reason=reason)
             records.append(self._dead_letter(event, verdict, source_id, traceparent))
         self._publish(records, payload)
 
     def _publish(self, records: list[Record], payload: dict[str, Any]) -> None:
-        failures = self._publisher.publish(records)
+        failures = [d for d in self._publisher.publish(records) if d.error is not None]
         if failures:
             retry_payload = {k: v for k, v in payload.items() if k not in ("events", "records")}
             retry_payload["records"] = [f.record.to_json() for f in failures]

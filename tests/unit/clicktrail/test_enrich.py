@@ -1,10 +1,47 @@
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
 
-from clicktrail.enrich import anonymize_ip, attach_session, correct_clock_skew, protect_ip
+from clicktrail.enrich import (
+    Enricher,
+    EnrichmentSettings,
+    add_campaign,
+    add_location,
+    anonymize_ip,
+    attach_profile_traits,
+    attach_session,
+    classify_referrer,
+    correct_clock_skew,
+    open_geoip,
+    parse_user_agent,
+    protect_ip,
+)
+from tests.support.geoip import write_city_database
+
+CHROME_MAC = (
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/120.0.6099.109 Safari/537.36"
+)
+IPHONE = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/17.1 Mobile/15E148 Safari/604.1"
+)
+GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+
+
+@pytest.fixture(scope="module")
+def geoip(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    return open_geoip(write_city_database(tmp_path_factory.mktemp("geo") / "city.mmdb"))
+
+
+def page_event(
+    url: str | None = None, referrer: str | None = None, **context: Any
+) -> dict[str, Any]:
+    page = {k: v for k, v in (("url", url), ("referrer", referrer)) if v is not None}
+    return {"type": "page", "context": {"page": page, **context}}
 
 
 @pytest.mark.parametrize(
@@ -82,6 +119,131 @@ def test_protect_ip_masks_drops_or_keeps_per_setting() -> None:
     assert kept["context"] == {"ip": "192.0.2.44"}
 
 
+@pytest.mark.parametrize(
+    ("agent", "browser", "os", "device", "bot"),
+    [
+        (CHROME_MAC, ("Chrome", "120.0.6099"), ("Mac OS X", "10.15.7"), "Mac", False),
+        (IPHONE, ("Mobile Safari", "17.1"), ("iOS", "17.1"), "iPhone", False),
+        (GOOGLEBOT, ("Googlebot", "2.1"), ("Other", None), "Spider", True),
+    ],
+)
+def test_parse_user_agent(
+    agent: str, browser: tuple[str, str], os: tuple[str, str | None], device: str, bot: bool
+) -> None:
+    event = {"context": {"userAgent": agent}}
+
+    parse_user_agent(event)
+
+    parsed = event["context"]["userAgentParsed"]  # type: ignore[index]
+    assert (parsed["browser"]["family"], parsed["browser"]["version"]) == browser
+    assert (parsed["os"]["family"], parsed["os"]["version"]) == os
+    assert parsed["device"]["family"] == device
+    assert parsed["bot"] is bot
+
+
+def test_no_user_agent_no_parse() -> None:
+    event: dict[str, Any] = {"context": {}}
+
+    parse_user_agent(event)
+
+    assert event == {"context": {}}
+
+
+def test_campaign_comes_from_the_utm_parameters_of_the_page_url() -> None:
+    event = page_event(
+        "https://shop.example/p?utm_source=newsletter&utm_medium=email&utm_campaign=spring%20sale&utm_term=shoes&utm_content=hero&x=1"
+    )
+
+    add_campaign(event)
+
+    assert event["context"]["campaign"] == {
+        "source": "newsletter", "medium": "email", "name": "spring sale", "term": "shoes", "content": "hero",
+    }  # fmt: skip
+
+
+def test_campaign_is_left_alone_when_sent_or_absent() -> None:
+    sent = page_event("https://shop.example/?utm_source=ad", campaign={"name": "from the client"})
+    plain = page_event("https://shop.example/?q=1")
+
+    add_campaign(sent)
+    add_campaign(plain)
+
+    assert sent["context"]["campaign"] == {"name": "from the client"}
+    assert "campaign" not in plain["context"]
+
+
+@pytest.mark.parametrize(
+    ("referrer", "expected"),
+    [
+        (
+            "https://www.google.co.uk/search?q=red+shoes&hl=en",
+            {"type": "search", "name": "Google", "searchTerm": "red shoes"},
+        ),
+        (
+            "https://duckduckgo.com/?q=clicktrail",
+            {"type": "search", "name": "DuckDuckGo", "searchTerm": "clicktrail"},
+        ),
+        ("https://www.bing.com/", {"type": "search", "name": "Bing"}),
+        ("https://l.facebook.com/l.php?u=x", {"type": "social", "name": "Facebook"}),
+        ("https://t.co/abc", {"type": "social", "name": "X"}),
+        ("https://www.reddit.com/r/analytics", {"type": "social", "name": "Reddit"}),
+        ("https://shop.example/cart", {"type": "internal"}),
+        ("https://blog.shop.example/post", {"type": "internal"}),
+        ("https://help.partner.example/faq", {"type": "internal"}),
+        ("https://news.example.org/article", {"type": "other"}),
+    ],
+)
+def test_referrer_classification(referrer: str, expected: dict[str, str]) -> None:
+    event = page_event("https://www.shop.example/p/1", referrer)
+
+    classify_referrer(event, internal_domains=("partner.example",))
+
+    assert event["context"]["referrer"] == {"url": referrer, **expected}
+
+
+def test_no_referrer_or_a_non_url_is_left_alone() -> None:
+    none = page_event("https://shop.example/")
+    junk = page_event("https://shop.example/", "android-app://")
+    sent = page_event("https://shop.example/", "https://www.google.com/")
+    sent["context"]["referrer"] = {"type": "dataxu"}
+
+    for event in (none, junk, sent):
+        classify_referrer(event)
+
+    assert "referrer" not in none["context"]
+    assert "referrer" not in junk["context"]
+    assert sent["context"]["referrer"] == {"type": "dataxu"}
+
+
+def test_location_comes_from_the_ip(geoip: Any) -> None:
+    paris = {"context": {"ip": "203.0.113.77"}}
+    japan = {"context": {"ip": "2001:db8::1"}}
+    unknown = {"context": {"ip": "198.51.100.1"}}
+    sent = {"context": {"ip": "203.0.113.77", "location": {"city": "Lyon"}}}
+
+    for event in (paris, japan, unknown, sent):
+        add_location(event, geoip)
+
+    assert paris["context"]["location"] == {
+        "country": "France", "countryCode": "FR", "region": "Île-de-France", "city": "Paris",
+        "latitude": 48.8566, "longitude": 2.3522, "timezone": "Europe/Paris",
+    }  # fmt: skip
+    assert japan["context"]["location"] == {"country": "Japan", "countryCode": "JP"}
+    assert "location" not in unknown["context"]
+    assert sent["context"]["location"] == {"city": "Lyon"}
+
+
+def test_profile_traits_are_attached_and_the_events_own_win() -> None:
+    event = {"context": {"traits": {"plan": "pro"}}}
+    bare: dict[str, Any] = {}
+
+    attach_profile_traits(event, {"plan": "free", "email": "a@example.com"})
+    attach_profile_traits(bare, {"email": "a@example.com"})
+
+    assert event["context"]["traits"] == {"plan": "pro", "email": "a@example.com"}
+    assert bare["context"]["traits"] == {"email": "a@example.com"}
+
+
 def test_attach_session_makes_a_context_when_there_is_none() -> None:
     event: dict[str, Any] = {"context": None}
     session = {"id": "s", "index": 1, "eventIndex": 3, "startedAt": "2026-01-01T00:00:00.000Z"}
@@ -89,3 +251,95 @@ def test_attach_session_makes_a_context_when_there_is_none() -> None:
     attach_session(event, session)
 
     assert event["context"] == {"session": session}
+
+
+def full_event() -> dict[str, Any]:
+    return {
+        "type": "page",
+        "userId": "u",
+        "receivedAt": "2026-05-01T12:00:00.000Z",
+        "context": {
+            "ip": "203.0.113.77",
+            "userAgent": CHROME_MAC,
+            "page": {
+                "url": "https://shop.example/?utm_source=ad",
+                "referrer": "https://www.google.com/search?q=x",
+            },
+        },
+    }
+
+
+def test_the_enricher_runs_every_step_a_source_has_on(geoip: Any) -> None:
+    event = full_event()
+
+    Enricher(geoip).enrich(event, EnrichmentSettings(), {"email": "a@example.com"})
+
+    context = event["context"]
+    assert context["ip"] == "203.0.113.0"
+    assert context["location"]["city"] == "Paris"  # looked up before the IP was masked
+    assert context["userAgentParsed"]["browser"]["family"] == "Chrome"
+    assert context["campaign"] == {"source": "ad"}
+    assert context["referrer"]["type"] == "search"
+    assert context["traits"] == {"email": "a@example.com"}
+    assert event["timestamp"] == "2026-05-01T12:00:00.000Z"
+
+
+@pytest.mark.parametrize(
+    ("switch", "missing"),
+    [
+        ("geoip", "location"),
+        ("user_agent", "userAgentParsed"),
+        ("campaign", "campaign"),
+        ("referrer", "referrer"),
+        ("profile_traits", "traits"),
+    ],
+)
+def test_each_step_can_be_switched_off_per_source(geoip: Any, switch: str, missing: str) -> None:
+    event = full_event()
+    settings = EnrichmentSettings.from_settings({switch: False})
+
+    Enricher(geoip).enrich(event, settings, {"email": "a@example.com"})
+
+    assert missing not in event["context"]
+    present = {"location", "userAgentParsed", "campaign", "referrer", "traits"} - {missing}
+    assert present <= set(event["context"])
+
+
+def test_a_source_may_keep_ips(geoip: Any) -> None:
+    event = full_event()
+
+    Enricher(geoip).enrich(event, EnrichmentSettings.from_settings({"anonymize_ip": False}), None)
+
+    assert event["context"]["ip"] == "203.0.113.77"
+
+
+def test_without_a_geoip_database_there_is_no_location() -> None:
+    event = full_event()
+
+    Enricher().enrich(event, EnrichmentSettings(), None)
+
+    assert "location" not in event["context"]
+
+
+@pytest.mark.parametrize(
+    "settings", [{"geoip": "yes"}, {"internal_domains": "shop.example"}, {"internal_domains": [1]}]
+)
+def test_malformed_switches_are_refused(settings: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="must be"):
+        EnrichmentSettings.from_settings(settings)
+
+
+def test_enrichment_never_overwrites_what_the_client_sent(geoip: Any) -> None:
+    event = full_event()
+    event["context"].update(
+        location={"city": "Lyon"},
+        userAgentParsed={"mine": True},
+        campaign={"name": "c"},
+        referrer={"type": "x"},
+    )
+    sent = copy.deepcopy(event["context"])
+
+    Enricher(geoip).enrich(event, EnrichmentSettings(), None)
+
+    for key in ("location", "userAgentParsed", "campaign", "referrer"):
+        assert event["context"][key] == sent[key]
