@@ -42,7 +42,16 @@ class Database:
             timeout=timeout,
             open=False,
             name=name,
-            kwargs={"autocommit": True, "connect_timeout": max(1, int(timeout))},
+            kwargs={
+                "autocommit": True,
+                "connect_timeout": max(1, int(timeout)),
+                # A vanished server (no FIN, packets dropped) is noticed in seconds, not hours.
+                "keepalives": 1,
+                "keepalives_idle": 15,
+                "keepalives_interval": 5,
+                "keepalives_count": 3,
+                "tcp_user_timeout": 30000,
+            },
             check=ConnectionPool.check_connection,
         )
         self._opened = False

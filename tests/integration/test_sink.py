@@ -1,0 +1,189 @@
+"""The history sink under faults: killed mid-stream and restarted, Postgres cut away and back,
+a record Postgres refuses. Its rows must match what Kafka holds: nothing lost, nothing twice."""
+
+from __future__ import annotations
+
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from clicktrail.db import Database, create_database, drop_database, migrate
+from clicktrail.kafka import KafkaPublisher, Record
+from tests.integration.conftest import FAST_GROUP_JOIN, SourceUnderTest, TopicNames
+from tests.support.infra import KafkaCollector, start_sink, wait_for
+from tests.support.proxy import TcpProxy
+
+
+@pytest.fixture(scope="module")
+def own_database(database_url: str) -> Iterator[str]:
+    """A database of the module's own, so no other sink fills what these ones miss."""
+    url = make_conninfo(database_url, dbname=f"{conninfo_to_dict(database_url)['dbname']}_sink")
+    create_database(url)
+    migrate(url)
+    yield url
+    drop_database(url)
+
+
+@pytest.fixture
+def postgres_proxy() -> Iterator[TcpProxy]:
+    proxy = TcpProxy("127.0.0.1", 5432).start()
+    yield proxy
+    proxy.cut()
+
+
+def sink_env(stack_env: dict[str, str], database_url: str, group: str) -> dict[str, str]:
+    return {
+        **stack_env,
+        **FAST_GROUP_JOIN,
+        "DATABASE_URL": database_url,
+        "SINK_GROUP_ID": group,
+        "SINK_BATCH_SIZE": "25",
+    }
+
+
+def send_batches(
+    pipeline: str, source: SourceUnderTest, batches: int, size: int, pause: float = 0.0
+) -> list[str]:
+    ids = []
+    for _ in range(batches):
+        batch = [
+            {
+                "type": "track",
+                "userId": f"sink-{i % 13}",
+                "messageId": f"sink-{uuid.uuid4()}",
+                "event": "Tick",
+            }
+            for i in range(size)
+        ]
+        ids += [event["messageId"] for event in batch]
+        response = requests.post(
+            f"{pipeline}/v1/batch", json={"batch": batch}, auth=(source.write_key, ""), timeout=10
+        )
+        assert response.status_code == 200
+        time.sleep(pause)
+    return ids
+
+
+def rows(database_url: str, ids: list[str]) -> dict[str, int]:
+    db = Database(database_url)
+    try:
+        with db.connection() as conn:
+            return dict(
+                conn.execute(
+                    "SELECT message_id, count(*) FROM event_history WHERE message_id = ANY(%s) GROUP BY message_id",
+                    (ids,),
+                ).fetchall()
+            )
+    finally:
+        db.close()
+
+
+def complete(database_url: str, ids: list[str]) -> dict[str, int] | None:
+    """The rows of these events once every one has a row."""
+    found = rows(database_url, ids)
+    return found if len(found) == len(ids) else None
+
+
+def test_killed_and_restarted_the_sink_writes_every_event_exactly_once(
+    pipeline: str, kafka: KafkaCollector, source: SourceUnderTest, topics: TopicNames,
+    stack_env: dict[str, str], own_database: str, logs_dir: Path,
+) -> None:  # fmt: skip
+    env = sink_env(stack_env, own_database, f"sink-kill-{uuid.uuid4().hex[:6]}")
+    first = start_sink(env, logs_dir / "sink-killed.log", name="sink-killed")
+    ids = send_batches(pipeline, source, batches=12, size=50, pause=0.2)
+    wait_for(lambda: len(rows(own_database, ids)) >= 50, "a first share written", timeout=60)
+
+    first.stop(signal.SIGKILL)
+    at_kill = len(rows(own_database, ids))
+    second = start_sink(env, logs_dir / "sink-restarted.log", name="sink-restarted")
+    try:
+        kafka.wait_for(ids, topic=topics.events, timeout=60)
+        written = wait_for(lambda: complete(own_database, ids), "every row", timeout=90)
+    finally:
+        second.stop()
+
+    assert at_kill < len(ids), "the sink was killed before it had written everything"
+    assert set(written) == {m for m in ids if kafka.records(m)}
+    assert set(written.values()) == {1}
+
+
+def test_the_sink_rides_out_postgres_going_away_and_coming_back(
+    pipeline: str, kafka: KafkaCollector, source: SourceUnderTest, topics: TopicNames,
+    stack_env: dict[str, str], own_database: str, postgres_proxy: TcpProxy, logs_dir: Path,
+) -> None:  # fmt: skip
+    through_proxy = make_conninfo(own_database, port=postgres_proxy.port)
+    env = sink_env(stack_env, through_proxy, f"sink-outage-{uuid.uuid4().hex[:6]}")
+    sink = start_sink(env, logs_dir / "sink-outage.log", name="sink-outage")
+    try:
+        before = send_batches(pipeline, source, batches=2, size=50)
+        wait_for(
+            lambda: len(rows(own_database, before)) == len(before),
+            "rows before the outage",
+            timeout=60,
+        )
+
+        postgres_proxy.cut()
+        during = send_batches(pipeline, source, batches=4, size=50, pause=0.5)
+        sink.wait_for_output("postgres unavailable", timeout=30)
+        time.sleep(2)
+        postgres_proxy.restore()
+        after = send_batches(pipeline, source, batches=2, size=50)
+
+        ids = before + during + after
+        kafka.wait_for(ids, topic=topics.events, timeout=60)
+        written = wait_for(lambda: complete(own_database, ids), "every row", timeout=90)
+    finally:
+        sink.stop()
+
+    assert set(written.values()) == {1}
+    assert sink.proc.returncode == 0
+
+
+def test_a_record_postgres_refuses_is_skipped_and_the_rest_flow(
+    kafka_bootstrap: str,
+    topics: TopicNames,
+    stack_env: dict[str, str],
+    own_database: str,
+    logs_dir: Path,
+) -> None:
+    good, bad = f"sink-{uuid.uuid4()}", f"sink-{uuid.uuid4()}"
+    received = "2026-05-05T05:05:05.000Z"
+    events = [
+        {
+            "type": "track",
+            "userId": "nul",
+            "messageId": bad,
+            "receivedAt": received,
+            "event": "Bad",
+            "properties": {"x": "a\u0000b"},
+        },
+        {
+            "type": "track",
+            "userId": "ok",
+            "messageId": good,
+            "receivedAt": received,
+            "event": "Good",
+        },
+    ]
+    KafkaPublisher({"bootstrap.servers": kafka_bootstrap}).publish(
+        [Record(topics.events, e["userId"], e, {"source-id": "src"}) for e in events]
+    )
+    sink = start_sink(
+        sink_env(stack_env, own_database, f"sink-poison-{uuid.uuid4().hex[:6]}"),
+        logs_dir / "sink-poison.log",
+        name="sink-poison",
+    )
+    try:
+        written = wait_for(lambda: rows(own_database, [good]), "the good record", timeout=60)
+        sink.wait_for_output("refused by postgres, skipped")
+    finally:
+        sink.stop()
+
+    assert written == {good: 1}
+    assert rows(own_database, [bad]) == {}

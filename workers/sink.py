@@ -1,0 +1,193 @@
+"""The history sink (``python -m workers.sink``): events topic -> Postgres.
+
+Reads the events topic in a consumer group, and for each batch, in one transaction, writes the
+history rows and applies the profile changes of the events written for the first time; only
+after the commit are the offsets committed. Killed at any point, it re-reads what it had not
+committed and writes nothing twice. When Postgres is away it rewinds to the batch and tries
+again with backoff, losing and duplicating nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+
+from clicktrail.config import Settings
+from clicktrail.db import Database
+from clicktrail.errors import DependencyUnavailable
+from clicktrail.history import HistoryRow, HistoryStore
+from clicktrail.kafka import decode_value, parse_headers
+from clicktrail.logs import configure_logging
+from clicktrail.profiles import ProfileWriter
+
+log = logging.getLogger("clicktrail.sink")
+
+BACKOFF_START, BACKOFF_MAX = 0.5, 30.0
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    read: int
+    written: int
+    profiles: int
+
+
+def consumer_config(settings: Settings) -> dict[str, Any]:
+    return {
+        **settings.kafka,
+        "group.id": settings.sink_group_id,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "logger": logging.getLogger("librdkafka"),
+    }
+
+
+class HistorySink:
+    def __init__(self, consumer: Consumer, db: Database, topic: str, batch_size: int) -> None:
+        self._consumer = consumer
+        self._db = db
+        self._topic = topic
+        self._batch_size = batch_size
+        self._history = HistoryStore()
+        self._profiles = ProfileWriter()
+
+    def run(
+        self, stop: threading.Event, on_batch: Callable[[BatchResult], None] | None = None
+    ) -> None:
+        self._consumer.subscribe([self._topic])
+        delay = BACKOFF_START
+        try:
+            while not stop.is_set():
+                messages = self._consumer.consume(num_messages=self._batch_size, timeout=1.0)
+                if not messages:
+                    continue
+                try:
+                    try:
+                        result = self.write(messages)
+                    except psycopg.DataError:
+                        result = self._write_each(messages)
+                except (DependencyUnavailable, psycopg.OperationalError) as exc:
+                    log.warning(
+                        "postgres unavailable, retrying the batch in %.1f s: %s", delay, exc
+                    )
+                    self._rewind(messages)
+                    stop.wait(delay)
+                    delay = min(delay * 2, BACKOFF_MAX)
+                    continue
+                delay = BACKOFF_START
+                self._commit()
+                if on_batch is not None:
+                    on_batch(result)
+        finally:
+            self._consumer.close()
+
+    def write(self, messages: list[Message]) -> BatchResult:
+        """Write one batch in one transaction; raises when Postgres cannot take it."""
+        rows: list[HistoryRow] = []
+        events: dict[str, dict[str, Any]] = {}
+        for message in messages:
+            if message.error():
+                log.warning("consumer error: %s", message.error())
+                continue
+            try:
+                event, _ = decode_value(message.value())
+            except ValueError:
+                log.error(
+                    "undecodable record at %s[%s]@%s skipped",
+                    message.topic(),
+                    message.partition(),
+                    message.offset(),
+                )
+                continue
+            if not isinstance(event, dict):
+                continue  # a tombstone, or not an event
+            source_id = parse_headers(message.headers()).get("source-id", "")
+            row = HistoryRow.from_event(event, source_id)
+            if row is None:
+                log.error(
+                    "record without receivedAt/messageId/type at %s@%s skipped",
+                    message.partition(),
+                    message.offset(),
+                )
+                continue
+            rows.append(row)
+            events[row.message_id] = event
+        if not rows:
+            return BatchResult(len(messages), 0, 0)
+        with self._db.connection() as conn, conn.transaction():
+            written = self._history.store(conn, rows)
+            profiles = self._profiles.apply(conn, [events[m] for m in written])
+        return BatchResult(len(messages), len(written), profiles)
+
+    def _write_each(self, messages: list[Message]) -> BatchResult:
+        """A batch Postgres refused as data: write its records one by one, skipping (and
+        logging) those it refuses, so one bad record never stops the sink."""
+        written = profiles = 0
+        for message in messages:
+            try:
+                result = self.write([message])
+            except psycopg.DataError as exc:
+                log.error(
+                    "record at %s[%s]@%s refused by postgres, skipped: %s",
+                    message.topic(), message.partition(), message.offset(), exc,
+                )  # fmt: skip
+                continue
+            written += result.written
+            profiles += result.profiles
+        return BatchResult(len(messages), written, profiles)
+
+    def _commit(self) -> None:
+        try:
+            self._consumer.commit(asynchronous=False)
+        except KafkaException as exc:
+            # After a rebalance another sink owns the partitions and re-reads what is not
+            # committed; the rows are already in, so it writes nothing twice.
+            log.warning("offset commit failed: %s", exc)
+
+    def _rewind(self, messages: list[Message]) -> None:
+        """Seek each partition back to the batch's first offset, so the next poll re-reads it."""
+        first: dict[int, int] = {}
+        for message in messages:
+            partition, offset = message.partition(), message.offset()
+            if partition is not None and offset is not None and not message.error():
+                first[partition] = min(offset, first.get(partition, offset))
+        for partition, offset in first.items():
+            try:
+                self._consumer.seek(TopicPartition(self._topic, partition, offset))
+            except KafkaException as exc:  # no longer ours: its new owner starts from the commit
+                log.info("could not rewind partition %s: %s", partition, exc)
+
+
+def main() -> int:
+    settings = Settings.from_env()
+    configure_logging(settings)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    db = Database(settings.database_url, name="clicktrail-sink")
+    sink = HistorySink(
+        Consumer(consumer_config(settings)), db, settings.topic_events, settings.sink_batch_size
+    )
+    log.info("history sink reading %s as %s", settings.topic_events, settings.sink_group_id)
+    try:
+        sink.run(
+            stop,
+            lambda r: log.info(
+                "batch: %d read, %d new, %d profiles", r.read, r.written, r.profiles
+            ),
+        )
+    finally:
+        db.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
