@@ -12,7 +12,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartiti
 
 from clicktrail.config import Settings
 from clicktrail.db import Database, create_database, migrate
-from clicktrail.kafka import decode_value, ensure_topics, parse_headers
+from clicktrail.kafka import create_pipeline_topics, decode_value, parse_headers
 
 
 def cmd_migrate(settings: Settings, _: argparse.Namespace) -> int:
@@ -24,10 +24,7 @@ def cmd_migrate(settings: Settings, _: argparse.Namespace) -> int:
 
 
 def cmd_topics(settings: Settings, _: argparse.Namespace) -> int:
-    topics = [settings.topic_events, settings.topic_deadletter, settings.topic_profiles]
-    created = ensure_topics(
-        settings.kafka, topics, settings.topic_partitions, settings.topic_replication_factor
-    )
+    created = create_pipeline_topics(settings)
     print(f"created: {', '.join(created)}" if created else "all topics exist")
     return 0
 

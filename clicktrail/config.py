@@ -99,6 +99,13 @@ class Settings:
     schemas_dir: Path = PROJECT_ROOT / "schemas"
     session_timeout_seconds: int = 1800
     profile_retention_days: int | None = None
+    # How often Celery beat runs the purge (erasure requests, then retention).
+    purge_interval_seconds: int = 300
+    # A MaxMind GeoLite2/GeoIP2 database file for context.location; never downloaded.
+    geoip_database: Path | None = None
+    # The history sink's consumer group and the most records it writes in one transaction.
+    sink_group_id: str = "clicktrail-history"
+    sink_batch_size: int = 500
     sentry_dsn: str | None = None
     otel_exporter_otlp_endpoint: str | None = None
     log_level: str = "INFO"
@@ -121,6 +128,15 @@ class Settings:
     @property
     def schema_registry_url(self) -> str | None:
         return self.schema_registry.get("url")
+
+    @property
+    def topics(self) -> list[str]:
+        return [self.topic_events, self.topic_deadletter, self.topic_profiles]
+
+    @property
+    def topic_configs(self) -> dict[str, dict[str, str]]:
+        """The profiles topic is compacted: a user's tombstone removes them for good."""
+        return {self.topic_profiles: {"cleanup.policy": "compact"}}
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -151,6 +167,12 @@ class Settings:
             profile_retention_days=(
                 None if retention is None else _int(env, "PROFILE_RETENTION_DAYS", 0, minimum=1)
             ),
+            purge_interval_seconds=_int(
+                env, "PURGE_INTERVAL_SECONDS", cls.purge_interval_seconds, minimum=1
+            ),
+            geoip_database=Path(geoip) if (geoip := _optional(env, "GEOIP_DATABASE")) else None,
+            sink_group_id=env.get("SINK_GROUP_ID") or cls.sink_group_id,
+            sink_batch_size=_int(env, "SINK_BATCH_SIZE", cls.sink_batch_size, minimum=1),
             sentry_dsn=_optional(env, "SENTRY_DSN"),
             otel_exporter_otlp_endpoint=_optional(env, "OTEL_EXPORTER_OTLP_ENDPOINT"),
             log_level=(env.get("LOG_LEVEL") or cls.log_level).upper(),

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from clicktrail.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,7 @@ class Record:
 
     topic: str
     key: str | None
-    value: dict[str, Any]
+    value: dict[str, Any] | None  # None: a tombstone
     headers: dict[str, str] = field(default_factory=dict)
     # Registry id of the value's schema: the value is then written in the Confluent wire format.
     schema_id: int | None = None
@@ -64,9 +66,11 @@ class Record:
             data.get("schema_id"),
         )
 
-    def encode_value(self) -> bytes:
+    def encode_value(self) -> bytes | None:
         """JSON, or with a schema id the Confluent wire format: magic byte 0, the id as 4 bytes
         big-endian, then the JSON (what confluent-kafka's JSONDeserializer reads)."""
+        if self.value is None:
+            return None
         value = orjson.dumps(self.value)
         if self.schema_id is None:
             return value
@@ -74,13 +78,18 @@ class Record:
 
 
 @dataclass(frozen=True)
-class Failure:
+class Delivery:
+    """The final report of one record: where it went, or why it did not."""
+
     record: Record
-    error: str
+    error: str | None = None
+    partition: int | None = None
+    offset: int | None = None
 
 
 class Publisher(Protocol):
-    def publish(self, records: list[Record]) -> list[Failure]: ...
+    def publish(self, records: list[Record]) -> list[Delivery]:
+        """One delivery per record, in order, once every record has its final report."""
 
     def close(self) -> None: ...
 
@@ -124,26 +133,31 @@ class KafkaPublisher:
             self._fatal = False
         return self._producer
 
-    def publish(self, records: list[Record]) -> list[Failure]:
-        """Produce every record and wait for its report; the ones that failed, with why."""
+    def publish(self, records: list[Record]) -> list[Delivery]:
+        """Produce every record and wait for its report."""
         producer = self._get()
-        errors: dict[int, str | None] = {}
+        reports: dict[int, Delivery] = {}
 
         def reporter(index: int) -> Callable[[KafkaError | None, Any], None]:
-            def report(error: KafkaError | None, _message: Any) -> None:
-                errors[index] = None if error is None else str(error)
+            def report(error: KafkaError | None, message: Any) -> None:
+                record = records[index]
+                if error is None:
+                    reports[index] = Delivery(record, None, message.partition(), message.offset())
+                else:
+                    reports[index] = Delivery(record, str(error))
 
             return report
 
         deadline = time.monotonic() + self._drain_timeout
         for index, record in enumerate(records):
-            self._produce(producer, record, reporter(index), errors, index, deadline)
+            error = self._produce(producer, record, reporter(index), deadline)
+            if error is not None:
+                reports[index] = Delivery(record, error)
             producer.poll(0)
         producer.flush(max(0.0, deadline - time.monotonic()))
         return [
-            Failure(record, errors.get(index) or "no delivery report before the timeout")
+            reports.get(index) or Delivery(record, "no delivery report before the timeout")
             for index, record in enumerate(records)
-            if errors.get(index, "pending") is not None
         ]
 
     def _produce(
@@ -151,10 +165,9 @@ class KafkaPublisher:
         producer: Producer,
         record: Record,
         on_delivery: Callable[[KafkaError | None, Any], None],
-        errors: dict[int, str | None],
-        index: int,
         deadline: float,
-    ) -> None:
+    ) -> str | None:
+        """Hand one record to librdkafka; why it could not be, if it could not."""
         value = record.encode_value()
         headers: list[tuple[str, str | bytes | None]] = [
             (name, text.encode()) for name, text in record.headers.items()
@@ -168,16 +181,14 @@ class KafkaPublisher:
                     headers=headers,
                     on_delivery=on_delivery,
                 )
-                return
+                return None
             except BufferError:
                 # The local queue is full: serve delivery reports until there is room.
                 if time.monotonic() >= deadline:
-                    errors[index] = "local producer queue full"
-                    return
+                    return "local producer queue full"
                 producer.poll(0.1)
             except KafkaException as exc:
-                errors[index] = str(exc)
-                return
+                return str(exc)
 
     def close(self) -> None:
         """Deliver what is still queued (on worker shutdown)."""
@@ -198,12 +209,18 @@ def ensure_topics(
     partitions: int,
     replication_factor: int = -1,
     timeout: float = 15.0,
+    topic_configs: Mapping[str, dict[str, str]] | None = None,
 ) -> list[str]:
-    """Create the topics that do not exist yet; the names of those created."""
+    """Create the topics that do not exist yet (with their ``topic_configs``); those created."""
     admin = admin_client(config)
     existing = set(admin.list_topics(timeout=timeout).topics)
     wanted = [
-        NewTopic(name, num_partitions=partitions, replication_factor=replication_factor)
+        NewTopic(
+            name,
+            num_partitions=partitions,
+            replication_factor=replication_factor,
+            config=dict((topic_configs or {}).get(name, {})),
+        )
         for name in dict.fromkeys(names)
         if name not in existing
     ]
@@ -227,6 +244,17 @@ def decode_value(raw: bytes | None) -> tuple[Any, int | None]:
     if raw[:1] == b"\x00" and len(raw) >= 5:
         return orjson.loads(raw[5:]), int.from_bytes(raw[1:5], "big")
     return orjson.loads(raw), None
+
+
+def create_pipeline_topics(settings: Settings) -> list[str]:
+    """The events, dead-letter and profiles topics, as configured; those created now."""
+    return ensure_topics(
+        settings.kafka,
+        settings.topics,
+        settings.topic_partitions,
+        settings.topic_replication_factor,
+        topic_configs=settings.topic_configs,
+    )
 
 
 def parse_headers(headers: Any) -> dict[str, str]:

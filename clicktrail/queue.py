@@ -13,6 +13,7 @@ from typing import Any
 from clicktrail.config import Settings
 
 INGEST_TASK = "clicktrail.ingest"
+PURGE_TASK = "clicktrail.purge_profiles"
 QUEUE = "clicktrail"
 
 # Payload format of INGEST_TASK (bump when it changes incompatibly; workers accept old ones):

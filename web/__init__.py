@@ -27,9 +27,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         )
     app.extensions["clicktrail"] = services or Services.build(settings)
 
-    from web import ingest, ops
+    from web import ingest, ops, sessions, users
 
-    app.register_blueprint(ingest.bp)
-    app.register_blueprint(ops.bp)
+    for module in (ingest, sessions, users, ops):
+        app.register_blueprint(module.bp)
     register_error_handlers(app)
     return app

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 from clicktrail.clock import Clock, SystemClock
 from clicktrail.config import Settings
 from clicktrail.db import Database
+from clicktrail.profiles import Profile
+from clicktrail.redisconn import make_redis
 from clicktrail.registry import make_registry
+from clicktrail.sessions import SessionStore, SessionView
 from clicktrail.sources import Source, SourceStore
 from clicktrail.validation import EventValidator
 
@@ -23,6 +27,22 @@ class SourceLookup(Protocol):
     def by_write_key(self, key: str) -> Source | None: ...
 
 
+class Sessions(Protocol):
+    timeout_seconds: int
+
+    def create(self, source_id: str, session_id: str, now: datetime) -> SessionView: ...
+
+    def get(self, session_id: str) -> SessionView | None: ...
+
+    def end(self, session_id: str) -> bool: ...
+
+
+class Profiles(Protocol):
+    def get(self, user_id: str) -> Profile | None: ...
+
+    def request_erasure(self, user_id: str) -> tuple[int, str, bool]: ...
+
+
 # A readiness check raises (anything) when its dependency is not usable.
 HealthCheck = Callable[[], None]
 
@@ -32,12 +52,16 @@ class Services:
     sources: SourceLookup
     enqueuer: Enqueuer
     validator: EventValidator
+    sessions: Sessions
+    profiles: Profiles
+    admin_token: str | None = None
     checks: dict[str, HealthCheck] = field(default_factory=dict)
     clock: Clock = field(default_factory=SystemClock)
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
         """The real services; nothing connects until first used."""
+        from clicktrail.profiles import ProfileStore
         from web.enqueue import CeleryEnqueuer
         from web.health import readiness_checks
 
@@ -46,5 +70,8 @@ class Services:
             sources=SourceStore(db, settings.source_cache_seconds),
             enqueuer=CeleryEnqueuer(settings),
             validator=EventValidator(make_registry(settings)),
+            sessions=SessionStore(make_redis(settings.redis_url), settings.session_timeout_seconds),
+            profiles=ProfileStore(db),
+            admin_token=settings.admin_token,
             checks=readiness_checks(settings, db),
         )

@@ -27,7 +27,7 @@ def make_celery(settings: Settings | None = None) -> Celery:
     app = Celery("clicktrail")
     app.conf.update(celery_settings(settings))
     app.conf.update(
-        include=["tasks.ingest"],
+        include=["tasks.ingest", "tasks.purge"],
         task_publish_retry_policy=_WORKER_PUBLISH_RETRY,
         beat_schedule=beat_schedule(settings),
         redbeat_redis_url=settings.redis_url,

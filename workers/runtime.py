@@ -14,8 +14,12 @@ from dataclasses import dataclass
 
 from clicktrail.clock import SystemClock
 from clicktrail.config import Settings
+from clicktrail.db import Database
+from clicktrail.enrich import Enricher, open_geoip
 from clicktrail.kafka import KafkaPublisher
 from clicktrail.pipeline import Pipeline, Topics
+from clicktrail.profiles import ProfileStore
+from clicktrail.purge import Purger
 from clicktrail.redisconn import make_redis
 from clicktrail.registry import make_registry
 from clicktrail.sessions import SessionStore
@@ -27,23 +31,35 @@ log = logging.getLogger(__name__)
 @dataclass
 class Runtime:
     settings: Settings
+    db: Database
     publisher: KafkaPublisher
     pipeline: Pipeline
+    purger: Purger
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
+        clock = SystemClock()
+        db = Database(settings.database_url, name="clicktrail-worker")
         publisher = KafkaPublisher(settings.kafka)
+        sessions = SessionStore(make_redis(settings.redis_url), settings.session_timeout_seconds)
+        geoip = open_geoip(settings.geoip_database) if settings.geoip_database else None
         pipeline = Pipeline(
             validator=EventValidator(make_registry(settings)),
-            sessions=SessionStore(make_redis(settings.redis_url), settings.session_timeout_seconds),
+            sessions=sessions,
             publisher=publisher,
             topics=Topics(events=settings.topic_events, deadletter=settings.topic_deadletter),
-            clock=SystemClock(),
+            clock=clock,
+            enricher=Enricher(geoip),
+            profiles=ProfileStore(db),
         )
-        return cls(settings=settings, publisher=publisher, pipeline=pipeline)
+        purger = Purger(
+            db, sessions, publisher, settings.topic_profiles, clock, settings.profile_retention_days
+        )
+        return cls(settings=settings, db=db, publisher=publisher, pipeline=pipeline, purger=purger)
 
     def close(self) -> None:
         self.publisher.close()
+        self.db.close()
 
 
 _lock = threading.Lock()

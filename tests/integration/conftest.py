@@ -26,6 +26,7 @@ from tests.support.infra import (
     delete_topics,
     release_redis_db,
     start_api,
+    start_sink,
     start_worker,
 )
 
@@ -33,6 +34,12 @@ pytestmark = pytest.mark.integration
 
 # Short enough for a test to watch a session end; the tests of one session post within it.
 SESSION_TIMEOUT = 3
+ADMIN_TOKEN = "test-admin-token"
+# Consumer-group settings that make a group join take seconds rather than ~20 s on Tansu.
+FAST_GROUP_JOIN = {"KAFKA_SESSION_TIMEOUT_MS": "6000", "KAFKA_HEARTBEAT_INTERVAL_MS": "500"}
+# The purge runs this often while a test runs beat; retention purges profiles older than this.
+PURGE_INTERVAL = 1
+RETENTION_DAYS = 30
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -130,6 +137,9 @@ def stack_env(
         KAFKA_TOPIC_DEADLETTER=topics.deadletter,
         KAFKA_TOPIC_PROFILES=topics.profiles,
         SESSION_TIMEOUT_SECONDS=str(SESSION_TIMEOUT),
+        ADMIN_TOKEN=ADMIN_TOKEN,
+        PURGE_INTERVAL_SECONDS=str(PURGE_INTERVAL),
+        PROFILE_RETENTION_DAYS=str(RETENTION_DAYS),
     )
 
 
@@ -149,6 +159,14 @@ def worker(stack_env: dict[str, str], logs_dir: Path, run_id: str) -> Iterator[S
 def api(stack_env: dict[str, str], logs_dir: Path) -> Iterator[str]:
     service, base = start_api(stack_env, logs_dir / "api.log")
     yield base
+    service.stop()
+
+
+@pytest.fixture(scope="session")
+def sink(stack_env: dict[str, str], logs_dir: Path) -> Iterator[Service]:
+    """The history sink, writing the test run's events topic to its database."""
+    service = start_sink({**stack_env, **FAST_GROUP_JOIN}, logs_dir / "sink.log")
+    yield service
     service.stop()
 
 

@@ -295,6 +295,24 @@ def start_worker(env: dict[str, str], log_path: Path, name: str, concurrency: in
     return worker
 
 
+def start_sink(env: dict[str, str], log_path: Path, name: str = "sink") -> Service:
+    sink = Service(name, [sys.executable, "-m", "workers.sink"], env, log_path)
+    sink.wait_for_output("history sink reading")
+    return sink
+
+
+def start_beat(env: dict[str, str], log_path: Path, name: str = "beat") -> Service:
+    beat = Service(
+        name,
+        [sys.executable, "-m", "celery", "--app", "workers.celery_app", "beat", "--loglevel", "DEBUG",
+         "--scheduler", "redbeat.RedBeatScheduler", "--max-interval", "1"],
+        env,
+        log_path,
+    )  # fmt: skip
+    beat.wait_for_output("beat: Starting")
+    return beat
+
+
 def start_api(env: dict[str, str], log_path: Path, name: str = "api") -> tuple[Service, str]:
     port = free_port()
     env = {**env, "API_BIND": f"127.0.0.1:{port}"}

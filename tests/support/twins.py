@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from clicktrail.clock import format_ts
 from clicktrail.errors import DependencyUnavailable
-from clicktrail.kafka import Failure, Record
-from clicktrail.sessions import Touch
+from clicktrail.kafka import Delivery, Record
+from clicktrail.profiles import Profile
+from clicktrail.sessions import SessionView, Touch
 from clicktrail.sources import Source
 
 
@@ -48,16 +50,17 @@ class MemoryPublisher:
         self.fail_times = fail_times
         self._failed: dict[str, int] = {}
 
-    def publish(self, records: list[Record]) -> list[Failure]:
-        failures = []
+    def publish(self, records: list[Record]) -> list[Delivery]:
+        deliveries = []
         for record in records:
             event_id = record.headers.get("event-id", "")
             if event_id in self.fail_ids and self._failed.get(event_id, 0) < self.fail_times:
                 self._failed[event_id] = self._failed.get(event_id, 0) + 1
-                failures.append(Failure(record, "broker unreachable"))
+                deliveries.append(Delivery(record, "broker unreachable"))
             else:
                 self.published.append(record)
-        return failures
+                deliveries.append(Delivery(record, None, 0, len(self.published) - 1))
+        return deliveries
 
     def close(self) -> None:
         pass
@@ -72,6 +75,43 @@ class RecordingEnqueuer:
         if self.down:
             raise DependencyUnavailable("queue", "connection refused")
         self.payloads.append(payload)
+
+
+class MemorySessionViews:
+    """Server-issued sessions, kept until ended."""
+
+    timeout_seconds = 1800
+
+    def __init__(self) -> None:
+        self.views: dict[str, SessionView] = {}
+
+    def create(self, source_id: str, session_id: str, now: datetime) -> SessionView:
+        started = format_ts(now)
+        self.views[session_id] = SessionView(
+            session_id, source_id, None, None, None, started, None, 0, started
+        )
+        return self.views[session_id]
+
+    def get(self, session_id: str) -> SessionView | None:
+        return self.views.get(session_id)
+
+    def end(self, session_id: str) -> bool:
+        return self.views.pop(session_id, None) is not None
+
+
+class MemoryProfiles:
+    def __init__(self, profiles: dict[str, Profile] | None = None) -> None:
+        self.profiles = profiles or {}
+        self.erasures: list[str] = []
+
+    def get(self, user_id: str) -> Profile | None:
+        return self.profiles.get(user_id)
+
+    def request_erasure(self, user_id: str) -> tuple[int, str, bool]:
+        new = user_id not in self.erasures
+        if new:
+            self.erasures.append(user_id)
+        return self.erasures.index(user_id) + 1, user_id, new
 
 
 class MemorySources:

@@ -14,7 +14,13 @@ from clicktrail.config import PROJECT_ROOT, Settings
 from clicktrail.schemas import FileSchemaRegistry
 from clicktrail.sources import Source
 from clicktrail.validation import EventValidator
-from tests.support.twins import FixedClock, MemorySources, RecordingEnqueuer
+from tests.support.twins import (
+    FixedClock,
+    MemoryProfiles,
+    MemorySessionViews,
+    MemorySources,
+    RecordingEnqueuer,
+)
 from web import create_app
 from web.services import Services
 
@@ -32,6 +38,8 @@ def client_for(enqueuer: RecordingEnqueuer, sources: MemorySources | None = None
         sources=sources or MemorySources({KEY: SOURCE}),
         enqueuer=enqueuer,
         validator=VALIDATOR,
+        sessions=MemorySessionViews(),
+        profiles=MemoryProfiles(),
         clock=FixedClock(),
     )
     app = create_app(Settings.from_env({"LOG_FORMAT": "console"}), services)
@@ -211,6 +219,8 @@ def test_readyz_reports_each_check() -> None:
         sources=MemorySources({}),
         enqueuer=RecordingEnqueuer(),
         validator=VALIDATOR,
+        sessions=MemorySessionViews(),
+        profiles=MemoryProfiles(),
         checks={"redis": lambda: None, "kafka": broken},
     )
     client = create_app(Settings.from_env({"LOG_FORMAT": "console"}), services).test_client()
