@@ -103,6 +103,15 @@ class Settings:
     purge_interval_seconds: int = 300
     # A MaxMind GeoLite2/GeoIP2 database file for context.location; never downloaded.
     geoip_database: Path | None = None
+    # Metrics: where the worker side and the sink serve them (0: not at all), and the directory
+    # prometheus_client shares values through in processes with children (gunicorn, Celery).
+    metrics_host: str = "127.0.0.1"
+    worker_metrics_port: int = 9101
+    sink_metrics_port: int = 9102
+    prometheus_multiproc_dir: Path | None = None
+    # Sentry's environment tag and the release every report and trace carries.
+    environment: str = "development"
+    release: str = "clicktrail@0.1.0"
     # The history sink's consumer group and the most records it writes in one transaction.
     sink_group_id: str = "clicktrail-history"
     sink_batch_size: int = 500
@@ -171,6 +180,16 @@ class Settings:
                 env, "PURGE_INTERVAL_SECONDS", cls.purge_interval_seconds, minimum=1
             ),
             geoip_database=Path(geoip) if (geoip := _optional(env, "GEOIP_DATABASE")) else None,
+            metrics_host=env.get("METRICS_HOST") or cls.metrics_host,
+            worker_metrics_port=_int(
+                env, "WORKER_METRICS_PORT", cls.worker_metrics_port, minimum=0
+            ),
+            sink_metrics_port=_int(env, "SINK_METRICS_PORT", cls.sink_metrics_port, minimum=0),
+            prometheus_multiproc_dir=(
+                Path(path) if (path := _optional(env, "PROMETHEUS_MULTIPROC_DIR")) else None
+            ),
+            environment=env.get("ENVIRONMENT") or cls.environment,
+            release=env.get("RELEASE") or cls.release,
             sink_group_id=env.get("SINK_GROUP_ID") or cls.sink_group_id,
             sink_batch_size=_int(env, "SINK_BATCH_SIZE", cls.sink_batch_size, minimum=1),
             sentry_dsn=_optional(env, "SENTRY_DSN"),

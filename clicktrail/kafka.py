@@ -17,6 +17,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from clicktrail.config import Settings
+from clicktrail.metrics import KAFKA_DELIVERY_SECONDS, PUBLISH_FAILURES
 
 log = logging.getLogger(__name__)
 
@@ -137,19 +138,23 @@ class KafkaPublisher:
         """Produce every record and wait for its report."""
         producer = self._get()
         reports: dict[int, Delivery] = {}
+        started: dict[int, float] = {}
 
         def reporter(index: int) -> Callable[[KafkaError | None, Any], None]:
             def report(error: KafkaError | None, message: Any) -> None:
                 record = records[index]
                 if error is None:
+                    KAFKA_DELIVERY_SECONDS.observe(time.monotonic() - started[index])
                     reports[index] = Delivery(record, None, message.partition(), message.offset())
                 else:
+                    PUBLISH_FAILURES.inc()
                     reports[index] = Delivery(record, str(error))
 
             return report
 
         deadline = time.monotonic() + self._drain_timeout
         for index, record in enumerate(records):
+            started[index] = time.monotonic()
             error = self._produce(producer, record, reporter(index), deadline)
             if error is not None:
                 reports[index] = Delivery(record, error)

@@ -1,19 +1,58 @@
 """Logging: one JSON object per line (``LOG_FORMAT=json``) or readable console lines.
 
 Code logs through the standard library (``logging.getLogger(__name__)``); structlog renders
-every record, ours and the libraries', and merges context bound with
-``structlog.contextvars.bind_contextvars`` (request id, message ids, task id).
+every record, ours and the libraries' (gunicorn's, Celery's, librdkafka's), adding the context
+bound for the current request or task with ``bind`` (request_id, source_id, message_ids,
+task_id) and the current trace and span ids. Values of sensitive keys (write keys, tokens,
+passwords, IP addresses) are filtered from every line.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
+from typing import Any
 
 import orjson
 import structlog
 
 from clicktrail.config import Settings
+from clicktrail.telemetry import FILTERED, current_ids, is_sensitive
+
+# Message ids bound to a log context beyond this many are summarised as a count.
+MAX_BOUND_MESSAGE_IDS = 10
+
+
+def bind(**values: Any) -> None:
+    """Add context to every log line of the current request or task."""
+    structlog.contextvars.bind_contextvars(**values)
+
+
+def bind_message_ids(message_ids: list[str]) -> None:
+    if len(message_ids) <= MAX_BOUND_MESSAGE_IDS:
+        bind(message_ids=message_ids)
+    else:
+        bind(message_ids=message_ids[:MAX_BOUND_MESSAGE_IDS], message_count=len(message_ids))
+
+
+def clear() -> None:
+    structlog.contextvars.clear_contextvars()
+
+
+def _trace_ids(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    ids = current_ids()
+    if ids is not None:
+        event.setdefault("trace_id", ids[0])
+        event.setdefault("span_id", ids[1])
+    return event
+
+
+def _filter_sensitive(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key in list(event):
+        if is_sensitive(key):
+            event[key] = FILTERED
+    return event
 
 
 def _dumps(obj: object, default: object = None) -> str:
@@ -27,6 +66,8 @@ def configure_logging(settings: Settings) -> None:
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _trace_ids,
+        _filter_sensitive,
     ]
     renderer: structlog.types.Processor
     if settings.log_format == "json":
@@ -43,6 +84,11 @@ def configure_logging(settings: Settings) -> None:
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(settings.log_level)
+    # Libraries that bring their own handlers log through ours instead.
+    for name in ("gunicorn.error", "gunicorn.access", "celery", "flower"):
+        library = logging.getLogger(name)
+        library.handlers = []
+        library.propagate = True
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),

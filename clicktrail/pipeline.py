@@ -10,16 +10,24 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import orjson
+from opentelemetry.trace import SpanKind
 
-from clicktrail.clock import Clock, format_ts
+from clicktrail.clock import Clock, format_ts, parse_ts
 from clicktrail.enrich import Enricher, EnrichmentSettings, attach_session, protect_ip
 from clicktrail.errors import TransientError
 from clicktrail.kafka import Delivery, Publisher, Record
+from clicktrail.metrics import (
+    END_TO_END_SECONDS,
+    EVENTS_DEAD_LETTERED,
+    EVENTS_PUBLISHED,
+    EVENTS_VALIDATED,
+)
 from clicktrail.sessions import SessionTracker, Touch
+from clicktrail.telemetry import current_traceparent, tracer
 from clicktrail.validation import EventValidator, TrackingPlan, Verdict
 
 
@@ -115,6 +123,9 @@ class Pipeline:
         plan = TrackingPlan.from_settings(settings)
         switches = EnrichmentSettings.from_settings(settings)
         verdicts = [self._validator.validate(event, plan) for event in events]
+        for event, verdict in zip(events, verdicts, strict=True):
+            outcome = "valid" if verdict.valid else _OUTCOMES.get(verdict.reason, verdict.reason)
+            EVENTS_VALIDATED.labels(source_id, str(event.get("type")), outcome).inc()
         valid = [i for i, verdict in enumerate(verdicts) if verdict.valid]
         traits: dict[str, dict[str, Any]] = {}
         if switches.profile_traits and self._profiles is not None:
@@ -171,7 +182,20 @@ class Pipeline:
         self._publish(records, payload)
 
     def _publish(self, records: list[Record], payload: dict[str, Any]) -> None:
-        failures = [d for d in self._publisher.publish(records) if d.error is not None]
+        """Publish in one produce span, whose context every record carries as its traceparent."""
+        with tracer.start_as_current_span(
+            "kafka produce",
+            kind=SpanKind.PRODUCER,
+            attributes={"messaging.system": "kafka", "messaging.batch.message_count": len(records)},
+        ):
+            traceparent = current_traceparent()
+            if traceparent:
+                records = [
+                    replace(r, headers={**r.headers, "traceparent": traceparent}) for r in records
+                ]
+            deliveries = self._publisher.publish(records)
+        _count(deliveries, self._topics, self._clock)
+        failures = [d for d in deliveries if d.error is not None]
         if failures:
             retry_payload = {k: v for k, v in payload.items() if k not in ("events", "records")}
             retry_payload["records"] = [f.record.to_json() for f in failures]
@@ -210,6 +234,26 @@ class Pipeline:
             },
             headers=headers,
         )
+
+
+_OUTCOMES = {"schema_validation": "invalid"}
+
+
+def _count(deliveries: list[Delivery], topics: Topics, clock: Clock) -> None:
+    """Published and dead-lettered events, and end-to-end latency, of the delivered records."""
+    now = clock.now()
+    for delivery in deliveries:
+        if delivery.error is not None:
+            continue
+        record, headers = delivery.record, delivery.record.headers
+        source, kind = headers.get("source-id", ""), headers.get("event-type", "")
+        if record.topic == topics.deadletter:
+            EVENTS_DEAD_LETTERED.labels(source, kind, headers.get("error-kind", "")).inc()
+        else:
+            EVENTS_PUBLISHED.labels(source, kind).inc()
+            received = parse_ts(record.value.get("receivedAt")) if record.value else None
+            if received is not None:
+                END_TO_END_SECONDS.observe(max(0.0, (now - received).total_seconds()))
 
 
 def _headers(

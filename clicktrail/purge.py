@@ -23,6 +23,7 @@ from clicktrail.clock import Clock, format_ts
 from clicktrail.db import Database
 from clicktrail.errors import TransientError
 from clicktrail.kafka import Delivery, Publisher, Record
+from clicktrail.metrics import PROFILES_PURGED
 from clicktrail.sessions import SessionStore
 
 log = logging.getLogger(__name__)
@@ -158,4 +159,5 @@ class Purger:
         failed = [d for d in deliveries if d.error is not None]
         if failed:
             raise PurgeFailed(f"{len(failed)} profile record(s) not delivered: {failed[0].error}")
+        PROFILES_PURGED.labels(reason).inc(len(user_ids))
         return {d.record.key or "": d for d in deliveries if d.record.value is None}

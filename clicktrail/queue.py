@@ -62,6 +62,15 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
     }
 
 
+def describe_payload(payload: dict[str, Any]) -> str:
+    """What monitors and logs show of a payload: no event contents, no personal data."""
+    items = payload.get("events") or payload.get("records") or []
+    first = items[0] if items else {}
+    message_id = first.get("messageId") or (first.get("headers") or {}).get("event-id", "")
+    kind = "events" if "events" in payload else "records"
+    return f"source={payload.get('source', {}).get('id')} {kind}={len(items)} first={message_id}"
+
+
 def ingest_payload(
     source_id: str,
     source_settings: dict[str, Any],

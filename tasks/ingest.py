@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.utils.time import get_exponential_backoff_interval
+from opentelemetry.trace import SpanKind
 
 from clicktrail.errors import TransientError
+from clicktrail.logs import bind, bind_message_ids
+from clicktrail.metrics import TASK_RETRIES, TASK_SECONDS
 from clicktrail.pipeline import PublishIncomplete
-from clicktrail.queue import INGEST_TASK, RETRY_BACKOFF_MAX
+from clicktrail.queue import INGEST_TASK, RETRY_BACKOFF_MAX, describe_payload
+from clicktrail.telemetry import context_of, tracer
 from workers.runtime import runtime
 
 log = logging.getLogger(__name__)
@@ -30,28 +35,57 @@ def backoff(retries: int) -> int:
     )
 
 
+def _ids(payload: dict[str, Any]) -> list[str]:
+    events = payload.get("events")
+    if isinstance(events, list):
+        return [str(e.get("messageId")) for e in events if isinstance(e, dict)]
+    records = payload.get("records") or []
+    return [str((r.get("headers") or {}).get("event-id")) for r in records if isinstance(r, dict)]
+
+
 @shared_task(name=INGEST_TASK, bind=True, max_retries=None)
 def ingest(self: Task, payload: dict[str, Any]) -> None:
     """Validate, enrich and publish one request's events; returns after Kafka confirmed them all."""
+    started = time.monotonic()
+    bind(source_id=(payload.get("source") or {}).get("id"))
+    bind_message_ids(_ids(payload))
+    with tracer.start_as_current_span(
+        INGEST_TASK, context=context_of(payload.get("traceparent")), kind=SpanKind.CONSUMER
+    ):
+        try:
+            _run(self, payload)
+        finally:
+            TASK_SECONDS.labels(INGEST_TASK).observe(time.monotonic() - started)
+
+
+def _run(task: Task, payload: dict[str, Any]) -> None:
     pipeline = runtime().pipeline
     try:
-        pipeline.process(payload)
+        outcome = pipeline.process(payload)
     except PublishIncomplete as exc:
+        TASK_RETRIES.labels("publish").inc()
         log.warning("publish incomplete, retrying %d record(s): %s", len(exc.failures), exc)
-        raise self.retry(args=[exc.retry_payload], countdown=backoff(self.request.retries)) from exc
+        raise _retry(task, exc.retry_payload) from exc
     except (TransientError, SoftTimeLimitExceeded) as exc:
+        TASK_RETRIES.labels("transient").inc()
         log.warning("transient failure, retrying: %s", exc)
-        raise self.retry(countdown=backoff(self.request.retries)) from exc
+        raise _retry(task, payload) from exc
     except Exception as exc:
         failures = int(payload.get("failures", 0)) + 1
         if failures < MAX_UNEXPECTED_FAILURES:
+            TASK_RETRIES.labels("unexpected").inc()
             log.exception("ingest failed (%d of %d), retrying", failures, MAX_UNEXPECTED_FAILURES)
-            retry_payload = {**payload, "failures": failures}
-            raise self.retry(args=[retry_payload], countdown=backoff(self.request.retries)) from exc
+            raise _retry(task, {**payload, "failures": failures}) from exc
         log.exception("ingest failed %d times, dead-lettering the request", failures)
         try:
             pipeline.dead_letter_all(payload, "processing_failed", f"{type(exc).__name__}: {exc}")
         except PublishIncomplete as dlq_exc:
-            raise self.retry(
-                args=[dlq_exc.retry_payload], countdown=backoff(self.request.retries)
-            ) from dlq_exc
+            raise _retry(task, dlq_exc.retry_payload) from dlq_exc
+        return
+    log.info("published %d event(s), dead-lettered %d", outcome.published, outcome.dead_lettered)
+
+
+def _retry(task: Task, payload: dict[str, Any]) -> Exception:
+    return task.retry(  # type: ignore[no-any-return]
+        args=[payload], countdown=backoff(task.request.retries), argsrepr=describe_payload(payload)
+    )

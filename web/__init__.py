@@ -9,6 +9,7 @@ from clicktrail.config import Settings
 from clicktrail.intake import MAX_REQUEST_BYTES
 from clicktrail.logs import configure_logging
 from web.errors import register_error_handlers
+from web.observe import instrument
 from web.services import Services
 
 
@@ -26,6 +27,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             app.wsgi_app, x_for=settings.trusted_proxy_count, x_proto=settings.trusted_proxy_count
         )
     app.extensions["clicktrail"] = services or Services.build(settings)
+    instrument(app, settings)
 
     from web import ingest, ops, sessions, users
 

@@ -9,7 +9,8 @@ from kombu.exceptions import OperationalError
 
 from clicktrail.config import Settings
 from clicktrail.errors import DependencyUnavailable
-from clicktrail.queue import INGEST_TASK, QUEUE, celery_settings
+from clicktrail.health import CHECK_TIMEOUT
+from clicktrail.queue import INGEST_TASK, QUEUE, celery_settings, describe_payload
 
 # Publishing to a down Redis fails fast so the client gets its 503 quickly and retries later.
 _PUBLISH_RETRY = {
@@ -35,7 +36,17 @@ class CeleryEnqueuer:
         """Returns once Redis has the message (the publish is an acknowledged LPUSH)."""
         try:
             self._celery.send_task(
-                INGEST_TASK, args=[payload], queue=QUEUE, retry=True, retry_policy=_PUBLISH_RETRY
+                INGEST_TASK,
+                args=[payload],
+                queue=QUEUE,
+                retry=True,
+                retry_policy=_PUBLISH_RETRY,
+                # Monitors (Flower) and logs show this instead of the events themselves.
+                argsrepr=describe_payload(payload),
             )
         except (OperationalError, ConnectionError, TimeoutError) as exc:
             raise DependencyUnavailable("queue", str(exc)) from exc
+
+    def ping_workers(self) -> list[Any]:
+        """Replies of live workers to a broadcast ping (the first one is enough)."""
+        return list(self._celery.control.ping(timeout=CHECK_TIMEOUT / 2, limit=1) or [])

@@ -14,6 +14,7 @@ from flask import Flask, Response, current_app, jsonify
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from clicktrail.errors import DependencyUnavailable, RequestRejected
+from clicktrail.metrics import REQUESTS_REJECTED
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +31,13 @@ def error_response(status: int, code: str, message: str, field: str | None = Non
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(RequestRejected)
     def rejected(exc: RequestRejected) -> Response:
+        REQUESTS_REJECTED.labels(exc.code).inc()
         return error_response(exc.status, exc.code, exc.message, exc.field)
 
     @app.errorhandler(DependencyUnavailable)
     def unavailable(exc: DependencyUnavailable) -> Response:
-        log.warning("dependency unavailable: %s", exc.name, extra={"detail": exc.detail})
+        REQUESTS_REJECTED.labels("unavailable").inc()
+        log.warning("%s unavailable, answering 503: %s", exc.name, exc.detail)
         response = error_response(
             503, "unavailable", f"{exc.name} is unavailable; retry later", None
         )
@@ -43,6 +46,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(_: RequestEntityTooLarge) -> Response:
+        REQUESTS_REJECTED.labels("request_too_large").inc()
         limit = current_app.config["MAX_CONTENT_LENGTH"]
         return error_response(413, "request_too_large", f"a request may be at most {limit} bytes")
 

@@ -2,12 +2,19 @@
 
 Threaded workers: a request spends most of its time waiting on Redis and Postgres. The app is
 built in each worker after fork (no preload), so no connection crosses a fork. Override any of
-these with GUNICORN_CMD_ARGS, e.g. ``--workers 4``.
+these with GUNICORN_CMD_ARGS, e.g. ``--workers 4``. With several workers, /metrics needs
+PROMETHEUS_MULTIPROC_DIR (a directory of the API's own, emptied here at start).
 """
 
-from clicktrail.config import Settings
+from typing import Any
 
-bind = Settings.from_env().api_bind
+from clicktrail.config import Settings
+from clicktrail.logs import configure_logging
+from clicktrail.metrics import clear_multiprocess_dir, mark_dead
+
+_settings = Settings.from_env()
+
+bind = _settings.api_bind
 worker_class = "gthread"
 workers = 2
 threads = 8
@@ -20,3 +27,12 @@ limit_request_fields = 100
 limit_request_field_size = 8190
 # No runtime control socket: it lives in $HOME and two instances on one host would collide.
 control_socket_disable = True
+
+
+def on_starting(server: Any) -> None:
+    configure_logging(_settings)
+    clear_multiprocess_dir(_settings.prometheus_multiproc_dir)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    mark_dead(worker.pid, _settings.prometheus_multiproc_dir)

@@ -8,21 +8,27 @@ the workers.
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 import zlib
+from collections import Counter
 from typing import Any
 
 from flask import Blueprint, current_app, request
 
 from clicktrail.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from clicktrail.intake import CALL_TYPES, MAX_REQUEST_BYTES, parse_json, read_body, stamp
+from clicktrail.logs import bind, bind_message_ids
+from clicktrail.metrics import EVENTS_ACCEPTED
 from clicktrail.queue import ingest_payload
 from clicktrail.sources import Source
+from clicktrail.telemetry import current_traceparent
 from clicktrail.validation import TrackingPlan
 from web.auth import authenticate, basic_write_key
 from web.services import Services
 
+log = logging.getLogger(__name__)
 bp = Blueprint("ingest", __name__)
 
 # text/plain is what browsers' navigator.sendBeacon sends; it is still JSON.
@@ -65,7 +71,11 @@ def validate() -> dict[str, Any]:
 
 def _ingest(call_type: str | None) -> dict[str, Any]:
     services, source, events = _receive(call_type)
+    bind_message_ids([event["messageId"] for event in events])
     services.enqueuer.enqueue(ingest_payload(source.id, source.settings, events, _traceparent()))
+    for kind, count in Counter(str(event["type"]) for event in events).items():
+        EVENTS_ACCEPTED.labels(source.id, kind).inc(count)
+    log.info("accepted %d event(s)", len(events))
     return {"success": True}
 
 
@@ -88,6 +98,7 @@ def _receive(
     intake = read_body(body, call_type, len(raw))
     if source is None:
         source = authenticate(services, intake.write_key)
+    bind(source_id=source.id)
     stamp(intake.events, services.clock.now(), request.remote_addr)
     return services, source, intake.events
 
@@ -131,7 +142,11 @@ def _read_body() -> bytes:
 
 
 def _traceparent() -> str:
-    """The caller's W3C traceparent when well formed, else a new trace."""
+    """The request span's W3C traceparent (it continues a caller's trace); else the caller's
+    own when well formed; else a new trace."""
+    current = current_traceparent()
+    if current:
+        return current
     given = request.headers.get("traceparent", "")
     if _TRACEPARENT.match(given):
         return given

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -10,6 +9,7 @@ from typing import Any, Protocol
 from clicktrail.clock import Clock, SystemClock
 from clicktrail.config import Settings
 from clicktrail.db import Database
+from clicktrail.health import Check, dependency_checks, workers_check
 from clicktrail.profiles import Profile
 from clicktrail.redisconn import make_redis
 from clicktrail.registry import make_registry
@@ -43,10 +43,6 @@ class Profiles(Protocol):
     def request_erasure(self, user_id: str) -> tuple[int, str, bool]: ...
 
 
-# A readiness check raises (anything) when its dependency is not usable.
-HealthCheck = Callable[[], None]
-
-
 @dataclass
 class Services:
     sources: SourceLookup
@@ -55,7 +51,7 @@ class Services:
     sessions: Sessions
     profiles: Profiles
     admin_token: str | None = None
-    checks: dict[str, HealthCheck] = field(default_factory=dict)
+    checks: dict[str, Check] = field(default_factory=dict)
     clock: Clock = field(default_factory=SystemClock)
 
     @classmethod
@@ -63,15 +59,17 @@ class Services:
         """The real services; nothing connects until first used."""
         from clicktrail.profiles import ProfileStore
         from web.enqueue import CeleryEnqueuer
-        from web.health import readiness_checks
 
         db = Database(settings.database_url, name="clicktrail-api")
+        enqueuer = CeleryEnqueuer(settings)
+        checks = dependency_checks(settings, db)
+        checks["workers"] = workers_check(enqueuer.ping_workers)
         return cls(
             sources=SourceStore(db, settings.source_cache_seconds),
-            enqueuer=CeleryEnqueuer(settings),
+            enqueuer=enqueuer,
             validator=EventValidator(make_registry(settings)),
             sessions=SessionStore(make_redis(settings.redis_url), settings.session_timeout_seconds),
             profiles=ProfileStore(db),
             admin_token=settings.admin_token,
-            checks=readiness_checks(settings, db),
+            checks=checks,
         )

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import Any
 
 from celery import Celery, signals
 
 from clicktrail.config import Settings
-from clicktrail.logs import configure_logging
-from clicktrail.queue import celery_settings
+from clicktrail.logs import bind, clear, configure_logging
+from clicktrail.metrics import PipelineGauges, clear_multiprocess_dir, mark_dead, serve
+from clicktrail.queue import QUEUE, celery_settings
+from clicktrail.redisconn import make_redis
+from clicktrail.sessions import SessionStore
+from clicktrail.telemetry import setup_sentry, setup_tracing, shutdown_tracing
 from workers.runtime import close_runtime, runtime
 from workers.schedule import beat_schedule
+
+log = logging.getLogger(__name__)
 
 # A retry or dead-letter publish while Redis is briefly away keeps trying for ~30 s instead of
 # failing (which would drop the message: Celery rejects the original when a retry cannot be sent).
@@ -38,21 +46,66 @@ def make_celery(settings: Settings | None = None) -> Celery:
     return app
 
 
+def _sentry(settings: Settings) -> None:
+    from sentry_sdk.integrations.celery import CeleryIntegration
+
+    setup_sentry(settings, [CeleryIntegration()])
+
+
 @signals.setup_logging.connect
 def _setup_logging(**_: Any) -> None:
     configure_logging(Settings.from_env())
 
 
+@signals.worker_init.connect
+def _start_worker(**_: Any) -> None:
+    """In the worker's main process, before the pool forks: errors, and the metrics server
+    (it sums the pool children's metrics and reads queue depth and live sessions at scrape)."""
+    settings = Settings.from_env()
+    _sentry(settings)
+    if settings.prometheus_multiproc_dir is None:
+        log.warning("PROMETHEUS_MULTIPROC_DIR is not set: metrics of pool children are not served")
+    clear_multiprocess_dir(settings.prometheus_multiproc_dir)
+    queue = make_redis(settings.celery_broker_url, timeout=2)
+    sessions = SessionStore(
+        make_redis(settings.redis_url, timeout=2), settings.session_timeout_seconds
+    )
+    gauges = PipelineGauges(lambda: int(queue.llen(QUEUE)), sessions.active_count)
+    serve(
+        settings.worker_metrics_port,
+        settings.metrics_host,
+        settings.prometheus_multiproc_dir,
+        gauges,
+    )
+
+
 @signals.worker_process_init.connect
-def _build_runtime(**_: Any) -> None:
+def _start_child(**_: Any) -> None:
+    settings = Settings.from_env()
+    setup_tracing(settings, "clicktrail-worker")
+    _sentry(settings)
     runtime()
 
 
 @signals.worker_process_shutdown.connect
 @signals.worker_shutdown.connect
-def _close_runtime(**_: Any) -> None:
-    """Deliver what the producer still holds (pool children, and solo/threads workers)."""
+def _stop(**_: Any) -> None:
+    """Deliver what the producer still holds and export buffered spans (pool children, and
+    solo/threads workers)."""
     close_runtime()
+    shutdown_tracing()
+    mark_dead(os.getpid(), Settings.from_env().prometheus_multiproc_dir)
+
+
+@signals.task_prerun.connect
+def _task_context(task_id: str | None = None, task: Any = None, **_: Any) -> None:
+    clear()
+    bind(task_id=task_id, task=getattr(task, "name", None))
+
+
+@signals.task_postrun.connect
+def _task_done(**_: Any) -> None:
+    clear()
 
 
 app = make_celery()

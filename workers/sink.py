@@ -26,7 +26,9 @@ from clicktrail.errors import DependencyUnavailable
 from clicktrail.history import HistoryRow, HistoryStore
 from clicktrail.kafka import decode_value, parse_headers
 from clicktrail.logs import configure_logging
+from clicktrail.metrics import SINK_LAG, SINK_RETRIES, SINK_ROWS_WRITTEN, serve
 from clicktrail.profiles import ProfileWriter
+from clicktrail.telemetry import setup_sentry, setup_tracing, shutdown_tracing
 
 log = logging.getLogger("clicktrail.sink")
 
@@ -75,6 +77,7 @@ class HistorySink:
                     except psycopg.DataError:
                         result = self._write_each(messages)
                 except (DependencyUnavailable, psycopg.OperationalError) as exc:
+                    SINK_RETRIES.inc()
                     log.warning(
                         "postgres unavailable, retrying the batch in %.1f s: %s", delay, exc
                     )
@@ -84,6 +87,8 @@ class HistorySink:
                     continue
                 delay = BACKOFF_START
                 self._commit()
+                SINK_ROWS_WRITTEN.inc(result.written)
+                self._measure_lag()
                 if on_batch is not None:
                     on_batch(result)
         finally:
@@ -152,6 +157,19 @@ class HistorySink:
             # committed; the rows are already in, so it writes nothing twice.
             log.warning("offset commit failed: %s", exc)
 
+    def _measure_lag(self) -> None:
+        """Records between the sink's position and each partition's end (from fetch responses,
+        no extra request)."""
+        try:
+            for position in self._consumer.position(self._consumer.assignment()):
+                if position.offset < 0:
+                    continue
+                _, high = self._consumer.get_watermark_offsets(position, cached=True)
+                if high is not None and high >= 0:
+                    SINK_LAG.labels(str(position.partition)).set(max(0, high - position.offset))
+        except KafkaException as exc:
+            log.debug("lag unknown: %s", exc)
+
     def _rewind(self, messages: list[Message]) -> None:
         """Seek each partition back to the batch's first offset, so the next poll re-reads it."""
         first: dict[int, int] = {}
@@ -169,6 +187,9 @@ class HistorySink:
 def main() -> int:
     settings = Settings.from_env()
     configure_logging(settings)
+    setup_tracing(settings, "clicktrail-sink")
+    setup_sentry(settings, [])
+    serve(settings.sink_metrics_port, settings.metrics_host, None)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -186,6 +207,7 @@ def main() -> int:
         )
     finally:
         db.close()
+        shutdown_tracing()
     return 0
 
 

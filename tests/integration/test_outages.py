@@ -115,6 +115,7 @@ def test_readyz_is_ok_when_everything_is_up(pipeline: str) -> None:
         "queue": "ok",
         "postgres": "ok",
         "kafka": "ok",
+        "workers": "ok",
     }
 
 

@@ -228,9 +228,12 @@ def delete_topics(bootstrap: str, topics: list[str]) -> None:
 class Service:
     """A Clicktrail process (API or worker) run as in production, its output kept in a file."""
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self, name: str, argv: list[str], env: dict[str, str], log_path: Path, metrics_url: str = ""
+    ) -> None:
         self.name = name
         self.log_path = log_path
+        self.metrics_url = metrics_url
         self._log = open(log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             argv,
@@ -267,36 +270,39 @@ class Service:
         return self.proc.returncode
 
 
+def own_metrics(
+    env: dict[str, str], log_path: Path, name: str, port_variable: str | None
+) -> tuple[dict[str, str], str]:
+    """A process's own metrics directory and port, so that several can run side by side."""
+    metrics_dir = log_path.parent / f"metrics-{name}"
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    if port_variable is None:
+        return env, ""
+    port = free_port()
+    return {**env, port_variable: str(port)}, f"http://127.0.0.1:{port}/metrics"
+
+
 def start_worker(env: dict[str, str], log_path: Path, name: str, concurrency: int = 2) -> Service:
+    env, metrics_url = own_metrics(env, log_path, name, "WORKER_METRICS_PORT")
     worker = Service(
         name,
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "--app",
-            "workers.celery_app",
-            "worker",
-            "--loglevel",
-            "INFO",
-            "--queues",
-            "clicktrail",
-            "--concurrency",
-            str(concurrency),
-            "--hostname",
-            f"{name}@%h",
-            "--without-mingle",
-            "--without-gossip",
-        ],
+        [sys.executable, "-m", "celery", "--app", "workers.celery_app", "worker", "--loglevel", "INFO",
+         "--queues", "clicktrail", "--concurrency", str(concurrency), "--hostname", f"{name}@%h",
+         "--without-mingle", "--without-gossip"],
         env,
         log_path,
-    )
+        metrics_url,
+    )  # fmt: skip
     worker.wait_for_output(" ready.")
     return worker
 
 
 def start_sink(env: dict[str, str], log_path: Path, name: str = "sink") -> Service:
-    sink = Service(name, [sys.executable, "-m", "workers.sink"], env, log_path)
+    port = free_port()
+    env = {**env, "SINK_METRICS_PORT": str(port)}
+    metrics_url = f"http://127.0.0.1:{port}/metrics"
+    sink = Service(name, [sys.executable, "-m", "workers.sink"], env, log_path, metrics_url)
     sink.wait_for_output("history sink reading")
     return sink
 
@@ -315,7 +321,7 @@ def start_beat(env: dict[str, str], log_path: Path, name: str = "beat") -> Servi
 
 def start_api(env: dict[str, str], log_path: Path, name: str = "api") -> tuple[Service, str]:
     port = free_port()
-    env = {**env, "API_BIND": f"127.0.0.1:{port}"}
+    env, _ = own_metrics({**env, "API_BIND": f"127.0.0.1:{port}"}, log_path, name, None)
     api = Service(
         name,
         [sys.executable, "-m", "gunicorn", "--config", "web/gunicorn.conf.py", "web.wsgi:app"],
@@ -339,17 +345,10 @@ def start_api(env: dict[str, str], log_path: Path, name: str = "api") -> tuple[S
 def child_env(**overrides: str) -> dict[str, str]:
     """The test process's environment minus anything Clicktrail reads, plus ``overrides``."""
     ours = (
-        "REDIS_",
-        "CELERY_",
-        "DATABASE_",
-        "KAFKA_",
-        "SCHEMA",
-        "SESSION_",
-        "LOG_",
-        "API_",
-        "DEV_",
-        "FLOWER_",
-    )
+        "REDIS_", "CELERY_", "DATABASE_", "KAFKA_", "SCHEMA", "SESSION_", "LOG_", "API_", "DEV_",
+        "FLOWER_", "PROMETHEUS_", "WORKER_METRICS", "SINK_", "METRICS_", "OTEL_", "SENTRY_",
+        "ADMIN_", "PURGE_", "PROFILE_", "GEOIP_",
+    )  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
     env.update({"PYTHONUNBUFFERED": "1", "LOG_FORMAT": "console", **overrides})
     return env

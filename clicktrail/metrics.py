@@ -1,0 +1,136 @@
+"""Every metric Clicktrail exports, declared here with a line on what it counts.
+
+Processes with several children (gunicorn workers, Celery's prefork pool) share values through
+prometheus_client's multiprocess mode: set PROMETHEUS_MULTIPROC_DIR, a directory of their own,
+before they start (``make run``, docker-compose.yml and the tests do). The API serves /metrics
+itself; the worker side serves them on WORKER_METRICS_PORT and the history sink on
+SINK_METRICS_PORT. Labels are low-cardinality: source id, call type, outcome, never an event
+name or a user.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    multiprocess,
+    start_http_server,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+log = logging.getLogger(__name__)
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+# API: events accepted and queued, by source and call type.
+EVENTS_ACCEPTED = Counter(
+    "clicktrail_events_accepted_total", "Events accepted and queued", ["source", "type"]
+)
+# API: requests refused, by the error code the client got (invalid_json, missing_identity, ...).
+REQUESTS_REJECTED = Counter(
+    "clicktrail_requests_rejected_total", "Requests refused with a 4xx or 503", ["code"]
+)
+# Workers: events checked against their schema, by outcome (valid, invalid, unplanned).
+EVENTS_VALIDATED = Counter(
+    "clicktrail_events_validated_total", "Events validated", ["source", "type", "outcome"]
+)
+# Workers: events Kafka confirmed on the events topic.
+EVENTS_PUBLISHED = Counter(
+    "clicktrail_events_published_total", "Events delivered to the events topic", ["source", "type"]
+)
+# Workers: events Kafka confirmed on the dead-letter topic, by reason.
+EVENTS_DEAD_LETTERED = Counter(
+    "clicktrail_events_dead_lettered_total",
+    "Events delivered to the dead-letter topic",
+    ["source", "type", "reason"],
+)
+# Workers: task retries, by why (publish = Kafka did not confirm, transient, unexpected).
+TASK_RETRIES = Counter("clicktrail_task_retries_total", "Ingest task retries", ["reason"])
+# Workers: records Kafka did not confirm (each is retried).
+PUBLISH_FAILURES = Counter(
+    "clicktrail_publish_failures_total", "Records without a clean delivery report"
+)
+# Workers: from produce() to the delivery report.
+KAFKA_DELIVERY_SECONDS = Histogram(
+    "clicktrail_kafka_delivery_seconds", "Kafka delivery latency", buckets=_LATENCY_BUCKETS
+)
+# Workers: one ingest task, start to finish.
+TASK_SECONDS = Histogram(
+    "clicktrail_task_duration_seconds", "Task duration", ["task"], buckets=_LATENCY_BUCKETS
+)
+# Workers: from the API's receivedAt to Kafka's delivery report, per event.
+END_TO_END_SECONDS = Histogram(
+    "clicktrail_end_to_end_seconds",
+    "Latency from receipt to Kafka delivery",
+    buckets=_LATENCY_BUCKETS,
+)
+# Purge: profiles removed, by reason (erasure_request, retention).
+PROFILES_PURGED = Counter("clicktrail_profiles_purged_total", "Profiles purged", ["reason"])
+# Sink: history rows written for the first time.
+SINK_ROWS_WRITTEN = Counter("clicktrail_sink_rows_written_total", "History rows written")
+# Sink: records behind the end of each partition of the events topic.
+SINK_LAG = Gauge("clicktrail_sink_lag_records", "Records the sink has yet to read", ["partition"])
+# Sink: batches retried because Postgres was away.
+SINK_RETRIES = Counter("clicktrail_sink_retries_total", "Sink batches retried")
+
+# Read at scrape time by the worker-side exporter (see PipelineGauges):
+# - clicktrail_queue_depth: messages waiting in the Celery queue;
+# - clicktrail_active_sessions: sessions live now.
+
+
+class PipelineGauges(Collector):
+    """Gauges computed when Prometheus scrapes: queue depth and active sessions."""
+
+    def __init__(self, queue_depth: Callable[[], int], active_sessions: Callable[[], int]) -> None:
+        self._queue_depth = queue_depth
+        self._active_sessions = active_sessions
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        for name, doc, read in (
+            ("clicktrail_queue_depth", "Messages waiting in the Celery queue", self._queue_depth),
+            ("clicktrail_active_sessions", "Sessions live now", self._active_sessions),
+        ):
+            try:
+                value = float(read())
+            except Exception as exc:  # a scrape must not fail because Redis blinked
+                log.warning("cannot read %s: %s", name, exc)
+                continue
+            yield GaugeMetricFamily(name, doc, value=value)
+
+
+def serve(port: int, host: str, multiproc_dir: Path | None, extra: Collector | None = None) -> None:
+    """Serve this process's metrics (and its children's, in multiprocess mode) on host:port."""
+    if port <= 0:
+        return
+    if multiproc_dir is not None:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=str(multiproc_dir))  # type: ignore[no-untyped-call]
+    else:
+        registry = REGISTRY
+    if extra is not None:
+        registry.register(extra)
+    start_http_server(port, addr=host, registry=registry)
+    log.info("metrics on http://%s:%s/metrics", host, port)
+
+
+def mark_dead(pid: int, multiproc_dir: Path | None) -> None:
+    """Forget a child process's live gauges (multiprocess mode)."""
+    if multiproc_dir is not None:
+        multiprocess.mark_process_dead(pid, path=str(multiproc_dir))  # type: ignore[no-untyped-call]
+
+
+def clear_multiprocess_dir(multiproc_dir: Path | None) -> None:
+    """Empty the multiprocess directory before a process tree starts: stale files skew counts."""
+    if multiproc_dir is None:
+        return
+    multiproc_dir.mkdir(parents=True, exist_ok=True)
+    for stale in multiproc_dir.glob("*.db"):
+        stale.unlink()

@@ -1,0 +1,136 @@
+"""Traces (OpenTelemetry) and error reports (Sentry), set up once per process, after fork.
+
+Traces: every process has a tracer provider, so spans and W3C ``traceparent`` propagation work
+everywhere; spans are exported (OTLP over HTTP) only when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+The path of one request: the API's HTTP span -> the ingest task's span -> the Kafka produce
+span, whose context is the ``traceparent`` header of every record it wrote.
+
+Errors: Sentry when SENTRY_DSN is set, without personal data: no request bodies, no local
+variables, and ``before_send`` filters write keys, tokens and IP addresses out of every report.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from clicktrail.config import Settings
+
+tracer = trace.get_tracer("clicktrail")
+_propagator = TraceContextTextMapPropagator()
+
+
+def setup_tracing(settings: Settings, service: str) -> None:
+    """Install this process's tracer provider (once; a provider already set is kept)."""
+    if not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        return
+    provider = TracerProvider(
+        resource=Resource.create(
+            {
+                "service.name": service,
+                "service.version": settings.release,
+                "deployment.environment": settings.environment,
+            }
+        )
+    )
+    if settings.otel_exporter_otlp_endpoint:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        endpoint = settings.otel_exporter_otlp_endpoint.rstrip("/") + "/v1/traces"
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
+    trace.set_tracer_provider(provider)
+
+
+def shutdown_tracing() -> None:
+    """Export what is buffered (on process exit)."""
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, TracerProvider):
+        provider.shutdown()
+
+
+def current_traceparent() -> str | None:
+    """The W3C traceparent of the current span, if there is one."""
+    carrier: dict[str, str] = {}
+    _propagator.inject(carrier)
+    return carrier.get("traceparent")
+
+
+def context_of(traceparent: str | None) -> Context:
+    """The context a W3C traceparent names (an empty one when absent or malformed)."""
+    return _propagator.extract({"traceparent": traceparent} if traceparent else {})
+
+
+def current_ids() -> tuple[str, str] | None:
+    """(trace id, span id) of the current span, hex, for log lines."""
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return None
+    return format(context.trace_id, "032x"), format(context.span_id, "016x")
+
+
+# Keys whose values never leave the process (compared lower-case, without - and _).
+SENSITIVE_KEYS = frozenset(
+    {"writekey", "authorization", "cookie", "setcookie", "password", "admintoken", "ip",
+     "ipaddress", "remoteaddr", "xforwardedfor", "xrealip", "token", "secret", "dsn"}
+)  # fmt: skip
+FILTERED = "[Filtered]"
+_IPV4 = re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b")
+_IPV6 = re.compile(r"\b(?:[0-9a-fA-F]{1,4}:){2,7}[0-9a-fA-F]{0,4}\b")
+_URL_CREDENTIALS = re.compile(r"(\w+://)[^/@\s]+@")
+
+
+def is_sensitive(key: str) -> bool:
+    return key.lower().replace("-", "").replace("_", "") in SENSITIVE_KEYS
+
+
+def scrub_text(text: str) -> str:
+    """Mask IP addresses and URL credentials in free text."""
+    text = _URL_CREDENTIALS.sub(r"\1[Filtered]@", text)
+    return _IPV6.sub(FILTERED, _IPV4.sub(FILTERED, text))
+
+
+def scrub(value: Any) -> Any:
+    """A copy of a report with sensitive keys filtered and IPs masked, however deep."""
+    if isinstance(value, dict):
+        return {
+            k: FILTERED if isinstance(k, str) and is_sensitive(k) else scrub(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [scrub(item) for item in value]
+    if isinstance(value, str):
+        return scrub_text(value)
+    return value
+
+
+def _before_send(event: dict[str, Any], _hint: dict[str, Any]) -> dict[str, Any]:
+    event = scrub(event)
+    event.pop("user", None)
+    return event
+
+
+def setup_sentry(settings: Settings, integrations: Sequence[Any]) -> bool:
+    """Report errors to Sentry when SENTRY_DSN is set; whether it is."""
+    if not settings.sentry_dsn:
+        return False
+    import sentry_sdk
+
+    sentry_sdk.init(
+        dsn=settings.sentry_dsn,
+        release=settings.release,
+        environment=settings.environment,
+        integrations=list(integrations),
+        send_default_pii=False,
+        include_local_variables=False,
+        max_request_body_size="never",
+        before_send=_before_send,  # type: ignore[arg-type]
+    )
+    return True
