@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import orjson
+from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from clicktrail.clock import Clock, format_ts, parse_ts
@@ -27,7 +28,7 @@ from clicktrail.metrics import (
     EVENTS_VALIDATED,
 )
 from clicktrail.sessions import SessionTracker, Touch
-from clicktrail.telemetry import current_traceparent, tracer
+from clicktrail.telemetry import context_of, current_traceparent, tracer
 from clicktrail.validation import EventValidator, TrackingPlan, Verdict
 
 
@@ -182,9 +183,12 @@ class Pipeline:
         self._publish(records, payload)
 
     def _publish(self, records: list[Record], payload: dict[str, Any]) -> None:
-        """Publish in one produce span, whose context every record carries as its traceparent."""
+        """Publish in one produce span, whose context every record carries as its traceparent.
+        Under the caller's span (the task's), else continuing the payload's trace."""
+        active = trace.get_current_span().get_span_context().is_valid
         with tracer.start_as_current_span(
             "kafka produce",
+            context=None if active else context_of(payload.get("traceparent")),
             kind=SpanKind.PRODUCER,
             attributes={"messaging.system": "kafka", "messaging.batch.message_count": len(records)},
         ):

@@ -56,6 +56,8 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         "task_soft_time_limit": TASK_SOFT_TIME_LIMIT,
         "task_time_limit": TASK_TIME_LIMIT,
         "worker_prefetch_multiplier": 4,
+        # Task events let Flower show tasks (with each task's argsrepr, never its events).
+        "worker_send_task_events": True,
         "worker_hijack_root_logger": False,
         "timezone": "UTC",
         "enable_utc": True,

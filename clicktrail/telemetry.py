@@ -11,6 +11,7 @@ variables, and ``before_send`` filters write keys, tokens and IP addresses out o
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -83,7 +84,7 @@ SENSITIVE_KEYS = frozenset(
 )  # fmt: skip
 FILTERED = "[Filtered]"
 _IPV4 = re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b")
-_IPV6 = re.compile(r"\b(?:[0-9a-fA-F]{1,4}:){2,7}[0-9a-fA-F]{0,4}\b")
+_IPV6_CANDIDATE = re.compile(r"(?<![\w:.])[0-9a-fA-F:]*:[0-9a-fA-F:]*(?![\w:])")
 _URL_CREDENTIALS = re.compile(r"(\w+://)[^/@\s]+@")
 
 
@@ -94,7 +95,16 @@ def is_sensitive(key: str) -> bool:
 def scrub_text(text: str) -> str:
     """Mask IP addresses and URL credentials in free text."""
     text = _URL_CREDENTIALS.sub(r"\1[Filtered]@", text)
-    return _IPV6.sub(FILTERED, _IPV4.sub(FILTERED, text))
+    return _IPV6_CANDIDATE.sub(_mask_ipv6, _IPV4.sub(FILTERED, text))
+
+
+def _mask_ipv6(match: re.Match[str]) -> str:
+    """Only real IPv6 addresses (not clock times such as 22:10:34)."""
+    try:
+        ipaddress.IPv6Address(match.group())
+    except ValueError:
+        return match.group()
+    return FILTERED
 
 
 def scrub(value: Any) -> Any:

@@ -1,6 +1,7 @@
 """`make run` on a machine where the broker is missing and the database does not exist yet:
-it starts what is missing, serves events end to end, and Ctrl-C stops everything it started.
-A second run (database and source already there) works too."""
+it starts what is missing, serves events end to end, is observable (metrics that move, one
+trace id from the API's log line to the worker's and the Kafka record, readiness that follows
+Kafka, Flower) and Ctrl-C stops everything it started. A second run works too."""
 
 from __future__ import annotations
 
@@ -9,14 +10,44 @@ import signal
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import orjson
+import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from clicktrail.config import PROJECT_ROOT
 from clicktrail.db import drop_database
 from clicktrail.devstack import listening
-from tests.support.infra import KafkaCollector, child_env, free_port, wait_for
+from tests.support.infra import KafkaCollector, Message, TansuBroker, child_env, free_port, wait_for
+
+FLOWER = ("ops", "devstack-test")
+
+
+@dataclass
+class Stack:
+    proc: subprocess.Popen[bytes]
+    log: Path
+    ports: dict[str, int]
+    key: str
+    topic: str
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.ports['api']}"
+
+    def lines(self, process: str) -> list[dict[str, Any]]:
+        """The JSON log lines one Procfile process printed (honcho prefixes them with its name)."""
+        found = []
+        for line in self.log.read_text(errors="replace").splitlines():
+            prefix, _, content = line.partition("| ")
+            if prefix.split()[-1:] == [process] and content.startswith("{"):
+                found.append(orjson.loads(content))
+        return found
 
 
 def run_stack(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -30,57 +61,50 @@ def run_stack(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     )
 
 
-def ctrl_c(proc: subprocess.Popen[bytes], log: Path) -> None:
+def ctrl_c(stack: Stack) -> None:
     """What a terminal does on Ctrl-C: SIGINT to the whole foreground process group."""
-    os.killpg(proc.pid, signal.SIGINT)
+    os.killpg(stack.proc.pid, signal.SIGINT)
     try:
-        proc.wait(90)
+        stack.proc.wait(90)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        os.killpg(stack.proc.pid, signal.SIGKILL)
         raise AssertionError(
-            f"make run did not stop on Ctrl-C:\n{log.read_text()[-3000:]}"
+            f"make run did not stop on Ctrl-C:\n{stack.log.read_text()[-3000:]}"
         ) from None
+    for name, port in stack.ports.items():
+        assert not listening("127.0.0.1", port), f"{name} still listening after Ctrl-C"
 
 
-def serve_one_event(
-    proc: subprocess.Popen[bytes], log: Path, ports: dict[str, int], key: str, topic: str
-) -> None:
-    wait_for(
-        lambda: proc.poll() is None and listening("127.0.0.1", ports["api"]), "API up", timeout=90
-    )
-    text = log.read_text()
-    assert key in text, "the development write key is printed"
-    assert "started a Tansu broker" in text
+def counter(url: str, name: str, **labels: str) -> float:
+    total = 0.0
+    for family in text_string_to_metric_families(requests.get(url, timeout=10).text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
+def send(stack: Stack, collector: KafkaCollector, traceparent: str | None = None) -> Message:
     message_id = f"dev-{uuid.uuid4()}"
-
     response = requests.post(
-        f"http://127.0.0.1:{ports['api']}/v1/track",
+        f"{stack.api}/v1/track",
         json={"userId": "dev", "messageId": message_id, "event": "Tried It"},
-        auth=(key, ""),
+        auth=(stack.key, ""),
+        headers={"traceparent": traceparent} if traceparent else {},
         timeout=10,
     )
-
     assert response.status_code == 200, response.text
-    collector = KafkaCollector(f"127.0.0.1:{ports['kafka']}", [topic]).start()
-    try:
-        [record] = collector.wait_for([message_id], timeout=60)[message_id]
-    finally:
-        collector.stop()
-    assert record.value["context"]["session"]["eventIndex"] >= 1
-    wait_for(lambda: listening("127.0.0.1", ports["flower"]), "Flower up", timeout=60)
-    assert (
-        requests.get(f"http://127.0.0.1:{ports['flower']}/healthcheck", timeout=10).status_code
-        == 200
-    )
+    [record] = collector.wait_for([message_id], timeout=60)[message_id]
+    return record
 
 
-def test_make_run_serves_events_and_stops_everything_on_ctrl_c(
-    redis_url: str, logs_dir: Path
-) -> None:
-    ports = {"api": free_port(), "flower": free_port(), "kafka": free_port()}
+@pytest.fixture(scope="module")
+def devstack(redis_url: str, logs_dir: Path) -> Iterator[tuple[dict[str, str], dict[str, int]]]:
+    ports = {
+        name: free_port() for name in ("api", "flower", "kafka", "worker_metrics", "sink_metrics")
+    }
     run = uuid.uuid4().hex[:8]
     database_url = f"postgresql://postgres@127.0.0.1:5432/clicktrail_devstack_{run}"
-    key = f"dev-{run}"
     env = child_env(
         REDIS_URL=redis_url,
         DATABASE_URL=database_url,
@@ -90,19 +114,133 @@ def test_make_run_serves_events_and_stops_everything_on_ctrl_c(
         KAFKA_TOPIC_PROFILES=f"dev-{run}-profiles",
         API_BIND=f"127.0.0.1:{ports['api']}",
         FLOWER_PORT=str(ports["flower"]),
-        DEV_WRITE_KEY=key,
+        FLOWER_BASIC_AUTH=":".join(FLOWER),
+        WORKER_METRICS_PORT=str(ports["worker_metrics"]),
+        SINK_METRICS_PORT=str(ports["sink_metrics"]),
+        DEV_WRITE_KEY=f"dev-{run}",
+        LOG_FORMAT="json",
+        KAFKA_SESSION_TIMEOUT_MS="6000",
+        KAFKA_HEARTBEAT_INTERVAL_MS="500",
     )
     try:
-        for attempt in (1, 2):
-            log = logs_dir / f"devstack-{attempt}.log"
-            proc = run_stack(env, log)
-            try:
-                serve_one_event(proc, log, ports, key, f"dev-{run}-events")
-            finally:
-                ctrl_c(proc, log)
-            for name, port in ports.items():
-                assert not listening("127.0.0.1", port), f"{name} still listening after Ctrl-C"
-            if attempt == 1:
-                assert "created the database" in log.read_text()
+        yield env, ports
     finally:
         drop_database(database_url)
+
+
+def start(env: dict[str, str], ports: dict[str, int], log: Path) -> Stack:
+    stack = Stack(run_stack(env, log), log, ports, env["DEV_WRITE_KEY"], env["KAFKA_TOPIC_EVENTS"])
+    wait_for(
+        lambda: stack.proc.poll() is None and listening("127.0.0.1", ports["api"]),
+        "API up",
+        timeout=90,
+    )
+    text = log.read_text()
+    assert stack.key in text, "the development write key is printed"
+    assert "admin token:" in text
+    return stack
+
+
+def test_make_run_serves_observably_and_stops_on_ctrl_c(
+    devstack: tuple[dict[str, str], dict[str, int]], logs_dir: Path
+) -> None:
+    env, ports = devstack
+    stack = start(env, ports, logs_dir / "devstack-1.log")
+    collector = KafkaCollector(f"127.0.0.1:{ports['kafka']}", [stack.topic]).start()
+    try:
+        assert "started a Tansu broker" in stack.log.read_text()
+        assert "created the database" in stack.log.read_text()
+        worker_metrics = f"http://127.0.0.1:{ports['worker_metrics']}/metrics"
+        send(stack, collector)  # the first event warms every process up
+        before = (
+            counter(f"{stack.api}/metrics", "clicktrail_events_accepted_total"),
+            counter(worker_metrics, "clicktrail_events_published_total"),
+        )
+        trace_id = uuid.uuid4().hex
+
+        record = send(stack, collector, traceparent=f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01")
+        for _ in range(4):
+            send(stack, collector)
+
+        assert counter(f"{stack.api}/metrics", "clicktrail_events_accepted_total") - before[0] == 5
+        wait_for(
+            lambda: counter(worker_metrics, "clicktrail_events_published_total") - before[1] >= 5,
+            "worker counters",
+        )
+        assert record.headers["traceparent"].split("-")[1] == trace_id
+        wait_for(
+            lambda: any(line.get("trace_id") == trace_id for line in stack.lines("api")),
+            "the API's log line",
+        )
+        wait_for(
+            lambda: any(
+                line.get("trace_id") == trace_id and line.get("task_id")
+                for line in stack.lines("worker")
+            ),
+            "the worker's log line",
+        )
+    finally:
+        collector.stop()
+        ctrl_c(stack)
+
+
+def test_a_second_make_run_follows_kafka_in_readyz_and_shows_tasks_in_flower(
+    devstack: tuple[dict[str, str], dict[str, int]], logs_dir: Path
+) -> None:
+    env, ports = devstack
+    broker = TansuBroker(port=ports["kafka"], log_path=logs_dir / "devstack-tansu.log").start()
+    ports = {
+        name: port for name, port in ports.items() if name != "kafka"
+    }  # not make run's to stop
+    stack = start(env, ports, logs_dir / "devstack-2.log")
+    collector = KafkaCollector(broker.bootstrap, [stack.topic]).start()
+    try:
+        assert "using the broker at" in stack.log.read_text()
+        assert "schema up to date" in stack.log.read_text()  # the first run made the database
+        wait_for(lambda: listening("127.0.0.1", ports["flower"]), "Flower up", timeout=60)
+        record = send(stack, collector)
+        wait_for(
+            lambda: requests.get(f"{stack.api}/readyz", timeout=10).status_code == 200,
+            "ready",
+            timeout=60,
+        )
+
+        broker.pause()
+        # (a Response is falsy when its status is an error, so the lambda returns the body)
+        down = wait_for(
+            lambda: (
+                (r := requests.get(f"{stack.api}/readyz", timeout=15)).status_code == 503
+                and r.json()
+            ),
+            "readyz 503",
+        )
+        broker.resume()
+        wait_for(
+            lambda: requests.get(f"{stack.api}/readyz", timeout=10).status_code == 200,
+            "readyz back",
+            timeout=60,
+        )
+
+        assert down["checks"]["kafka"]["status"] == "down"
+        assert {name for name, check in down["checks"].items() if check["status"] == "down"} == {
+            "kafka"
+        }
+        flower = f"http://127.0.0.1:{ports['flower']}"
+        assert requests.get(f"{flower}/api/tasks", timeout=10).status_code == 401
+        message_id = record.headers["event-id"]
+        tasks = wait_for(
+            lambda: [
+                t
+                for t in requests.get(f"{flower}/api/tasks", auth=FLOWER, timeout=10)
+                .json()
+                .values()
+                if message_id in str(t.get("args"))
+            ],
+            "the task in Flower",
+            timeout=60,
+        )
+        assert tasks[0]["name"] == "clicktrail.ingest"
+    finally:
+        collector.stop()
+        ctrl_c(stack)
+        broker.stop()

@@ -61,8 +61,18 @@ class TansuBroker:
         wait_for(lambda: listening("127.0.0.1", self.port), f"Tansu on {self.port}", timeout=20)
         return self
 
+    def pause(self) -> None:
+        """The broker stops answering (SIGSTOP): connections hang, as with a frozen host."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGCONT)
             self._proc.terminate()
             try:
                 self._proc.wait(10)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 from typing import Any
 
@@ -87,3 +88,123 @@ def test_the_image_holds_every_package_the_processes_import() -> None:
 
     for package in ("clicktrail", "web", "workers", "tasks", "schemas", "migrations"):
         assert f"COPY {package} ./{package}" in dockerfile
+
+
+DEPLOY = PROJECT_ROOT / "deploy"
+
+
+def known_metrics() -> set[str]:
+    """Every metric name Clicktrail exports, with the series names Prometheus derives from it."""
+    from prometheus_client.metrics import MetricWrapperBase
+
+    import clicktrail.metrics as metrics
+
+    names = {"clicktrail_queue_depth", "clicktrail_active_sessions", "up"}
+    for value in vars(metrics).values():
+        if isinstance(value, MetricWrapperBase):
+            base = value._name
+            names |= {base, f"{base}_total", f"{base}_bucket", f"{base}_count", f"{base}_sum"}
+    for flask in ("flask_http_request_total", "flask_http_request_exceptions_total"):
+        names.add(flask)
+    names |= {f"flask_http_request_duration_seconds{s}" for s in ("_bucket", "_count", "_sum")}
+    return names
+
+
+def metric_names(expression: str) -> set[str]:
+    return set(
+        re.findall(
+            r"\b((?:clicktrail|flask)_[a-z_]+|up)\b(?=\s*[{\[)]|\s*(?:==|>|<|$))", expression
+        )
+    )
+
+
+def test_the_stack_has_every_service_it_promises() -> None:
+    services = compose()["services"]
+
+    assert {
+        "kafka", "schema-registry", "redis", "postgres", "setup", "api", "worker", "beat", "flower",
+        "sink", "prometheus", "grafana",
+    } <= set(services)  # fmt: skip
+    assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    redis_command = " ".join(services["redis"]["command"])
+    assert "--appendonly yes" in redis_command
+    assert "--maxmemory-policy noeviction" in redis_command
+    built = {name: s["build"] for name, s in services.items() if "build" in s}
+    assert set(built) == {"setup", "api", "worker", "beat", "flower", "sink"}
+    assert set(built.values()) == {"."}  # one Dockerfile for every Clicktrail process
+    for name in ("api", "flower", "prometheus", "grafana"):
+        assert all(port.startswith("127.0.0.1:") for port in services[name]["ports"]), name
+
+
+def test_prometheus_scrapes_where_the_processes_serve_metrics() -> None:
+    services = compose()["services"]
+    config = yaml.safe_load((DEPLOY / "prometheus/prometheus.yml").read_text())
+    defaults = Settings()
+    ports = {
+        "api": int(services["api"]["environment"]["API_BIND"].rsplit(":", 1)[1]),
+        "worker": int(
+            services["worker"]["environment"].get(
+                "WORKER_METRICS_PORT", defaults.worker_metrics_port
+            )
+        ),
+        "sink": int(
+            services["sink"]["environment"].get("SINK_METRICS_PORT", defaults.sink_metrics_port)
+        ),
+    }
+
+    targets = {
+        job["job_name"]: [t for static in job["static_configs"] for t in static["targets"]]
+        for job in config["scrape_configs"]
+    }
+
+    assert targets == {name: [f"{name}:{port}"] for name, port in ports.items()}
+    assert services["api"]["environment"]["PROMETHEUS_MULTIPROC_DIR"]
+    assert services["worker"]["environment"]["PROMETHEUS_MULTIPROC_DIR"]
+    assert services["worker"]["environment"]["METRICS_HOST"] == "0.0.0.0"
+
+
+def test_alerts_cover_the_ways_events_are_lost_or_delayed_with_metrics_that_exist() -> None:
+    rules = yaml.safe_load((DEPLOY / "prometheus/alerts.yml").read_text())["groups"][0]["rules"]
+    known = known_metrics()
+
+    assert {
+        "ClicktrailApiDown", "ClicktrailApiRefusingEvents", "ClicktrailWorkersDown", "ClicktrailQueueBacklog",
+        "ClicktrailKafkaNotConfirming", "ClicktrailDeadLettersRising", "ClicktrailSinkLagging",
+        "ClicktrailEndToEndLatencyHigh",
+    } <= {rule["alert"] for rule in rules}  # fmt: skip
+    for rule in rules:
+        assert rule["labels"]["severity"] in ("page", "warn")
+        assert rule["annotations"]["summary"]
+        used = metric_names(rule["expr"])
+        assert used, rule["alert"]
+        assert used <= known, (rule["alert"], used - known)
+
+
+def test_the_dashboard_shows_what_ops_watch_with_metrics_that_exist() -> None:
+    import orjson
+
+    dashboard = orjson.loads((DEPLOY / "grafana/dashboards/clicktrail.json").read_bytes())
+    known = known_metrics()
+    titles = " | ".join(panel["title"].lower() for panel in dashboard["panels"])
+
+    for topic in (
+        "ingest rate",
+        "errors",
+        "latency",
+        "queue depth",
+        "dead letters",
+        "active sessions",
+    ):
+        assert topic in titles
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            used = metric_names(target["expr"])
+            assert used, panel["title"]
+            assert used <= known, (panel["title"], used - known)
+    provisioned = yaml.safe_load(
+        (DEPLOY / "grafana/provisioning/dashboards/clicktrail.yml").read_text()
+    )
+    assert provisioned["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
+    assert compose()["services"]["grafana"]["volumes"][1].startswith(
+        "./deploy/grafana/dashboards:/var/lib/grafana/dashboards"
+    )

@@ -1,0 +1,126 @@
+"""Request ids and log lines of the API: correlated, and free of secrets and client IPs."""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+from collections.abc import Iterator
+
+import orjson
+import pytest
+
+from clicktrail.config import PROJECT_ROOT, Settings
+from clicktrail.schemas import FileSchemaRegistry
+from clicktrail.sources import Source
+from clicktrail.validation import EventValidator
+from tests.support.twins import (
+    FixedClock,
+    MemoryProfiles,
+    MemorySessionViews,
+    MemorySources,
+    RecordingEnqueuer,
+)
+from web import create_app
+from web.services import Services
+
+KEY = "wk-very-secret-key"
+
+
+@pytest.fixture
+def app_and_log() -> Iterator[tuple[object, io.StringIO]]:
+    services = Services(
+        sources=MemorySources({KEY: Source("src-9", "web", {})}),
+        enqueuer=RecordingEnqueuer(),
+        validator=EventValidator(FileSchemaRegistry(PROJECT_ROOT / "schemas")),
+        sessions=MemorySessionViews(),
+        profiles=MemoryProfiles(),
+        clock=FixedClock(),
+    )
+    app = create_app(Settings.from_env({"LOG_FORMAT": "json"}), services)
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    handler.setFormatter(logging.getLogger().handlers[0].formatter)
+    logging.getLogger().addHandler(handler)
+    yield app, buffer
+    logging.getLogger().removeHandler(handler)
+
+
+def basic(key: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
+
+
+def lines(buffer: io.StringIO) -> list[dict[str, object]]:
+    return [orjson.loads(line) for line in buffer.getvalue().splitlines() if line.startswith("{")]
+
+
+def test_a_request_id_is_honoured_echoed_and_on_the_log_line(
+    app_and_log: tuple[object, io.StringIO],
+) -> None:
+    app, buffer = app_and_log
+    client = app.test_client()  # type: ignore[attr-defined]
+
+    response = client.post(
+        "/v1/track",
+        json={"userId": "u", "messageId": "m-1", "event": "E"},
+        headers={**basic(KEY), "X-Request-ID": "abc-123"},
+        environ_base={"REMOTE_ADDR": "192.0.2.55"},
+    )
+
+    assert response.headers["X-Request-ID"] == "abc-123"
+    [accepted] = [line for line in lines(buffer) if line["event"] == "accepted 1 event(s)"]
+    assert accepted["request_id"] == "abc-123"
+    assert accepted["source_id"] == "src-9"
+    assert accepted["message_ids"] == ["m-1"]
+    assert len(str(accepted["trace_id"])) == 32
+    assert accepted["level"] == "info"
+    assert accepted["logger"] == "web.ingest"
+    assert "timestamp" in accepted
+    assert KEY not in buffer.getvalue()
+    assert "192.0.2.55" not in buffer.getvalue()
+
+
+def test_a_bad_request_id_is_replaced(app_and_log: tuple[object, io.StringIO]) -> None:
+    app, _ = app_and_log
+
+    response = app.test_client().get("/livez", headers={"X-Request-ID": "x" * 500})  # type: ignore[attr-defined]
+
+    assert len(response.headers["X-Request-ID"]) == 32
+
+
+def test_big_batches_log_a_count_not_every_message_id(
+    app_and_log: tuple[object, io.StringIO],
+) -> None:
+    app, buffer = app_and_log
+    batch = [
+        {"type": "track", "userId": "u", "messageId": f"m-{i}", "event": "E"} for i in range(50)
+    ]
+
+    app.test_client().post("/v1/batch", json={"batch": batch}, headers=basic(KEY))  # type: ignore[attr-defined]
+
+    [accepted] = [line for line in lines(buffer) if line["event"] == "accepted 50 event(s)"]
+    assert accepted["message_count"] == 50
+    assert len(accepted["message_ids"]) == 10  # type: ignore[arg-type]
+
+
+def test_failures_log_neither_keys_nor_addresses(app_and_log: tuple[object, io.StringIO]) -> None:
+    app, buffer = app_and_log
+    down = Services(
+        sources=MemorySources({KEY: Source("src-9", "web", {})}),
+        enqueuer=RecordingEnqueuer(down=True),
+        validator=EventValidator(FileSchemaRegistry(PROJECT_ROOT / "schemas")),
+        sessions=MemorySessionViews(),
+        profiles=MemoryProfiles(),
+    )
+    app.extensions["clicktrail"] = down  # type: ignore[attr-defined]
+
+    response = app.test_client().post(  # type: ignore[attr-defined]
+        "/v1/track",
+        json={"userId": "u", "event": "E", "writeKey": KEY},
+        environ_base={"REMOTE_ADDR": "192.0.2.66"},
+    )
+
+    assert response.status_code == 503
+    assert any("unavailable" in str(line["event"]) for line in lines(buffer))
+    assert KEY not in buffer.getvalue()
+    assert "192.0.2.66" not in buffer.getvalue()
