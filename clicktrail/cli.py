@@ -79,33 +79,6 @@ def cmd_schemas_register(settings: Settings, args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def cmd_sources_plan(settings: Settings, args: argparse.Namespace) -> int:
-    """Show or change a source's tracking plan."""
-    from clicktrail.sources import SourceStore
-    from clicktrail.validation import TrackingPlan
-
-    db = Database(settings.database_url)
-    try:
-        store = SourceStore(db, cache_seconds=0)
-        source = store.by_name(args.source)
-        if source is None:
-            print(f"no source named {args.source!r}", file=sys.stderr)
-            return 1
-        plan = TrackingPlan.from_settings(source.settings)
-        if args.events is not None or args.any_event or args.unplanned:
-            events = plan.events
-            if args.any_event:
-                events = None
-            elif args.events is not None:
-                events = frozenset(args.events)
-            plan = TrackingPlan(events, args.unplanned or plan.unplanned)
-            store.update_settings(args.source, {"tracking_plan": plan.to_settings()})
-    finally:
-        db.close()
-    print(orjson.dumps({"source": args.source, "tracking_plan": plan.to_settings()}).decode())
-    return 0
-
-
 def cmd_tail(settings: Settings, args: argparse.Namespace) -> int:
     """Print a topic's records as JSON lines (no consumer group, nothing committed)."""
     topic = args.topic or settings.topic_events
@@ -172,24 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     ):
         sub = schemas.add_parser(name, help=text)
         sub.add_argument("--dir", help="the catalogue (default: SCHEMAS_DIR or schemas/)")
-    sources = commands.add_parser("sources", help="sources").add_subparsers(
-        dest="sources_command", required=True
-    )
-    plan = sources.add_parser(
-        "plan", help="show or change a source's tracking plan (no option: show it)"
-    )
-    plan.add_argument("source", help="the source's name")
-    plan.add_argument("--events", nargs="*", help="the track events the source may send")
-    plan.add_argument("--any-event", action="store_true", help="any track event may be sent")
-    plan.add_argument(
-        "--unplanned",
-        choices=("allow", "deadletter"),
-        help="what happens to a track event no schema describes",
-    )
     commands.add_parser("run", help="run the whole stack in the foreground (make run)")
     args = parser.parse_args(argv)
-    if args.command == "sources":
-        return cmd_sources_plan(Settings.from_env(), args)
     if args.command == "schemas":
         schema_handlers = {"check": cmd_schemas_check, "register": cmd_schemas_register}
         return schema_handlers[args.schemas_command](Settings.from_env(), args)

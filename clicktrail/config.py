@@ -112,6 +112,21 @@ class Settings:
     # Sentry's environment tag and the release every report and trace carries.
     environment: str = "development"
     release: str = "clicktrail@0.1.0"
+    # Reliability: a message not acknowledged this long is delivered again; retries back off up
+    # to retry_backoff_max (which must stay well under it); a message whose delivery killed the
+    # worker this many times is dead-lettered; a messageId delivered within dedupe_window is
+    # dropped as a duplicate (0: no deduplication).
+    visibility_timeout_seconds: int = 3600
+    retry_backoff_max_seconds: int = 300
+    max_deliveries: int = 3
+    dedupe_window_seconds: int = 600
+    # Backpressure: the API answers 503 beyond this many queued requests, and 429 beyond this
+    # many events a second from one source (a source's settings may set its own).
+    queue_max_depth: int = 100000
+    rate_limit_events_per_second: int = 20000
+    # Security: the HMAC key for pseudonymised fields; a bearer token /metrics requires.
+    pseudonymization_key: str | None = None
+    metrics_token: str | None = None
     # The history sink's consumer group and the most records it writes in one transaction.
     sink_group_id: str = "clicktrail-history"
     sink_batch_size: int = 500
@@ -129,6 +144,18 @@ class Settings:
     trusted_proxy_count: int = 0
     # Seconds a client is told to wait (Retry-After) when a dependency is down.
     retry_after_seconds: int = 5
+
+    def __post_init__(self) -> None:
+        # A retry waits up to the backoff cap, unacknowledged, then runs up to the time limit:
+        # the visibility timeout must cover both, or Redis hands the message out twice.
+        from clicktrail.queue import TASK_TIME_LIMIT
+
+        if self.retry_backoff_max_seconds + TASK_TIME_LIMIT >= self.visibility_timeout_seconds:
+            raise ConfigError(
+                f"VISIBILITY_TIMEOUT_SECONDS ({self.visibility_timeout_seconds}) must exceed "
+                f"RETRY_BACKOFF_MAX_SECONDS ({self.retry_backoff_max_seconds}) plus the task "
+                f"time limit ({TASK_TIME_LIMIT} s)"
+            )
 
     @property
     def kafka_bootstrap_servers(self) -> str:
@@ -190,6 +217,22 @@ class Settings:
             ),
             environment=env.get("ENVIRONMENT") or cls.environment,
             release=env.get("RELEASE") or cls.release,
+            visibility_timeout_seconds=_int(
+                env, "VISIBILITY_TIMEOUT_SECONDS", cls.visibility_timeout_seconds, minimum=10
+            ),
+            retry_backoff_max_seconds=_int(
+                env, "RETRY_BACKOFF_MAX_SECONDS", cls.retry_backoff_max_seconds, minimum=1
+            ),
+            max_deliveries=_int(env, "MAX_DELIVERIES", cls.max_deliveries, minimum=1),
+            dedupe_window_seconds=_int(
+                env, "DEDUPE_WINDOW_SECONDS", cls.dedupe_window_seconds, minimum=0
+            ),
+            queue_max_depth=_int(env, "QUEUE_MAX_DEPTH", cls.queue_max_depth, minimum=1),
+            rate_limit_events_per_second=_int(
+                env, "RATE_LIMIT_EVENTS_PER_SECOND", cls.rate_limit_events_per_second, minimum=0
+            ),
+            pseudonymization_key=_optional(env, "PSEUDONYMIZATION_KEY"),
+            metrics_token=_optional(env, "METRICS_TOKEN"),
             sink_group_id=env.get("SINK_GROUP_ID") or cls.sink_group_id,
             sink_batch_size=_int(env, "SINK_BATCH_SIZE", cls.sink_batch_size, minimum=1),
             sentry_dsn=_optional(env, "SENTRY_DSN"),

@@ -8,11 +8,17 @@ What each adds (never overwriting a value the client sent):
 - ``context.campaign`` from the UTM parameters of ``context.page.url``;
 - ``context.referrer`` classified: search (with the search terms), social, internal or other;
 - ``context.traits``: the identified user's profile traits (the event's own win);
+- the source's ``pseudonymize`` paths (``properties.email``, ``traits.phone``,
+  ``properties.products.*.sku``) replaced by ``hmac:<HMAC-SHA256 hex>`` under
+  PSEUDONYMIZATION_KEY: equal values stay equal (joins and counts still work), the originals
+  never leave the pipeline; without a key the fields are removed instead;
 - ``timestamp`` corrected for client clock skew, and ``context.session``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import ipaddress
 import logging
 from collections.abc import Mapping
@@ -21,6 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
+import orjson
 import ua_parser
 
 from clicktrail import referrers
@@ -49,6 +56,8 @@ class EnrichmentSettings:
     profile_traits: bool = True
     # Hosts counted as the site itself when classifying referrers (besides the page's own).
     internal_domains: tuple[str, ...] = field(default_factory=tuple)
+    # Dotted paths of values to pseudonymise; ``*`` stands for any list item or key.
+    pseudonymize: tuple[str, ...] = field(default_factory=tuple)
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> EnrichmentSettings:
@@ -70,7 +79,10 @@ class EnrichmentSettings:
         domains = settings.get("internal_domains", [])
         if not isinstance(domains, list) or not all(isinstance(d, str) for d in domains):
             raise ValueError("internal_domains must be a list of host names")
-        return cls(**switches, internal_domains=tuple(domains))
+        paths = settings.get("pseudonymize", [])
+        if not isinstance(paths, list) or not all(isinstance(p, str) and p for p in paths):
+            raise ValueError("pseudonymize must be a list of dotted paths")
+        return cls(**switches, internal_domains=tuple(domains), pseudonymize=tuple(paths))
 
 
 def _context(event: dict[str, Any]) -> dict[str, Any]:
@@ -245,6 +257,50 @@ def attach_profile_traits(event: dict[str, Any], traits: Mapping[str, Any] | Non
     context["traits"] = {**traits, **own} if isinstance(own, dict) else dict(traits)
 
 
+PSEUDONYM_PREFIX = "hmac:"
+
+
+def pseudonymize(event: dict[str, Any], paths: tuple[str, ...], key: bytes | None) -> None:
+    """Replace the values at ``paths`` by their keyed hash (removed when there is no key)."""
+    for path in paths:
+        for container, name in _locations(event, path.split(".")):
+            value = container[name]
+            if value is None or (isinstance(value, str) and value.startswith(PSEUDONYM_PREFIX)):
+                continue
+            if key is None:
+                container[name] = None
+                continue
+            text = (
+                value
+                if isinstance(value, str)
+                else orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+            )
+            digest = hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
+            container[name] = PSEUDONYM_PREFIX + digest
+
+
+def _locations(node: Any, parts: list[str]) -> list[tuple[Any, Any]]:
+    """(container, key) pairs a dotted path reaches; ``*`` fans out over lists and objects."""
+    if not parts:
+        return []
+    head, rest = parts[0], parts[1:]
+    if isinstance(node, dict):
+        names: list[Any] = list(node) if head == "*" else [head] if head in node else []
+    elif isinstance(node, list):
+        names = (
+            list(range(len(node)))
+            if head == "*"
+            else [int(head)]
+            if head.isdigit() and int(head) < len(node)
+            else []
+        )
+    else:
+        return []
+    if not rest:
+        return [(node, name) for name in names]
+    return [found for name in names for found in _locations(node[name], rest)]
+
+
 def attach_session(event: dict[str, Any], session: dict[str, Any]) -> None:
     """``context.session``: id, index (the user's nth session), eventIndex, startedAt."""
     _context(event)["session"] = session
@@ -253,8 +309,15 @@ def attach_session(event: dict[str, Any], session: dict[str, Any]) -> None:
 class Enricher:
     """Applies the enrichment steps a source has switched on, in order."""
 
-    def __init__(self, geoip: GeoIP | None = None) -> None:
+    def __init__(self, geoip: GeoIP | None = None, pseudonymization_key: str | None = None) -> None:
         self._geoip = geoip
+        self._key = pseudonymization_key.encode() if pseudonymization_key else None
+
+    def protect(self, event: dict[str, Any], settings: EnrichmentSettings) -> None:
+        """What every event gets before it leaves, a dead letter too: IP and pseudonyms."""
+        protect_ip(event, settings.anonymize_ip)
+        if settings.pseudonymize:
+            pseudonymize(event, settings.pseudonymize, self._key)
 
     def enrich(
         self,
@@ -265,7 +328,7 @@ class Enricher:
         """Everything but the session, which the pipeline joins for a whole request at once."""
         if settings.geoip and self._geoip is not None:
             add_location(event, self._geoip)
-        protect_ip(event, settings.anonymize_ip)
+        self.protect(event, settings)
         if settings.user_agent:
             parse_user_agent(event)
         if settings.campaign:
@@ -274,4 +337,6 @@ class Enricher:
             classify_referrer(event, settings.internal_domains)
         if settings.profile_traits:
             attach_profile_traits(event, profile_traits)
+            if settings.pseudonymize:  # traits attached now may hold what is pseudonymised
+                pseudonymize(event, settings.pseudonymize, self._key)
         correct_clock_skew(event)

@@ -21,11 +21,14 @@ class RequestRejected(ClicktrailError):
 
     status = 400
 
-    def __init__(self, code: str, message: str, field: str | None = None) -> None:
+    def __init__(
+        self, code: str, message: str, field: str | None = None, retry_after: int | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.field = field
+        self.retry_after = retry_after
 
 
 class InvalidInput(RequestRejected):
@@ -50,6 +53,18 @@ class PayloadTooLarge(RequestRejected):
 
 class UnsupportedMediaType(RequestRejected):
     status = 415
+
+
+class RateLimited(RequestRejected):
+    """The source sends faster than its limit: 429, retry after ``retry_after`` seconds."""
+
+    status = 429
+
+
+class Overloaded(RequestRejected):
+    """More is queued than the pipeline may hold: 503, retry after ``retry_after`` seconds."""
+
+    status = 503
 
 
 class TransientError(ClicktrailError):

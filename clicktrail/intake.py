@@ -8,6 +8,7 @@ JSON Schemas, and an event that fails goes to the dead-letter topic.
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,12 +35,49 @@ class Intake:
     write_key: str | None
 
 
+# Every string (a key when a colon follows) and every number of a JSON text. In valid JSON the
+# scan never starts inside a string: each string is consumed whole from its opening quote.
+_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"(\s*:)?|-?(\d+)(?:\.\d+)?(?:[eE][+-]?\d+)?')
+_INT64_MAX = 2**63 - 1
+
+
 def parse_json(raw: bytes) -> Any:
-    """The request body as JSON; 400 ``invalid_json`` naming the problem otherwise."""
+    """The request body as JSON; 400 ``invalid_json`` naming the problem otherwise.
+
+    Beyond what the parser checks: an object may not repeat a key (parsers disagree on which
+    value wins), and an integer must fit in 64 bits (larger ones silently lose precision).
+    """
     try:
-        return orjson.loads(raw)
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidInput("invalid_json", f"the body is not valid JSON: {exc}") from None
+    keys = 0
+    for match in _TOKENS.finditer(raw):
+        if match.group(1) is not None:
+            keys += 1
+        elif match.group(2) is not None and _too_big(match):
+            raise InvalidInput(
+                "number_too_large",
+                f"integers must fit in 64 bits, not {match.group().decode()[:40]}",
+            )
+    if keys != _count_keys(body):
+        raise InvalidInput("duplicate_key", "a JSON object in the body repeats a key")
+    return body
+
+
+def _too_big(number: re.Match[bytes]) -> bool:
+    text = number.group()
+    if b"." in text or b"e" in text or b"E" in text:
+        return False
+    return len(number.group(2)) > 19 or not -_INT64_MAX - 1 <= int(text) <= _INT64_MAX
+
+
+def _count_keys(value: Any) -> int:
+    if isinstance(value, dict):
+        return len(value) + sum(_count_keys(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(_count_keys(v) for v in value)
+    return 0
 
 
 def read_body(body: Any, call_type: str | None, raw_size: int) -> Intake:

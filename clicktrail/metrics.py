@@ -52,6 +52,12 @@ EVENTS_DEAD_LETTERED = Counter(
     "Events delivered to the dead-letter topic",
     ["source", "type", "reason"],
 )
+# Workers: events dropped as already delivered (same source and messageId within the window).
+DUPLICATES_DROPPED = Counter(
+    "clicktrail_duplicates_dropped_total", "Duplicate events dropped", ["source"]
+)
+# Workers: requests dead-lettered because their delivery kept killing the worker.
+POISON_REQUESTS = Counter("clicktrail_poison_requests_total", "Requests that kept killing workers")
 # Workers: task retries, by why (publish = Kafka did not confirm, transient, unexpected).
 TASK_RETRIES = Counter("clicktrail_task_retries_total", "Ingest task retries", ["reason"])
 # Workers: records Kafka did not confirm (each is retried).

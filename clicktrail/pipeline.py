@@ -18,10 +18,11 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from clicktrail.clock import Clock, format_ts, parse_ts
-from clicktrail.enrich import Enricher, EnrichmentSettings, attach_session, protect_ip
+from clicktrail.enrich import Enricher, EnrichmentSettings, attach_session
 from clicktrail.errors import TransientError
 from clicktrail.kafka import Delivery, Publisher, Record
 from clicktrail.metrics import (
+    DUPLICATES_DROPPED,
     END_TO_END_SECONDS,
     EVENTS_DEAD_LETTERED,
     EVENTS_PUBLISHED,
@@ -63,6 +64,14 @@ class ProfileTraits(Protocol):
     def traits_for(self, user_ids: Iterable[str]) -> dict[str, dict[str, Any]]: ...
 
 
+class DeliveredIds(Protocol):
+    """Which messageIds of a source Kafka already has (``clicktrail.delivery.SeenIds``)."""
+
+    def seen(self, source_id: str, message_ids: Iterable[str]) -> set[str]: ...
+
+    def remember(self, source_id: str, message_ids: Iterable[str]) -> None: ...
+
+
 def _text(value: Any) -> str | None:
     return None if value is None or value == "" else str(value)
 
@@ -91,6 +100,7 @@ class Pipeline:
         clock: Clock,
         enricher: Enricher | None = None,
         profiles: ProfileTraits | None = None,
+        seen: DeliveredIds | None = None,
         new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
     ) -> None:
         self._validator = validator
@@ -100,6 +110,7 @@ class Pipeline:
         self._clock = clock
         self._enricher = enricher or Enricher()
         self._profiles = profiles
+        self._seen = seen
         self._new_id = new_id
 
     def process(self, payload: dict[str, Any]) -> Outcome:
@@ -120,6 +131,11 @@ class Pipeline:
         traceparent: str | None = payload.get("traceparent")
         # Work on a copy: a retried task is handed the very payload this call received.
         events: list[dict[str, Any]] = orjson.loads(orjson.dumps(payload["events"]))
+        if self._seen is not None:
+            delivered = self._seen.seen(source_id, [str(e.get("messageId")) for e in events])
+            if delivered:
+                DUPLICATES_DROPPED.labels(source_id).inc(len(delivered))
+                events = [e for e in events if str(e.get("messageId")) not in delivered]
 
         plan = TrackingPlan.from_settings(settings)
         switches = EnrichmentSettings.from_settings(settings)
@@ -139,7 +155,7 @@ class Pipeline:
                     event, switches, traits.get(str(user_id)) if user_id else None
                 )
             else:
-                protect_ip(event, switches.anonymize_ip)
+                self._enricher.protect(event, switches)
         sessions = self._sessions.touch_many(
             [touch_of(events[i], source_id, self._new_id()) for i in valid]
         )
@@ -173,11 +189,14 @@ class Pipeline:
         else:
             events, kept = orjson.loads(orjson.dumps(payload["events"])), []
         settings = payload["source"].get("settings") or {}
-        anonymize = settings.get("anonymize_ip", True) is not False
+        try:
+            switches = EnrichmentSettings.from_settings(settings)
+        except ValueError:  # unreadable settings: protect as much as the defaults do
+            switches = EnrichmentSettings()
         error = {"path": "/", "keyword": reason, "message": message, "schema": ""}
         records = list(kept)
         for event in events:
-            protect_ip(event, anonymize)
+            self._enricher.protect(event, switches)
             verdict = Verdict(schema="", errors=[error], reason=reason)
             records.append(self._dead_letter(event, verdict, source_id, traceparent))
         self._publish(records, payload)
@@ -199,11 +218,28 @@ class Pipeline:
                 ]
             deliveries = self._publisher.publish(records)
         _count(deliveries, self._topics, self._clock)
+        if self._seen is not None:
+            self._remember(deliveries)
         failures = [d for d in deliveries if d.error is not None]
         if failures:
             retry_payload = {k: v for k, v in payload.items() if k not in ("events", "records")}
             retry_payload["records"] = [f.record.to_json() for f in failures]
             raise PublishIncomplete(failures, retry_payload)
+
+    def _remember(self, deliveries: list[Delivery]) -> None:
+        """Mark delivered events as seen, once Kafka has them: a crash before this costs at most
+        a duplicate, never an event."""
+        by_source: dict[str, list[str]] = {}
+        for delivery in deliveries:
+            headers = delivery.record.headers
+            # Dead letters are not remembered: a replay after a schema fix must go through.
+            if delivery.record.topic != self._topics.events:
+                continue
+            if delivery.error is None and "event-id" in headers:
+                by_source.setdefault(headers.get("source-id", ""), []).append(headers["event-id"])
+        assert self._seen is not None
+        for source_id, ids in by_source.items():
+            self._seen.remember(source_id, ids)
 
     def _event_record(
         self, event: dict[str, Any], verdict: Verdict, source_id: str, traceparent: str | None

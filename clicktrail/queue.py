@@ -8,9 +8,11 @@ beat, Flower) must use the same transport options: Redis honours the shortest
 
 from __future__ import annotations
 
-from typing import Any
+import ssl
+from typing import TYPE_CHECKING, Any
 
-from clicktrail.config import Settings
+if TYPE_CHECKING:
+    from clicktrail.config import Settings
 
 INGEST_TASK = "clicktrail.ingest"
 PURGE_TASK = "clicktrail.purge_profiles"
@@ -22,21 +24,31 @@ QUEUE = "clicktrail"
 # retried publish neither re-enriches nor re-counts sessions.
 PAYLOAD_VERSION = 1
 
-# Redis re-delivers a message not acknowledged within this many seconds. It must exceed the
-# longest a message can wait unacked: prefetch wait + task time limit + the longest retry
-# countdown (which Celery holds in memory, unacked, until it is due).
-VISIBILITY_TIMEOUT = 3600
+# A task's time limits: above the Kafka drain timeout (message.timeout.ms + 5 s), well under
+# the visibility timeout (Settings checks it).
 TASK_SOFT_TIME_LIMIT = 90
 TASK_TIME_LIMIT = 120
-RETRY_BACKOFF_MAX = 300
+# Celery holds a retry, unacked, until its countdown is due: at most this many per worker.
+ETA_TASK_LIMIT = 1000
 
 
 def celery_settings(settings: Settings) -> dict[str, Any]:
     """Celery configuration shared by every process that talks to the broker."""
+    tls: dict[str, Any] = {}
+    url = settings.celery_broker_url
+    if url.startswith("rediss://") and "ssl_cert_reqs" not in url:
+        # TLS to Redis checks the server's certificate unless the URL says otherwise
+        # (e.g. ?ssl_cert_reqs=required&ssl_ca_certs=/etc/ssl/redis-ca.pem).
+        tls["broker_use_ssl"] = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
     return {
+        **tls,
         "broker_url": settings.celery_broker_url,
         "broker_transport_options": {
-            "visibility_timeout": VISIBILITY_TIMEOUT,
+            # Redis delivers again a message not acknowledged this long (a worker died).
+            "visibility_timeout": settings.visibility_timeout_seconds,
+            # How often workers look for such messages (kombu's default is about 100 s).
+            "unacked_restore_interval": 5,
+            "unacked_restore_throttle": 1,
             "socket_timeout": 10,
             "socket_connect_timeout": 5,
             "socket_keepalive": True,
@@ -56,6 +68,7 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         "task_soft_time_limit": TASK_SOFT_TIME_LIMIT,
         "task_time_limit": TASK_TIME_LIMIT,
         "worker_prefetch_multiplier": 4,
+        "worker_eta_task_limit": ETA_TASK_LIMIT,
         # Task events let Flower show tasks (with each task's argsrepr, never its events).
         "worker_send_task_events": True,
         "worker_hijack_root_logger": False,

@@ -10,6 +10,7 @@ import hashlib
 import secrets
 import threading
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cachetools import TTLCache
@@ -20,6 +21,50 @@ from clicktrail.db import Database
 DEV_SOURCE_NAME = "development"
 # Default settings of a new source; a source's own settings override them key by key.
 DEFAULT_SETTINGS: dict[str, Any] = {"anonymize_ip": True}
+SETTINGS = frozenset(
+    {"anonymize_ip", "geoip", "user_agent", "campaign", "referrer", "profile_traits",
+     "internal_domains", "pseudonymize", "tracking_plan", "allowed_origins",
+     "rate_limit_events_per_second"}
+)  # fmt: skip
+
+
+def validate_settings(settings: dict[str, Any]) -> None:
+    """ValueError naming what is wrong with a source's settings (checked before they are stored,
+    so the pipeline never meets settings it cannot read)."""
+    from clicktrail.enrich import EnrichmentSettings
+    from clicktrail.validation import TrackingPlan
+
+    unknown = set(settings) - SETTINGS
+    if unknown:
+        raise ValueError(
+            f"unknown setting(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(SETTINGS))}"
+        )
+    TrackingPlan.from_settings(settings)
+    EnrichmentSettings.from_settings(settings)
+    origins = settings.get("allowed_origins")
+    if origins is not None and (
+        not isinstance(origins, list)
+        or not all(isinstance(o, str) and o.startswith(("http://", "https://")) for o in origins)
+    ):
+        raise ValueError("allowed_origins must be a list of origins such as https://shop.example")
+    rate = settings.get("rate_limit_events_per_second")
+    if rate is not None and (not isinstance(rate, int) or isinstance(rate, bool) or rate < 0):
+        raise ValueError("rate_limit_events_per_second must be a whole number, 0 for no limit")
+
+
+@dataclass(frozen=True)
+class WriteKey:
+    """A write key as operators see it: an id (the start of its hash), never the key itself."""
+
+    id: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+    @property
+    def live(self) -> bool:
+        now = datetime.now(UTC)
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
 
 
 @dataclass(frozen=True)
@@ -71,6 +116,7 @@ class SourceStore:
 
     def create(self, name: str, write_key: str, settings: dict[str, Any] | None = None) -> Source:
         """A new source with one write key."""
+        validate_settings(settings or {})
         with self._db.connection() as conn, conn.transaction():
             row = conn.execute(
                 "INSERT INTO sources (name, settings) VALUES (%s, %s) RETURNING id::text, settings",
@@ -95,6 +141,11 @@ class SourceStore:
         source, or None when there is none by that name. The API sees it within its cache time."""
         removed = [key for key, value in changes.items() if value is None]
         kept = {key: value for key, value in changes.items() if value is not None}
+        current = self.by_name(name)
+        if current is None:
+            return None
+        merged = {k: v for k, v in {**current.settings, **kept}.items() if k not in removed}
+        validate_settings(merged)
         with self._db.connection() as conn:
             row = conn.execute(
                 "UPDATE sources SET settings = (settings - %s::text[]) || %s WHERE name = %s"
@@ -102,6 +153,57 @@ class SourceStore:
                 (removed, Jsonb(kept), name),
             ).fetchone()
         return None if row is None else Source(row[0], row[1], {**DEFAULT_SETTINGS, **row[2]})
+
+    def all(self) -> list[tuple[Source, list[WriteKey]]]:
+        """Every source with its write keys, oldest first."""
+        with self._db.connection() as conn:
+            sources = conn.execute(
+                "SELECT id::text, name, settings FROM sources ORDER BY created_at, name"
+            ).fetchall()
+            keys = conn.execute(
+                "SELECT source_id::text, left(key_hash, 12), created_at, expires_at, revoked_at"
+                " FROM write_keys ORDER BY created_at"
+            ).fetchall()
+        by_source: dict[str, list[WriteKey]] = {}
+        for source_id, key_id, created, expires, revoked in keys:
+            by_source.setdefault(source_id, []).append(WriteKey(key_id, created, expires, revoked))
+        return [
+            (Source(sid, name, {**DEFAULT_SETTINGS, **settings}), by_source.get(sid, []))
+            for sid, name, settings in sources
+        ]
+
+    def rotate(self, name: str, new_key: str, grace: timedelta) -> int:
+        """Add ``new_key``; the source's live keys keep working for ``grace`` more. The number of
+        keys put on notice; ValueError when there is no such source."""
+        with self._db.connection() as conn, conn.transaction():
+            row = conn.execute("SELECT id FROM sources WHERE name = %s", (name,)).fetchone()
+            if row is None:
+                raise ValueError(f"no source named {name!r}")
+            noticed = conn.execute(
+                "UPDATE write_keys"
+                " SET expires_at = least(coalesce(expires_at, 'infinity'), now() + %s)"
+                " WHERE source_id = %s AND revoked_at IS NULL"
+                " AND (expires_at IS NULL OR expires_at > now())",
+                (grace, row[0]),
+            ).rowcount
+            conn.execute(
+                "INSERT INTO write_keys (key_hash, source_id) VALUES (%s, %s)",
+                (hash_write_key(new_key), row[0]),
+            )
+        return noticed
+
+    def revoke(self, name: str, key_id: str | None = None) -> int:
+        """Stop a source's key (the one whose id starts with ``key_id``, else all) now; how many
+        were stopped. ValueError when there is no such source."""
+        with self._db.connection() as conn, conn.transaction():
+            row = conn.execute("SELECT id FROM sources WHERE name = %s", (name,)).fetchone()
+            if row is None:
+                raise ValueError(f"no source named {name!r}")
+            return conn.execute(
+                "UPDATE write_keys SET revoked_at = now() WHERE source_id = %s"
+                " AND revoked_at IS NULL AND key_hash LIKE %s",
+                (row[0], f"{key_id or ''}%"),
+            ).rowcount
 
     def ensure(self, name: str, write_key: str) -> Source:
         """The source ``name``, created if missing, accepting ``write_key`` (idempotent)."""

@@ -13,9 +13,9 @@ from opentelemetry.trace import SpanKind
 
 from clicktrail.errors import TransientError
 from clicktrail.logs import bind, bind_message_ids
-from clicktrail.metrics import TASK_RETRIES, TASK_SECONDS
+from clicktrail.metrics import POISON_REQUESTS, TASK_RETRIES, TASK_SECONDS
 from clicktrail.pipeline import PublishIncomplete
-from clicktrail.queue import INGEST_TASK, RETRY_BACKOFF_MAX, describe_payload
+from clicktrail.queue import INGEST_TASK, describe_payload
 from clicktrail.telemetry import context_of, tracer
 from workers.runtime import runtime
 
@@ -26,11 +26,11 @@ log = logging.getLogger(__name__)
 MAX_UNEXPECTED_FAILURES = 3
 
 
-def backoff(retries: int) -> int:
+def backoff(retries: int, maximum: int) -> int:
     """Exponential backoff with full jitter, capped well below the visibility timeout."""
     return int(
         get_exponential_backoff_interval(
-            factor=2, retries=retries, maximum=RETRY_BACKOFF_MAX, full_jitter=True
+            factor=2, retries=retries, maximum=maximum, full_jitter=True
         )
     )
 
@@ -59,7 +59,24 @@ def ingest(self: Task, payload: dict[str, Any]) -> None:
 
 
 def _run(task: Task, payload: dict[str, Any]) -> None:
-    pipeline = runtime().pipeline
+    current = runtime()
+    pipeline = current.pipeline
+    try:
+        delivery = current.deliveries.count(str(task.request.id), task.request.retries or 0)
+    except TransientError as exc:
+        TASK_RETRIES.labels("transient").inc()
+        raise _retry(task, payload) from exc
+    if delivery > current.settings.max_deliveries:
+        # Each earlier delivery took the worker process down (no retry was scheduled): stop.
+        POISON_REQUESTS.inc()
+        log.error("delivered %d times without finishing, dead-lettering the request", delivery - 1)
+        try:
+            pipeline.dead_letter_all(
+                payload, "poison", f"the worker died {delivery - 1} times processing this request"
+            )
+        except PublishIncomplete as exc:
+            raise _retry(task, exc.retry_payload) from exc
+        return
     try:
         outcome = pipeline.process(payload)
     except PublishIncomplete as exc:
@@ -86,6 +103,9 @@ def _run(task: Task, payload: dict[str, Any]) -> None:
 
 
 def _retry(task: Task, payload: dict[str, Any]) -> Exception:
+    maximum = runtime().settings.retry_backoff_max_seconds
     return task.retry(  # type: ignore[no-any-return]
-        args=[payload], countdown=backoff(task.request.retries), argsrepr=describe_payload(payload)
+        args=[payload],
+        countdown=backoff(task.request.retries, maximum),
+        argsrepr=describe_payload(payload),
     )

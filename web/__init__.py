@@ -26,12 +26,15 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=settings.trusted_proxy_count, x_proto=settings.trusted_proxy_count
         )
+    app.config["CLICKTRAIL_SETTINGS"] = settings
     app.extensions["clicktrail"] = services or Services.build(settings)
     instrument(app, settings)
 
-    from web import ingest, ops, sessions, users
+    from web import cli, cors, ingest, ops, sessions, users
 
     for module in (ingest, sessions, users, ops):
         app.register_blueprint(module.bp)
+    cors.install(app)
+    cli.register(app)
     register_error_handlers(app)
     return app

@@ -32,7 +32,10 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(RequestRejected)
     def rejected(exc: RequestRejected) -> Response:
         REQUESTS_REJECTED.labels(exc.code).inc()
-        return error_response(exc.status, exc.code, exc.message, exc.field)
+        response = error_response(exc.status, exc.code, exc.message, exc.field)
+        if exc.retry_after is not None:
+            response.headers["Retry-After"] = str(exc.retry_after)
+        return response
 
     @app.errorhandler(DependencyUnavailable)
     def unavailable(exc: DependencyUnavailable) -> Response:

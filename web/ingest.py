@@ -26,6 +26,7 @@ from clicktrail.sources import Source
 from clicktrail.telemetry import current_traceparent
 from clicktrail.validation import TrackingPlan
 from web.auth import authenticate, basic_write_key
+from web.cors import check_origin
 from web.services import Services
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,9 @@ def validate() -> dict[str, Any]:
 
 def _ingest(call_type: str | None) -> dict[str, Any]:
     services, source, events = _receive(call_type)
+    if services.admission is not None:
+        services.admission.check_queue()
+        services.admission.check_rate(source, len(events))
     bind_message_ids([event["messageId"] for event in events])
     services.enqueuer.enqueue(ingest_payload(source.id, source.settings, events, _traceparent()))
     for kind, count in Counter(str(event["type"]) for event in events).items():
@@ -99,6 +103,7 @@ def _receive(
     if source is None:
         source = authenticate(services, intake.write_key)
     bind(source_id=source.id)
+    check_origin(source)
     stamp(intake.events, services.clock.now(), request.remote_addr)
     return services, source, intake.events
 

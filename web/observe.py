@@ -3,6 +3,7 @@ OpenTelemetry server spans, and Sentry."""
 
 from __future__ import annotations
 
+import hmac
 import re
 import uuid
 
@@ -12,6 +13,7 @@ from prometheus_flask_exporter import PrometheusMetrics
 from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
 
 from clicktrail.config import Settings
+from clicktrail.errors import Unauthorized
 from clicktrail.logs import bind, clear
 from clicktrail.telemetry import setup_sentry, setup_tracing
 
@@ -59,6 +61,17 @@ def instrument(app: Flask, settings: Settings) -> None:
     @app.teardown_request
     def forget_request(_: BaseException | None) -> None:
         clear()
+
+    @app.before_request
+    def guard_metrics() -> None:
+        """With METRICS_TOKEN set, /metrics wants it as a bearer token."""
+        if settings.metrics_token and request.path == "/metrics":
+            auth = request.authorization
+            token = auth.token if auth is not None and auth.type == "bearer" else ""
+            if not hmac.compare_digest((token or "").encode(), settings.metrics_token.encode()):
+                raise Unauthorized(
+                    "invalid_metrics_token", "send Authorization: Bearer <METRICS_TOKEN>"
+                )
 
     FlaskInstrumentor().instrument_app(app, excluded_urls=_UNTRACED)  # type: ignore[no-untyped-call]
     _metrics_exporter(settings).init_app(app)

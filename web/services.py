@@ -16,6 +16,7 @@ from clicktrail.registry import make_registry
 from clicktrail.sessions import SessionStore, SessionView
 from clicktrail.sources import Source, SourceStore
 from clicktrail.validation import EventValidator
+from web.admission import Admission
 
 
 class Enqueuer(Protocol):
@@ -51,6 +52,7 @@ class Services:
     sessions: Sessions
     profiles: Profiles
     admin_token: str | None = None
+    admission: Admission | None = None
     checks: dict[str, Check] = field(default_factory=dict)
     clock: Clock = field(default_factory=SystemClock)
 
@@ -71,5 +73,6 @@ class Services:
             sessions=SessionStore(make_redis(settings.redis_url), settings.session_timeout_seconds),
             profiles=ProfileStore(db),
             admin_token=settings.admin_token,
+            admission=Admission(settings, make_redis(settings.celery_broker_url, timeout=2)),
             checks=checks,
         )

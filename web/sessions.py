@@ -14,6 +14,7 @@ from flask import Blueprint, Response, current_app, request
 from clicktrail.errors import NotFound
 from clicktrail.sessions import SessionView
 from web.auth import authenticate, basic_write_key, source_or_admin
+from web.cors import check_origin
 from web.services import Services
 
 bp = Blueprint("sessions", __name__)
@@ -27,6 +28,7 @@ def create() -> tuple[dict[str, Any], int]:
     source = authenticate(
         services, basic_write_key() or (body_key if isinstance(body_key, str) else None)
     )
+    check_origin(source)
     session = services.sessions.create(source.id, str(uuid.uuid4()), services.clock.now())
     return {**session.to_json(), "timeoutSeconds": services.sessions.timeout_seconds}, 201
 

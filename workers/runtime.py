@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from clicktrail.clock import SystemClock
 from clicktrail.config import Settings
 from clicktrail.db import Database
+from clicktrail.delivery import Deliveries, SeenIds
 from clicktrail.enrich import Enricher, open_geoip
 from clicktrail.kafka import KafkaPublisher
 from clicktrail.pipeline import Pipeline, Topics
@@ -35,13 +36,15 @@ class Runtime:
     publisher: KafkaPublisher
     pipeline: Pipeline
     purger: Purger
+    deliveries: Deliveries
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
         clock = SystemClock()
         db = Database(settings.database_url, name="clicktrail-worker")
         publisher = KafkaPublisher(settings.kafka)
-        sessions = SessionStore(make_redis(settings.redis_url), settings.session_timeout_seconds)
+        redis_client = make_redis(settings.redis_url)
+        sessions = SessionStore(redis_client, settings.session_timeout_seconds)
         geoip = open_geoip(settings.geoip_database) if settings.geoip_database else None
         pipeline = Pipeline(
             validator=EventValidator(make_registry(settings)),
@@ -49,13 +52,15 @@ class Runtime:
             publisher=publisher,
             topics=Topics(events=settings.topic_events, deadletter=settings.topic_deadletter),
             clock=clock,
-            enricher=Enricher(geoip),
+            enricher=Enricher(geoip, settings.pseudonymization_key),
             profiles=ProfileStore(db),
+            seen=SeenIds(redis_client, settings.dedupe_window_seconds),
         )
         purger = Purger(
             db, sessions, publisher, settings.topic_profiles, clock, settings.profile_retention_days
         )
-        return cls(settings=settings, db=db, publisher=publisher, pipeline=pipeline, purger=purger)
+        deliveries = Deliveries(redis_client, 2 * settings.visibility_timeout_seconds)
+        return cls(settings, db, publisher, pipeline, purger, deliveries)
 
     def close(self) -> None:
         self.publisher.close()

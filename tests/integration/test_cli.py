@@ -1,4 +1,4 @@
-"""Operator commands against the test database."""
+"""Operator commands (`flask --app web ...`) against the test database."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from clicktrail.sources import SourceStore, new_write_key
 from tests.support.infra import child_env
 
 
-def clicktrail(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+def flask(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "clicktrail", *args],
+        [sys.executable, "-m", "flask", "--app", "web", *args],
         env=child_env(DATABASE_URL=database_url),
         cwd=PROJECT_ROOT,
         capture_output=True,
@@ -31,19 +31,20 @@ def test_sources_plan_shows_and_changes_a_tracking_plan(database_url: str) -> No
     try:
         SourceStore(db, cache_seconds=0).create(name, new_write_key())
 
-        shown = clicktrail(database_url, "sources", "plan", name)
-        changed = clicktrail(
+        shown = flask(database_url, "sources", "plan", name)
+        changed = flask(
             database_url,
             "sources",
             "plan",
             name,
-            "--events",
+            "--event",
             "Signed Up",
+            "--event",
             "Product Viewed",
             "--unplanned",
             "deadletter",
         )
-        opened = clicktrail(database_url, "sources", "plan", name, "--any-event")
+        opened = flask(database_url, "sources", "plan", name, "--any-event")
         stored = SourceStore(db, cache_seconds=0).by_name(name)
     finally:
         db.close()
@@ -59,7 +60,7 @@ def test_sources_plan_shows_and_changes_a_tracking_plan(database_url: str) -> No
 
 
 def test_sources_plan_of_an_unknown_source_fails(database_url: str) -> None:
-    result = clicktrail(database_url, "sources", "plan", "no-such-source")
+    result = flask(database_url, "sources", "plan", "no-such-source")
 
     assert result.returncode == 1
     assert "no source named 'no-such-source'" in result.stderr

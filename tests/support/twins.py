@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -123,3 +124,16 @@ class MemorySources:
         if self.down:
             raise DependencyUnavailable("postgres", "connection refused")
         return self.sources.get(key)
+
+
+class MemorySeenIds:
+    """Delivered messageIds without a window."""
+
+    def __init__(self) -> None:
+        self.ids: set[tuple[str, str]] = set()
+
+    def seen(self, source_id: str, message_ids: Iterable[str]) -> set[str]:
+        return {m for m in message_ids if (source_id, m) in self.ids}
+
+    def remember(self, source_id: str, message_ids: Iterable[str]) -> None:
+        self.ids.update((source_id, m) for m in message_ids)

@@ -104,13 +104,34 @@ def test_postgres_down_is_dependency_unavailable() -> None:
 def test_update_settings_merges_and_removes_keys(db: Database) -> None:
     store = SourceStore(db, cache_seconds=0)
     name = f"settings-{uuid.uuid4().hex}"
-    store.create(name, new_write_key(), {"anonymize_ip": False, "keep": 1})
+    store.create(name, new_write_key(), {"anonymize_ip": False, "campaign": False})
 
     updated = store.update_settings(
-        name, {"tracking_plan": {"unplanned": "deadletter"}, "keep": None}
+        name, {"tracking_plan": {"unplanned": "deadletter"}, "campaign": None}
     )
 
     assert updated is not None
     assert updated.settings == {"anonymize_ip": False, "tracking_plan": {"unplanned": "deadletter"}}
     assert store.by_name(name) == updated
-    assert store.update_settings(f"missing-{uuid.uuid4().hex}", {"x": 1}) is None
+    assert store.update_settings(f"missing-{uuid.uuid4().hex}", {"campaign": True}) is None
+
+
+def test_settings_are_checked_before_they_are_stored(db: Database) -> None:
+    store = SourceStore(db, cache_seconds=0)
+    name = f"checked-{uuid.uuid4().hex}"
+    with pytest.raises(ValueError, match="unknown setting"):
+        store.create(name, new_write_key(), {"anonymise_ip": False})
+    assert store.by_name(name) is None
+
+    store.create(name, new_write_key())
+    for bad, says in [
+        ({"allowed_origins": "https://shop.example"}, "allowed_origins"),
+        ({"rate_limit_events_per_second": -1}, "rate_limit"),
+        ({"pseudonymize": "properties.email"}, "pseudonymize"),
+        ({"anonymize_ip": "no"}, "anonymize_ip"),
+    ]:
+        with pytest.raises(ValueError, match=says):
+            store.update_settings(name, bad)
+    source = store.by_name(name)
+    assert source is not None
+    assert "allowed_origins" not in source.settings

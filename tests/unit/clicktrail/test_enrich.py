@@ -18,6 +18,7 @@ from clicktrail.enrich import (
     open_geoip,
     parse_user_agent,
     protect_ip,
+    pseudonymize,
 )
 from tests.support.geoip import write_city_database
 
@@ -343,3 +344,52 @@ def test_enrichment_never_overwrites_what_the_client_sent(geoip: Any) -> None:
 
     for key in ("location", "userAgentParsed", "campaign", "referrer"):
         assert event["context"][key] == sent[key]
+
+
+def test_pseudonymize_replaces_values_by_a_keyed_hash_that_keeps_equality() -> None:
+    event: dict[str, Any] = {
+        "properties": {
+            "email": "ada@example.com",
+            "products": [{"sku": "A-1"}, {"sku": 42}, {"name": "no sku"}],
+        },
+        "traits": {"email": "ada@example.com", "phone": None},
+    }
+    paths = ("properties.email", "properties.products.*.sku", "traits.*", "missing.path")
+
+    pseudonymize(event, paths, b"key")
+
+    email = event["properties"]["email"]
+    assert email.startswith("hmac:")
+    assert len(email) == len("hmac:") + 64
+    assert event["traits"]["email"] == email  # equal inputs, equal pseudonyms: joins still work
+    assert event["traits"]["phone"] is None
+    first, second, third = event["properties"]["products"]
+    assert first["sku"].startswith("hmac:")
+    assert second["sku"].startswith("hmac:")
+    assert third == {"name": "no sku"}
+
+    again = copy.deepcopy(event)
+    pseudonymize(again, paths, b"key")
+    assert again == event  # applied twice (a retried request) changes nothing
+
+    other: dict[str, Any] = {"properties": {"email": "ada@example.com"}}
+    pseudonymize(other, ("properties.email",), b"another key")
+    assert other["properties"]["email"] != email
+
+
+def test_without_a_key_pseudonymised_fields_are_blanked() -> None:
+    event: dict[str, Any] = {"properties": {"email": "ada@example.com", "plan": "pro"}}
+
+    pseudonymize(event, ("properties.email",), None)
+
+    assert event == {"properties": {"email": None, "plan": "pro"}}
+
+
+def test_traits_the_enricher_attaches_are_pseudonymised_too() -> None:
+    event: dict[str, Any] = {"type": "track", "userId": "u", "context": {"ip": "192.0.2.1"}}
+    settings = EnrichmentSettings.from_settings({"pseudonymize": ["context.traits.email"]})
+
+    Enricher(pseudonymization_key="key").enrich(event, settings, {"email": "ada@example.com"})
+
+    assert event["context"]["traits"]["email"].startswith("hmac:")
+    assert event["context"]["ip"] == "192.0.2.0"

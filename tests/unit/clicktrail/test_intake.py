@@ -151,3 +151,47 @@ def test_stamp_sets_received_at_mints_missing_message_ids_and_fills_the_ip() -> 
     assert events[0]["context"]["ip"] == "198.51.100.1"
     assert events[1]["context"] == {"ip": "192.0.2.10"}
     assert events[2]["context"] == "not an object"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"userId": "u", "userId": "v"}',
+        b'{"batch": [{"type": "track", "event": "a", "event": "b"}]}',
+        b'{"properties": {"a": {"x": 1, "x": 2}}}',
+    ],
+)
+def test_a_repeated_key_is_refused(raw: bytes) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        parse_json(raw)
+
+    assert caught.value.code == "duplicate_key"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        # Strings that look like keys, numbers or quotes must not confuse the key count.
+        b'{"a": "b\\": 1, \\"a\\": 2", "c": "x:y", "d": ["e", "f"], "g": {"a": 1}}',
+        b'{"k": "\\\\", "m": "\\\\\\"", "n": "12345678901234567890123"}',
+        b'{"big": 1.5e300, "neg": -9223372036854775808, "max": 9223372036854775807}',
+        b'[{"a": 1}, {"a": 1}]',
+    ],
+)
+def test_tricky_but_valid_json_is_accepted(raw: bytes) -> None:
+    assert parse_json(raw) == orjson.loads(raw)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"revenue": 9223372036854775808}',
+        b'{"revenue": -9223372036854775809}',
+        b'{"properties": {"n": 123456789012345678901234567890}}',
+    ],
+)
+def test_integers_beyond_64_bits_are_refused(raw: bytes) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        parse_json(raw)
+
+    assert caught.value.code == "number_too_large"

@@ -7,12 +7,13 @@ from typing import Any
 import pytest
 
 from clicktrail.config import PROJECT_ROOT
+from clicktrail.enrich import Enricher
 from clicktrail.pipeline import Pipeline, PublishIncomplete, Topics
 from clicktrail.queue import ingest_payload
 from clicktrail.schemas import FileSchemaRegistry
 from clicktrail.validation import EventValidator
 from tests.support.data import invalid_events, valid_events
-from tests.support.twins import FixedClock, MemoryPublisher, MemorySessions
+from tests.support.twins import FixedClock, MemoryPublisher, MemorySeenIds, MemorySessions
 
 TOPICS = Topics(events="ev", deadletter="dlq")
 VALIDATOR = EventValidator(FileSchemaRegistry(PROJECT_ROOT / "schemas"))
@@ -20,11 +21,20 @@ VALIDATOR = EventValidator(FileSchemaRegistry(PROJECT_ROOT / "schemas"))
 
 def make(
     publisher: MemoryPublisher | None = None,
+    seen: MemorySeenIds | None = None,
+    enricher: Enricher | None = None,
 ) -> tuple[Pipeline, MemorySessions, MemoryPublisher]:
     sessions, publisher = MemorySessions(), publisher or MemoryPublisher()
     counter = itertools.count(1)
     pipeline = Pipeline(
-        VALIDATOR, sessions, publisher, TOPICS, FixedClock(), new_id=lambda: f"s{next(counter)}"
+        VALIDATOR,
+        sessions,
+        publisher,
+        TOPICS,
+        FixedClock(),
+        enricher=enricher,
+        seen=seen,
+        new_id=lambda: f"s{next(counter)}",
     )
     return pipeline, sessions, publisher
 
@@ -184,3 +194,45 @@ def test_a_record_with_a_schema_id_is_written_in_the_confluent_wire_format() -> 
     assert plain.encode_value() == b'{"a":1}'
     assert framed.encode_value() == b"\x00\x00\x00\x01\x02" + b'{"a":1}'
     assert Record.from_json(framed.to_json()) == framed
+
+
+def test_an_event_kafka_already_has_is_dropped_as_a_duplicate() -> None:
+    pipeline, _, publisher = make(seen=MemorySeenIds())
+    page, identify = valid_events()["page"], valid_events()["identify"]
+
+    pipeline.process(payload(page))
+    outcome = pipeline.process(payload(page, identify))  # a client's retry with one more event
+
+    assert outcome.published == 1
+    assert [r.headers["event-id"] for r in publisher.published] == ["m-4", "m-6"]
+
+
+def test_only_delivered_events_count_as_seen_and_dead_letters_never() -> None:
+    seen = MemorySeenIds()
+    pipeline, _, publisher = make(MemoryPublisher(fail_ids={"m-4"}, fail_times=1), seen)
+    bad, _ = invalid_events()["track_without_event"]
+
+    with pytest.raises(PublishIncomplete):
+        pipeline.process(payload(valid_events()["page"], bad))
+    assert seen.ids == set()  # the failed event must be retried, the dead letter replayable
+
+    pipeline.process(payload(valid_events()["page"], bad))
+
+    assert seen.ids == {("src-1", "m-4")}
+    assert [r.topic for r in publisher.published] == ["dlq", "ev", "dlq"]
+
+
+def test_configured_paths_are_pseudonymised_in_events_and_dead_letters() -> None:
+    pipeline, _, publisher = make(enricher=Enricher(pseudonymization_key="k"))
+    good = copy.deepcopy(valid_events()["track_product_viewed"])
+    good["properties"]["email"] = "ada@example.com"
+    bad = {**copy.deepcopy(invalid_events()["track_without_event"][0]), "properties": {}}
+    bad["properties"]["email"] = "ada@example.com"
+    settings = {"anonymize_ip": True, "pseudonymize": ["properties.email"]}
+
+    pipeline.process(payload(good, bad, settings=settings))
+
+    published, dead = (r.value for r in publisher.published)
+    assert published["properties"]["email"] == dead["event"]["properties"]["email"]
+    assert published["properties"]["email"].startswith("hmac:")
+    assert "ada@example.com" not in str([r.value for r in publisher.published])

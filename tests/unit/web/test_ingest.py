@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import gzip
 from typing import Any
 
@@ -10,40 +9,16 @@ import orjson
 import pytest
 from flask.testing import FlaskClient
 
-from clicktrail.config import PROJECT_ROOT, Settings
-from clicktrail.schemas import FileSchemaRegistry
 from clicktrail.sources import Source
-from clicktrail.validation import EventValidator
-from tests.support.twins import (
-    FixedClock,
-    MemoryProfiles,
-    MemorySessionViews,
-    MemorySources,
-    RecordingEnqueuer,
-)
-from web import create_app
-from web.services import Services
+from tests.support.twins import MemorySources, RecordingEnqueuer
+from tests.support.web import basic, twin_app, twin_services
 
 KEY = "wk-test"
-VALIDATOR = EventValidator(FileSchemaRegistry(PROJECT_ROOT / "schemas"))
 SOURCE = Source("src-1", "web", {"anonymize_ip": True})
 
 
-def basic(key: str) -> dict[str, str]:
-    return {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
-
-
 def client_for(enqueuer: RecordingEnqueuer, sources: MemorySources | None = None) -> FlaskClient:
-    services = Services(
-        sources=sources or MemorySources({KEY: SOURCE}),
-        enqueuer=enqueuer,
-        validator=VALIDATOR,
-        sessions=MemorySessionViews(),
-        profiles=MemoryProfiles(),
-        clock=FixedClock(),
-    )
-    app = create_app(Settings.from_env({"LOG_FORMAT": "console"}), services)
-    return app.test_client()
+    return twin_app(twin_services(sources or MemorySources({KEY: SOURCE}), enqueuer)).test_client()
 
 
 @pytest.fixture
@@ -217,15 +192,8 @@ def test_readyz_reports_each_check() -> None:
     def broken() -> None:
         raise ConnectionError("refused")
 
-    services = Services(
-        sources=MemorySources({}),
-        enqueuer=RecordingEnqueuer(),
-        validator=VALIDATOR,
-        sessions=MemorySessionViews(),
-        profiles=MemoryProfiles(),
-        checks={"redis": lambda: None, "kafka": broken},
-    )
-    client = create_app(Settings.from_env({"LOG_FORMAT": "console"}), services).test_client()
+    services = twin_services(checks={"redis": lambda: None, "kafka": broken})
+    client = twin_app(services).test_client()
 
     response = client.get("/readyz")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import io
 import logging
 from collections.abc import Iterator
@@ -10,44 +9,23 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
-from clicktrail.config import PROJECT_ROOT, Settings
-from clicktrail.schemas import FileSchemaRegistry
 from clicktrail.sources import Source
-from clicktrail.validation import EventValidator
-from tests.support.twins import (
-    FixedClock,
-    MemoryProfiles,
-    MemorySessionViews,
-    MemorySources,
-    RecordingEnqueuer,
-)
-from web import create_app
-from web.services import Services
+from tests.support.twins import MemorySources, RecordingEnqueuer
+from tests.support.web import basic, twin_app, twin_services
 
 KEY = "wk-very-secret-key"
 
 
 @pytest.fixture
 def app_and_log() -> Iterator[tuple[object, io.StringIO]]:
-    services = Services(
-        sources=MemorySources({KEY: Source("src-9", "web", {})}),
-        enqueuer=RecordingEnqueuer(),
-        validator=EventValidator(FileSchemaRegistry(PROJECT_ROOT / "schemas")),
-        sessions=MemorySessionViews(),
-        profiles=MemoryProfiles(),
-        clock=FixedClock(),
-    )
-    app = create_app(Settings.from_env({"LOG_FORMAT": "json"}), services)
+    services = twin_services(MemorySources({KEY: Source("src-9", "web", {})}))
+    app = twin_app(services, LOG_FORMAT="json")
     buffer = io.StringIO()
     handler = logging.StreamHandler(buffer)
     handler.setFormatter(logging.getLogger().handlers[0].formatter)
     logging.getLogger().addHandler(handler)
     yield app, buffer
     logging.getLogger().removeHandler(handler)
-
-
-def basic(key: str) -> dict[str, str]:
-    return {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
 
 
 def lines(buffer: io.StringIO) -> list[dict[str, object]]:
@@ -105,12 +83,8 @@ def test_big_batches_log_a_count_not_every_message_id(
 
 def test_failures_log_neither_keys_nor_addresses(app_and_log: tuple[object, io.StringIO]) -> None:
     app, buffer = app_and_log
-    down = Services(
-        sources=MemorySources({KEY: Source("src-9", "web", {})}),
-        enqueuer=RecordingEnqueuer(down=True),
-        validator=EventValidator(FileSchemaRegistry(PROJECT_ROOT / "schemas")),
-        sessions=MemorySessionViews(),
-        profiles=MemoryProfiles(),
+    down = twin_services(
+        MemorySources({KEY: Source("src-9", "web", {})}), RecordingEnqueuer(down=True)
     )
     app.extensions["clicktrail"] = down  # type: ignore[attr-defined]
 

@@ -1,0 +1,169 @@
+"""Who may reach the API and how much it takes: CORS per source, the metrics token, backpressure
+and rate limits (the rate limiter over in-memory storage; the integration tests use Redis)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from clicktrail.config import Settings
+from clicktrail.sources import Source
+from tests.support.twins import MemorySources, RecordingEnqueuer
+from tests.support.web import basic, twin_app, twin_services
+from web.admission import Admission
+
+OPEN_KEY, SHOP_KEY = "wk-open", "wk-shop"
+SOURCES = MemorySources(
+    {
+        OPEN_KEY: Source("src-open", "open", {}),
+        SHOP_KEY: Source(
+            "src-shop",
+            "shop",
+            {"allowed_origins": ["https://shop.example", "https://*.shop.example"]},
+        ),
+    }
+)
+TRACK = {"userId": "u", "event": "E"}
+
+
+def client(**env: str) -> Any:
+    return twin_app(twin_services(SOURCES), **env).test_client()
+
+
+@pytest.mark.parametrize(
+    ("key", "origin", "allowed"),
+    [
+        (OPEN_KEY, "https://anywhere.example", True),
+        (SHOP_KEY, "https://shop.example", True),
+        (SHOP_KEY, "https://eu.shop.example", True),
+        (SHOP_KEY, "https://evil.example", False),
+        (SHOP_KEY, "https://shop.example.evil.example", False),
+        (SHOP_KEY, "http://shop.example", False),
+    ],
+)
+def test_browser_requests_are_held_to_the_sources_origins(
+    key: str, origin: str, allowed: bool
+) -> None:
+    response = client().post("/v1/track", json=TRACK, headers={**basic(key), "Origin": origin})
+
+    if allowed:
+        assert response.status_code == 200
+        assert response.headers["Access-Control-Allow-Origin"] == origin
+        assert "Origin" in response.headers["Vary"]
+    else:
+        assert (response.status_code, response.json["code"]) == (403, "origin_not_allowed")
+        assert "Access-Control-Allow-Origin" not in response.headers
+
+
+def test_a_preflight_is_answered_and_requests_without_origin_get_no_cors_headers() -> None:
+    api = client()
+
+    preflight = api.options(
+        "/v1/batch",
+        headers={
+            "Origin": "https://shop.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type",
+        },
+    )
+    server_to_server = api.post("/v1/track", json=TRACK, headers=basic(OPEN_KEY))
+
+    assert preflight.status_code == 200
+    assert preflight.headers["Access-Control-Allow-Origin"] == "https://shop.example"
+    assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
+    assert "Authorization" in preflight.headers["Access-Control-Allow-Headers"]
+    assert server_to_server.status_code == 200
+    assert "Access-Control-Allow-Origin" not in server_to_server.headers
+
+
+def test_metrics_want_the_token_when_one_is_set() -> None:
+    guarded = client(METRICS_TOKEN="s3cret-metrics")
+
+    missing = guarded.get("/metrics")
+    wrong = guarded.get("/metrics", headers={"Authorization": "Bearer s3cret-metric"})
+    right = guarded.get("/metrics", headers={"Authorization": "Bearer s3cret-metrics"})
+
+    assert (missing.status_code, missing.json["code"]) == (401, "invalid_metrics_token")
+    assert wrong.status_code == 401
+    assert right.status_code == 200
+    assert b"clicktrail_" in right.data
+    assert client().get("/metrics").status_code == 200  # no token configured: open (dev)
+
+
+class Backlog:
+    """The queue's length, as the Redis broker would report it."""
+
+    def __init__(self, depth: int) -> None:
+        self.depth = depth
+        self.calls = 0
+
+    def llen(self, _: str) -> int:
+        self.calls += 1
+        return self.depth
+
+
+def admitting(backlog: Backlog, now: list[float], **env: str) -> tuple[Any, RecordingEnqueuer]:
+    settings = Settings.from_env({"QUEUE_MAX_DEPTH": "100", **env})
+    admission = Admission(
+        settings,
+        backlog,
+        clock=lambda: now[0],
+        rate_storage="memory://",  # type: ignore[arg-type]
+    )
+    queue = RecordingEnqueuer()
+    app = twin_app(twin_services(SOURCES, queue, admission=admission), **env)
+    return app.test_client(), queue
+
+
+def test_a_full_queue_answers_503_with_retry_after_and_recovers() -> None:
+    backlog, now = Backlog(100), [0.0]
+    api, queue = admitting(backlog, now)
+
+    full = api.post("/v1/track", json=TRACK, headers=basic(OPEN_KEY))
+    backlog.depth = 10
+    still_cached = api.post("/v1/track", json=TRACK, headers=basic(OPEN_KEY))
+    now[0] += 1.5
+    drained = api.post("/v1/track", json=TRACK, headers=basic(OPEN_KEY))
+
+    assert (full.status_code, full.json["code"]) == (503, "queue_full")
+    assert full.headers["Retry-After"] == "5"
+    assert still_cached.status_code == 503  # the depth is read at most once a second
+    assert drained.status_code == 200
+    assert backlog.calls == 2
+    assert len(queue.payloads) == 1
+
+
+def test_a_source_over_its_rate_gets_429_with_retry_after() -> None:
+    api, queue = admitting(Backlog(0), [0.0], RATE_LIMIT_EVENTS_PER_SECOND="3")
+    batch = {"batch": [{"type": "track", "userId": "u", "event": "E"}] * 2}
+
+    first = api.post("/v1/batch", json=batch, headers=basic(OPEN_KEY))
+    second = api.post("/v1/batch", json=batch, headers=basic(OPEN_KEY))
+    other_source = api.post("/v1/track", json=TRACK, headers=basic(SHOP_KEY))
+
+    assert first.status_code == 200
+    assert (second.status_code, second.json["code"]) == (429, "rate_limited")
+    assert 1 <= int(second.headers["Retry-After"]) <= 2
+    assert other_source.status_code == 200  # limits are per source
+    assert len(queue.payloads) == 2
+
+
+def test_a_batch_bigger_than_the_rate_still_gets_through_on_its_own() -> None:
+    api, _ = admitting(Backlog(0), [0.0], RATE_LIMIT_EVENTS_PER_SECOND="3")
+    batch = {"batch": [{"type": "track", "userId": "u", "event": "E"}] * 10}
+
+    assert api.post("/v1/batch", json=batch, headers=basic(OPEN_KEY)).status_code == 200
+
+
+def test_a_sources_own_rate_overrides_the_default() -> None:
+    sources = MemorySources({OPEN_KEY: Source("s", "s", {"rate_limit_events_per_second": 0})})
+    settings = Settings.from_env({"RATE_LIMIT_EVENTS_PER_SECOND": "1"})
+    admission = Admission(settings, Backlog(0), rate_storage="memory://")  # type: ignore[arg-type]
+    api = twin_app(twin_services(sources, admission=admission)).test_client()
+
+    codes = {
+        api.post("/v1/track", json=TRACK, headers=basic(OPEN_KEY)).status_code for _ in range(5)
+    }
+
+    assert codes == {200}

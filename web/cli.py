@@ -1,0 +1,291 @@
+"""Operator commands: ``flask --app web sources ...`` and ``flask --app web deadletters ...``."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import click
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_STORED, Consumer, Message, TopicPartition
+from flask import current_app
+from flask.cli import AppGroup
+
+from clicktrail.config import Settings
+from clicktrail.db import Database
+from clicktrail.kafka import decode_value
+from clicktrail.queue import ingest_payload
+from clicktrail.sources import Source, SourceStore, new_write_key
+from clicktrail.validation import TrackingPlan
+from web.enqueue import CeleryEnqueuer
+
+sources = AppGroup("sources", help="Sources and their write keys.")
+deadletters = AppGroup("deadletters", help="Events in the dead-letter topic.")
+
+
+def _settings() -> Settings:
+    settings: Settings = current_app.config["CLICKTRAIL_SETTINGS"]
+    return settings
+
+
+class _Store:
+    """A source store without a cache, closed when the command ends."""
+
+    def __enter__(self) -> SourceStore:
+        self._db = Database(_settings().database_url, name="clicktrail-cli")
+        return SourceStore(self._db, cache_seconds=0)
+
+    def __exit__(self, *_: object) -> None:
+        self._db.close()
+
+
+def _setting(pair: str) -> tuple[str, Any]:
+    name, sep, value = pair.partition("=")
+    if not sep or not name:
+        raise click.BadParameter(f"{pair!r}: expected NAME=JSON, e.g. anonymize_ip=false")
+    try:
+        return name, orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return name, value  # a bare word is a string
+
+
+@sources.command("create")
+@click.argument("name")
+@click.option(
+    "--setting", "pairs", multiple=True, metavar="NAME=JSON", help="a setting, repeatable"
+)
+def create_source(name: str, pairs: tuple[str, ...]) -> None:
+    """Create a source and print its write key (shown once: only its hash is kept)."""
+    key = new_write_key()
+    with _Store() as store:
+        try:
+            source = store.create(name, key, dict(_setting(p) for p in pairs))
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
+    click.echo(f"source {source.name} ({source.id})")
+    click.echo(f"write key: {key}")
+
+
+@sources.command("list")
+def list_sources() -> None:
+    """Every source, its settings and its keys (by id: the start of their hash)."""
+    with _Store() as store:
+        everything = store.all()
+    for source, keys in everything:
+        click.echo(f"{source.name}  {source.id}  {orjson.dumps(source.settings).decode()}")
+        for key in keys:
+            state = "live" if key.live else "revoked" if key.revoked_at else "expired"
+            until = (
+                f" until {key.expires_at:%Y-%m-%d %H:%M}Z" if key.expires_at and key.live else ""
+            )
+            click.echo(f"  key {key.id}  {state}{until}  created {key.created_at:%Y-%m-%d %H:%M}Z")
+
+
+@sources.command("rotate")
+@click.argument("name")
+@click.option(
+    "--grace-hours", default=24.0, show_default=True, help="how long the old keys keep working"
+)
+def rotate_key(name: str, grace_hours: float) -> None:
+    """Issue a new write key; the old ones keep working for the grace period, then stop."""
+    key = new_write_key()
+    with _Store() as store:
+        try:
+            noticed = store.rotate(name, key, timedelta(hours=grace_hours))
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
+    click.echo(f"new write key: {key}")
+    click.echo(f"{noticed} older key(s) stop in {grace_hours:g} h")
+
+
+@sources.command("revoke")
+@click.argument("name")
+@click.option("--key", "key_id", help="the key's id (from `sources list`); default: every key")
+def revoke_key(name: str, key_id: str | None) -> None:
+    """Stop a source's key (or all of them) now. The API notices within SOURCE_CACHE_SECONDS."""
+    with _Store() as store:
+        try:
+            stopped = store.revoke(name, key_id)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
+    if not stopped:
+        raise click.ClickException("no live key matched")
+    click.echo(f"revoked {stopped} key(s)")
+
+
+@sources.command("settings")
+@click.argument("name")
+@click.argument("pairs", nargs=-1, metavar="[NAME=JSON]...")
+@click.option("--unset", "unset", multiple=True, help="remove a setting, repeatable")
+def source_settings(name: str, pairs: tuple[str, ...], unset: tuple[str, ...]) -> None:
+    """Show a source's settings, or change them (checked before they are stored)."""
+    changes: dict[str, Any] = dict(_setting(p) for p in pairs)
+    changes.update({key: None for key in unset})
+    with _Store() as store:
+        try:
+            source = store.update_settings(name, changes) if changes else store.by_name(name)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
+    if source is None:
+        raise click.ClickException(f"no source named {name!r}")
+    click.echo(
+        orjson.dumps(source.settings, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode()
+    )
+
+
+@sources.command("plan")
+@click.argument("name")
+@click.option(
+    "--event", "events", multiple=True, help="a track event the source may send, repeatable"
+)
+@click.option("--any-event", is_flag=True, help="any track event may be sent")
+@click.option(
+    "--unplanned",
+    type=click.Choice(["allow", "deadletter"]),
+    help="a track event no schema describes",
+)
+def tracking_plan(
+    name: str, events: tuple[str, ...], any_event: bool, unplanned: str | None
+) -> None:
+    """Show or change a source's tracking plan."""
+    with _Store() as store:
+        source = store.by_name(name)
+        if source is None:
+            raise click.ClickException(f"no source named {name!r}")
+        plan = TrackingPlan.from_settings(source.settings)
+        if events or any_event or unplanned:
+            chosen = None if any_event else frozenset(events) if events else plan.events
+            plan = TrackingPlan(chosen, unplanned or plan.unplanned)
+            store.update_settings(name, {"tracking_plan": plan.to_settings()})
+    click.echo(orjson.dumps({"source": name, "tracking_plan": plan.to_settings()}).decode())
+
+
+def _read(consumer: Consumer, idle_seconds: float) -> Iterator[Message]:
+    """Records until none came for ``idle_seconds`` (the only way to know the end: brokers may
+    report the end of a partition late)."""
+    quiet_since = time.monotonic()
+    while time.monotonic() - quiet_since < idle_seconds:
+        message = consumer.poll(0.2)
+        if message is None or message.error():
+            continue
+        quiet_since = time.monotonic()
+        yield message
+
+
+def _consumer(settings: Settings, group: str, start: int) -> tuple[Consumer, list[TopicPartition]]:
+    consumer = Consumer(
+        {
+            **settings.kafka,
+            "group.id": group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    topic = settings.topic_deadletter
+    metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
+    if metadata is None or metadata.error is not None:
+        consumer.close()
+        raise click.ClickException(f"topic {topic!r} not found")
+    partitions = [TopicPartition(topic, p, start) for p in metadata.partitions]
+    consumer.assign(partitions)
+    return consumer, partitions
+
+
+@deadletters.command("list")
+@click.option(
+    "--reason", help="only this reason (schema_validation, unplanned, processing_failed, poison)"
+)
+@click.option("--limit", default=20, show_default=True, help="how many of the latest to show")
+@click.option(
+    "--idle", default=3.0, show_default=True, help="seconds without a record that mean the end"
+)
+def list_dead_letters(reason: str | None, limit: int, idle: float) -> None:
+    """Count dead letters by reason and show the latest ones with their first error."""
+    consumer, _ = _consumer(_settings(), "clicktrail-deadletters-list", OFFSET_BEGINNING)
+    counts: Counter[str] = Counter()
+    latest: list[dict[str, Any]] = []
+    try:
+        for message in _read(consumer, idle):
+            value, _ = decode_value(message.value())
+            if not isinstance(value, dict):
+                continue
+            counts[str(value.get("reason"))] += 1
+            if reason in (None, value.get("reason")):
+                latest = [*latest[-(limit - 1) :], value] if limit > 0 else []
+    finally:
+        consumer.close()
+    for name, count in counts.most_common():
+        click.echo(f"{count:8d}  {name}")
+    for value in latest:
+        error = (value.get("errors") or [{}])[0]
+        event = value.get("event") or {}
+        what = f"{event.get('type')} {event.get('event') or ''}".strip()
+        click.echo(
+            f"{value.get('failedAt')}  {value.get('reason')}  {event.get('messageId')}  {what}  "
+            f"{error.get('path')}: {error.get('message')}"
+        )
+
+
+@deadletters.command("replay")
+@click.option("--reason", required=True, help="replay dead letters of this reason")
+@click.option("--source", "source_name", help="only this source's")
+@click.option("--dry-run", is_flag=True, help="count what would be replayed, replay nothing")
+@click.option(
+    "--idle", default=3.0, show_default=True, help="seconds without a record that mean the end"
+)
+def replay_dead_letters(reason: str, source_name: str | None, dry_run: bool, idle: float) -> None:
+    """Send dead-lettered events through the pipeline again (after a schema or plan fix).
+
+    Each dead letter is replayed once: the position reached is kept in Kafka per reason (per
+    reason and source with --source), so a second run replays only what was dead-lettered since.
+    Events keep their messageId and receivedAt; those still invalid come back to the dead-letter
+    topic.
+    """
+    settings = _settings()
+    group = f"clicktrail-replay-{reason}" + (f"-{source_name}" if source_name else "")
+    consumer, partitions = _consumer(settings, group, OFFSET_STORED)
+    by_source: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    try:
+        for message in _read(consumer, idle):
+            value, _ = decode_value(message.value())
+            if (
+                isinstance(value, dict)
+                and value.get("reason") == reason
+                and isinstance(value.get("event"), dict)
+            ):
+                by_source[str(value.get("sourceId"))].append(value["event"])
+        with _Store() as store:
+            known = {source.id: source for source, _ in store.all()}
+        wanted = {sid: events for sid, events in by_source.items() if sid in known}
+        if source_name is not None:
+            wanted = {sid: evs for sid, evs in wanted.items() if known[sid].name == source_name}
+        total = sum(len(events) for events in wanted.values())
+        if dry_run:
+            click.echo(f"would replay {total} event(s) dead-lettered as {reason}")
+            return
+        enqueuer = CeleryEnqueuer(settings)
+        for source_id, events in wanted.items():
+            _replay(enqueuer, known[source_id], events)
+        positions = consumer.position(partitions)
+        if positions:
+            consumer.commit(offsets=[p for p in positions if p.offset >= 0], asynchronous=False)
+    finally:
+        consumer.close()
+    click.echo(f"replayed {total} event(s) dead-lettered as {reason}")
+
+
+def _replay(
+    enqueuer: CeleryEnqueuer, source: Source, events: list[dict[str, Any]], size: int = 500
+) -> None:
+    for start in range(0, len(events), size):
+        enqueuer.enqueue(
+            ingest_payload(source.id, source.settings, events[start : start + size], None)
+        )
+
+
+def register(app: Any) -> None:
+    app.cli.add_command(sources)
+    app.cli.add_command(deadletters)
