@@ -118,6 +118,9 @@ class Settings:
     # dropped as a duplicate (0: no deduplication).
     visibility_timeout_seconds: int = 3600
     retry_backoff_max_seconds: int = 300
+    # A task still running after this long is killed (its message goes back to the queue); it
+    # is told to stop (soft limit) a quarter earlier. Must exceed the wait for Kafka's reports.
+    task_time_limit_seconds: int = 120
     max_deliveries: int = 3
     dedupe_window_seconds: int = 600
     # Backpressure: the API answers 503 beyond this many queued requests, and 429 beyond this
@@ -148,14 +151,25 @@ class Settings:
     def __post_init__(self) -> None:
         # A retry waits up to the backoff cap, unacknowledged, then runs up to the time limit:
         # the visibility timeout must cover both, or Redis hands the message out twice.
-        from clicktrail.queue import TASK_TIME_LIMIT
-
-        if self.retry_backoff_max_seconds + TASK_TIME_LIMIT >= self.visibility_timeout_seconds:
+        limit = self.task_time_limit_seconds
+        if self.retry_backoff_max_seconds + limit >= self.visibility_timeout_seconds:
             raise ConfigError(
                 f"VISIBILITY_TIMEOUT_SECONDS ({self.visibility_timeout_seconds}) must exceed "
-                f"RETRY_BACKOFF_MAX_SECONDS ({self.retry_backoff_max_seconds}) plus the task "
-                f"time limit ({TASK_TIME_LIMIT} s)"
+                f"RETRY_BACKOFF_MAX_SECONDS ({self.retry_backoff_max_seconds}) plus "
+                f"TASK_TIME_LIMIT_SECONDS ({limit})"
             )
+        # A task waits for Kafka's delivery reports up to message.timeout.ms + 5 s; stopping it
+        # sooner would leave records whose fate is unknown.
+        drain = int(self.kafka.get("message.timeout.ms", 30000)) / 1000 + 5
+        if self.task_soft_time_limit_seconds <= drain:
+            raise ConfigError(
+                f"TASK_TIME_LIMIT_SECONDS ({limit}) must leave three quarters of itself above "
+                f"KAFKA_MESSAGE_TIMEOUT_MS plus 5 s ({drain:g} s)"
+            )
+
+    @property
+    def task_soft_time_limit_seconds(self) -> int:
+        return self.task_time_limit_seconds * 3 // 4
 
     @property
     def kafka_bootstrap_servers(self) -> str:
@@ -222,6 +236,9 @@ class Settings:
             ),
             retry_backoff_max_seconds=_int(
                 env, "RETRY_BACKOFF_MAX_SECONDS", cls.retry_backoff_max_seconds, minimum=1
+            ),
+            task_time_limit_seconds=_int(
+                env, "TASK_TIME_LIMIT_SECONDS", cls.task_time_limit_seconds, minimum=10
             ),
             max_deliveries=_int(env, "MAX_DELIVERIES", cls.max_deliveries, minimum=1),
             dedupe_window_seconds=_int(

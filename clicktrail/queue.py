@@ -24,10 +24,6 @@ QUEUE = "clicktrail"
 # retried publish neither re-enriches nor re-counts sessions.
 PAYLOAD_VERSION = 1
 
-# A task's time limits: above the Kafka drain timeout (message.timeout.ms + 5 s), well under
-# the visibility timeout (Settings checks it).
-TASK_SOFT_TIME_LIMIT = 90
-TASK_TIME_LIMIT = 120
 # Celery holds a retry, unacked, until its countdown is due: at most this many per worker.
 ETA_TASK_LIMIT = 1000
 
@@ -65,8 +61,9 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         "task_default_queue": QUEUE,
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
-        "task_soft_time_limit": TASK_SOFT_TIME_LIMIT,
-        "task_time_limit": TASK_TIME_LIMIT,
+        # Above the wait for Kafka's reports, under the visibility timeout (Settings checks).
+        "task_soft_time_limit": settings.task_soft_time_limit_seconds,
+        "task_time_limit": settings.task_time_limit_seconds,
         "worker_prefetch_multiplier": 4,
         "worker_eta_task_limit": ETA_TASK_LIMIT,
         # Task events let Flower show tasks (with each task's argsrepr, never its events).

@@ -193,15 +193,16 @@ class SourceStore:
         return noticed
 
     def revoke(self, name: str, key_id: str | None = None) -> int:
-        """Stop a source's key (the one whose id starts with ``key_id``, else all) now; how many
-        were stopped. ValueError when there is no such source."""
+        """Stop a source's live key (the one whose id starts with ``key_id``, else all) now; how
+        many were stopped. ValueError when there is no such source."""
         with self._db.connection() as conn, conn.transaction():
             row = conn.execute("SELECT id FROM sources WHERE name = %s", (name,)).fetchone()
             if row is None:
                 raise ValueError(f"no source named {name!r}")
             return conn.execute(
                 "UPDATE write_keys SET revoked_at = now() WHERE source_id = %s"
-                " AND revoked_at IS NULL AND key_hash LIKE %s",
+                " AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())"
+                " AND key_hash LIKE %s",
                 (row[0], f"{key_id or ''}%"),
             ).rowcount
 

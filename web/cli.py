@@ -269,9 +269,9 @@ def replay_dead_letters(reason: str, source_name: str | None, dry_run: bool, idl
         enqueuer = CeleryEnqueuer(settings)
         for source_id, events in wanted.items():
             _replay(enqueuer, known[source_id], events)
-        positions = consumer.position(partitions)
-        if positions:
-            consumer.commit(offsets=[p for p in positions if p.offset >= 0], asynchronous=False)
+        reached = [p for p in consumer.position(partitions) if p.offset >= 0]
+        if reached:  # nothing read: nothing to remember
+            consumer.commit(offsets=reached, asynchronous=False)
     finally:
         consumer.close()
     click.echo(f"replayed {total} event(s) dead-lettered as {reason}")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis
 from celery import Celery
 from kombu.exceptions import OperationalError
 
 from clicktrail.config import Settings
-from clicktrail.errors import DependencyUnavailable
+from clicktrail.errors import DependencyUnavailable, Overloaded
 from clicktrail.health import CHECK_TIMEOUT
 from clicktrail.queue import INGEST_TASK, QUEUE, celery_settings, describe_payload
 
@@ -31,6 +32,7 @@ class CeleryEnqueuer:
             "socket_connect_timeout": 1,
         }
         self._celery.conf.update(config)
+        self._retry_after = settings.retry_after_seconds
 
     def enqueue(self, payload: dict[str, Any]) -> None:
         """Returns once Redis has the message (the publish is an acknowledged LPUSH)."""
@@ -44,9 +46,25 @@ class CeleryEnqueuer:
                 # Monitors (Flower) and logs show this instead of the events themselves.
                 argsrepr=describe_payload(payload),
             )
-        except (OperationalError, ConnectionError, TimeoutError) as exc:
+        except (OperationalError, ConnectionError, TimeoutError, redis.RedisError) as exc:
+            if _out_of_memory(exc):
+                # Redis at its maxmemory (noeviction, as a queue must be): nothing more fits.
+                raise Overloaded(
+                    "queue_full",
+                    "the queue is out of memory; retry later",
+                    retry_after=self._retry_after,
+                ) from exc
             raise DependencyUnavailable("queue", str(exc)) from exc
 
     def ping_workers(self) -> list[Any]:
         """Replies of live workers to a broadcast ping (the first one is enough)."""
         return list(self._celery.control.ping(timeout=CHECK_TIMEOUT / 2, limit=1) or [])
+
+
+def _out_of_memory(exc: BaseException | None) -> bool:
+    """Redis refused a write for lack of memory (kombu may wrap the error)."""
+    while exc is not None:
+        if isinstance(exc, redis.OutOfMemoryError):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False

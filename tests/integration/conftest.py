@@ -5,14 +5,16 @@ topics, all removed afterwards."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from clicktrail.config import Settings
+from clicktrail.config import PROJECT_ROOT, Settings
 from clicktrail.db import Database, create_database, drop_database, migrate
 from clicktrail.devstack import host_port, listening
 from clicktrail.kafka import ensure_topics
@@ -140,7 +142,29 @@ def stack_env(
         ADMIN_TOKEN=ADMIN_TOKEN,
         PURGE_INTERVAL_SECONDS=str(PURGE_INTERVAL),
         PROFILE_RETENTION_DAYS=str(RETENTION_DAYS),
+        # Key revocations and settings changes reach the API within a second.
+        SOURCE_CACHE_SECONDS="1",
     )
+
+
+FlaskCli = Callable[..., "subprocess.CompletedProcess[str]"]
+
+
+@pytest.fixture(scope="session")
+def flask_cli(stack_env: dict[str, str]) -> FlaskCli:
+    """Runs ``flask --app web <args>`` against the test run's stack."""
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "flask", "--app", "web", *args],
+            env=stack_env,
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    return run
 
 
 @pytest.fixture(scope="session")

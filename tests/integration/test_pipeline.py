@@ -457,3 +457,19 @@ def test_gzip_bomb_is_refused(pipeline: str, source: SourceUnderTest) -> None:
 
     assert response.status_code == 413
     assert response.json()["code"] == "request_too_large"
+
+
+def test_a_resent_message_id_reaches_kafka_once(
+    pipeline: str, kafka: KafkaCollector, source: SourceUnderTest, topics: TopicNames
+) -> None:
+    repeated, marker = mid(), mid()
+    event = {"type": "track", "userId": "u-dup", "event": "Signed Up", "messageId": repeated}
+    assert post(pipeline, "/v1/track", event, source.write_key).status_code == 200
+    kafka.wait_for([repeated], topic=topics.events)
+
+    # A client retrying a request whose answer it never got, with something new in the batch.
+    batch = {"batch": [event, {**event, "messageId": marker}]}
+    assert post(pipeline, "/v1/batch", batch, source.write_key).status_code == 200
+    kafka.wait_for([marker], topic=topics.events)  # processed after the repeat: same partition
+
+    assert len(kafka.records(repeated)) == 1

@@ -82,6 +82,47 @@ class TansuBroker:
         self._proc = None
 
 
+class RedisServer:
+    """A redis-server of our own on a free port, for tests that restart it or fill it up.
+
+    ``persistent`` turns on the append-only file as deployed (fsync every second).
+    """
+
+    def __init__(self, workdir: Path, persistent: bool = True, maxmemory: str = "0") -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._workdir = workdir
+        self._args = [
+            "redis-server", "--bind", "127.0.0.1", "--port", str(self.port),
+            "--dir", str(workdir), "--save", "", "--maxmemory", maxmemory,
+            "--maxmemory-policy", "noeviction",
+            "--appendonly", "yes" if persistent else "no", "--appendfsync", "everysec",
+        ]  # fmt: skip
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RedisServer:
+        self._workdir.mkdir(parents=True, exist_ok=True)
+        log = open(self._workdir / "redis.log", "ab")  # noqa: SIM115
+        self._proc = subprocess.Popen(self._args, stdout=log, stderr=subprocess.STDOUT)
+        client = redis.Redis.from_url(self.url)
+
+        def ready() -> bool:
+            try:
+                return bool(client.ping())
+            except redis.RedisError:
+                return False
+
+        wait_for(ready, f"redis-server on {self.port}", timeout=20)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """SIGTERM: a clean shutdown (the append-only file is flushed); SIGKILL: a crash."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(sig)
+            self._proc.wait(20)
+        self._proc = None
+
+
 def claim_redis_db(base_url: str = "redis://127.0.0.1:6379", owner: str = "") -> int:
     """An empty Redis database number, marked as ours until released (never one in use)."""
     owner = owner or uuid.uuid4().hex
@@ -357,7 +398,8 @@ def child_env(**overrides: str) -> dict[str, str]:
     ours = (
         "REDIS_", "CELERY_", "DATABASE_", "KAFKA_", "SCHEMA", "SESSION_", "LOG_", "API_", "DEV_",
         "FLOWER_", "PROMETHEUS_", "WORKER_METRICS", "SINK_", "METRICS_", "OTEL_", "SENTRY_",
-        "ADMIN_", "PURGE_", "PROFILE_", "GEOIP_",
+        "ADMIN_", "PURGE_", "PROFILE_", "GEOIP_", "VISIBILITY_", "RETRY_", "MAX_DELIVERIES",
+        "DEDUPE_", "QUEUE_", "RATE_LIMIT_", "PSEUDONYMIZATION_", "TASK_",
     )  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
     env.update({"PYTHONUNBUFFERED": "1", "LOG_FORMAT": "console", **overrides})

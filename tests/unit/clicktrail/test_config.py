@@ -65,6 +65,10 @@ def test_kafka_variables_pass_through_as_client_properties() -> None:
         ({"KAFKA_TOPIC_PARTITIONS": "-3"}, "KAFKA_TOPIC_PARTITIONS"),
         ({"LOG_FORMAT": "xml"}, "LOG_FORMAT"),
         ({"PROFILE_RETENTION_DAYS": "forever"}, "PROFILE_RETENTION_DAYS"),
+        # Timeouts that would hand a running task's message out twice or cut its Kafka wait.
+        ({"VISIBILITY_TIMEOUT_SECONDS": "300"}, "VISIBILITY_TIMEOUT_SECONDS"),
+        ({"KAFKA_MESSAGE_TIMEOUT_MS": "120000"}, "TASK_TIME_LIMIT_SECONDS"),
+        ({"TASK_TIME_LIMIT_SECONDS": "40"}, "TASK_TIME_LIMIT_SECONDS"),
     ],
 )
 def test_a_bad_value_names_its_variable(env: dict[str, str], variable: str) -> None:
@@ -81,3 +85,16 @@ def test_optional_values_are_none_when_empty() -> None:
     assert settings.admin_token is None
     assert settings.profile_retention_days is None
     assert Settings.from_env({"PROFILE_RETENTION_DAYS": "30"}).profile_retention_days == 30
+
+
+def test_short_timeouts_are_accepted_when_they_fit_together() -> None:
+    settings = Settings.from_env(
+        {
+            "KAFKA_MESSAGE_TIMEOUT_MS": "5000",
+            "TASK_TIME_LIMIT_SECONDS": "20",
+            "RETRY_BACKOFF_MAX_SECONDS": "3",
+            "VISIBILITY_TIMEOUT_SECONDS": "30",
+        }
+    )
+
+    assert (settings.task_soft_time_limit_seconds, settings.task_time_limit_seconds) == (15, 20)
