@@ -11,6 +11,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -27,6 +28,8 @@ _MIGRATION_LOCK = 0x436C69636B  # any constant shared by every migrator
 
 # Errors that mean "Postgres is not reachable right now".
 POSTGRES_DOWN = (psycopg.OperationalError, PoolTimeout)
+# Postgres refuses the data itself (a value it cannot store or index): retrying cannot help.
+REFUSED_DATA = (psycopg.DataError, psycopg.errors.ProgramLimitExceeded)
 
 
 class Database:
@@ -67,6 +70,8 @@ class Database:
         try:
             with self._pool.connection() as conn:
                 yield conn
+        except REFUSED_DATA:
+            raise
         except POSTGRES_DOWN as exc:
             raise DependencyUnavailable("postgres", str(exc)) from exc
 
@@ -74,6 +79,18 @@ class Database:
         if self._opened:
             self._pool.close()
             self._opened = False
+
+
+def without_nul(value: Any) -> Any:
+    """``value`` with every NUL character (in strings and keys) replaced by U+FFFD: Postgres
+    text and jsonb cannot hold NUL, and JSON events may carry it."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    if isinstance(value, dict):
+        return {without_nul(k): without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_nul(v) for v in value]
+    return value
 
 
 def create_database(url: str) -> bool:

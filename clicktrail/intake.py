@@ -24,7 +24,9 @@ MAX_EVENT_BYTES = 32 * 1024
 MAX_REQUEST_BYTES = 500 * 1024
 MAX_BATCH_EVENTS = 2500
 MAX_MESSAGE_ID_CHARS = 100
-MAX_ID_CHARS = 1024
+# userId, anonymousId and previousId key profiles in Postgres: 512 characters are at most 2,048
+# bytes of UTF-8, within what a btree index takes (2,704).
+MAX_ID_CHARS = 512
 
 
 @dataclass(frozen=True)
@@ -186,6 +188,13 @@ def _batch_events(body: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _check_identity(event: dict[str, Any], where: str) -> None:
+    previous = event.get("previousId")
+    if isinstance(previous, str) and len(previous) > MAX_ID_CHARS:
+        raise InvalidInput(
+            "invalid_identity",
+            f"previousId may be at most {MAX_ID_CHARS} characters",
+            field=f"{where}previousId",
+        )
     present = False
     for name in ("userId", "anonymousId"):
         value = event.get(name)

@@ -17,7 +17,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     """Build the API. ``services`` replaces the real dependencies (tests pass twins)."""
     settings = settings or Settings.from_env()
     configure_logging(settings)
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)
     # Gzip bodies are read compressed; their inflated size is capped separately.
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
     app.config["RETRY_AFTER_SECONDS"] = settings.retry_after_seconds

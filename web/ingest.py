@@ -124,7 +124,16 @@ def _call_type_of(body: Any) -> str | None:
 
 def _read_body() -> bytes:
     """The request body, gunzipped when sent with Content-Encoding: gzip, capped in size."""
-    raw = request.get_data(cache=False)  # MAX_CONTENT_LENGTH bounds what is read off the wire
+    if request.content_length is None:
+        # Chunked: no length to refuse up front, and Werkzeug would cut the body at the limit
+        # silently. Read one byte past it to know.
+        raw: bytes = request.environ["wsgi.input"].read(MAX_REQUEST_BYTES + 1)
+        if len(raw) > MAX_REQUEST_BYTES:
+            raise PayloadTooLarge(
+                "request_too_large", f"a request may be at most {MAX_REQUEST_BYTES} bytes"
+            )
+    else:  # MAX_CONTENT_LENGTH refused a longer one before a byte was read
+        raw = request.get_data(cache=False)
     encoding = request.headers.get("Content-Encoding", "").strip().lower()
     if encoding in ("", "identity"):
         return raw

@@ -1,4 +1,5 @@
-"""Operations endpoints: liveness and readiness (/metrics is served by the metrics exporter)."""
+"""Operations endpoints: liveness, readiness and the OpenAPI document (/metrics is served by the
+metrics exporter)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 from flask import Blueprint, current_app
 
 from clicktrail.health import run_checks
+from web.openapi import document
 from web.services import Services
 
 bp = Blueprint("ops", __name__)
@@ -24,3 +26,8 @@ def readyz() -> tuple[dict[str, Any], int]:
     services: Services = current_app.extensions["clicktrail"]
     ready, results = run_checks(services.checks)
     return {"status": "ok" if ready else "unavailable", "checks": results}, 200 if ready else 503
+
+
+@bp.get("/openapi.json")
+def openapi() -> dict[str, Any]:
+    return document()

@@ -11,7 +11,8 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, request
 
-from clicktrail.errors import NotFound
+from clicktrail.errors import InvalidInput, NotFound
+from clicktrail.intake import parse_json
 from clicktrail.sessions import SessionView
 from web.auth import authenticate, basic_write_key, source_or_admin
 from web.cors import check_origin
@@ -23,11 +24,14 @@ bp = Blueprint("sessions", __name__)
 @bp.post("/v1/sessions")
 def create() -> tuple[dict[str, Any], int]:
     services: Services = current_app.extensions["clicktrail"]
-    body = request.get_json(silent=True)
-    body_key = body.get("writeKey") if isinstance(body, dict) else None
-    source = authenticate(
-        services, basic_write_key() or (body_key if isinstance(body_key, str) else None)
-    )
+    raw = request.get_data()
+    body = parse_json(raw) if raw.strip() else {}
+    if not isinstance(body, dict):
+        raise InvalidInput("invalid_body", "the body, when sent, must be a JSON object")
+    body_key = body.get("writeKey")
+    if body_key is not None and not isinstance(body_key, str):
+        raise InvalidInput("invalid_write_key", "writeKey must be a string", field="writeKey")
+    source = authenticate(services, basic_write_key() or body_key)
     check_origin(source)
     session = services.sessions.create(source.id, str(uuid.uuid4()), services.clock.now())
     return {**session.to_json(), "timeoutSeconds": services.sessions.timeout_seconds}, 201

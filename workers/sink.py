@@ -21,7 +21,7 @@ import psycopg
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from clicktrail.config import Settings
-from clicktrail.db import Database
+from clicktrail.db import REFUSED_DATA, Database, without_nul
 from clicktrail.errors import DependencyUnavailable
 from clicktrail.history import HistoryRow, HistoryStore
 from clicktrail.kafka import decode_value, parse_headers
@@ -74,7 +74,7 @@ class HistorySink:
                 try:
                     try:
                         result = self.write(messages)
-                    except psycopg.DataError:
+                    except REFUSED_DATA:
                         result = self._write_each(messages)
                 except (DependencyUnavailable, psycopg.OperationalError) as exc:
                     SINK_RETRIES.inc()
@@ -114,6 +114,8 @@ class HistorySink:
                 continue
             if not isinstance(event, dict):
                 continue  # a tombstone, or not an event
+            if b"\\u0000" in (message.value() or b""):  # only then walk the event
+                event = without_nul(event)
             source_id = parse_headers(message.headers()).get("source-id", "")
             row = HistoryRow.from_event(event, source_id)
             if row is None:
@@ -139,7 +141,7 @@ class HistorySink:
         for message in messages:
             try:
                 result = self.write([message])
-            except psycopg.DataError as exc:
+            except REFUSED_DATA as exc:
                 log.error(
                     "record at %s[%s]@%s refused by postgres, skipped: %s",
                     message.topic(), message.partition(), message.offset(), exc,

@@ -8,7 +8,14 @@ import orjson
 import pytest
 
 from clicktrail.errors import InvalidInput, PayloadTooLarge
-from clicktrail.intake import MAX_BATCH_EVENTS, MAX_EVENT_BYTES, parse_json, read_body, stamp
+from clicktrail.intake import (
+    MAX_BATCH_EVENTS,
+    MAX_EVENT_BYTES,
+    MAX_ID_CHARS,
+    parse_json,
+    read_body,
+    stamp,
+)
 
 
 def read(body: Any, call_type: str | None = "track") -> list[dict[str, Any]]:
@@ -195,3 +202,14 @@ def test_integers_beyond_64_bits_are_refused(raw: bytes) -> None:
         parse_json(raw)
 
     assert caught.value.code == "number_too_large"
+
+
+@pytest.mark.parametrize("name", ["userId", "anonymousId", "previousId"])
+def test_identities_longer_than_postgres_can_index_are_refused(name: str) -> None:
+    event = {"userId": "u", "type": "alias", name: "\u4e00" * (MAX_ID_CHARS + 1)}
+
+    with pytest.raises(InvalidInput) as caught:
+        read_body(event, "alias", 100)
+
+    assert (caught.value.code, caught.value.field) == ("invalid_identity", name)
+    assert len(("\u4e00" * MAX_ID_CHARS).encode()) < 2704  # Postgres' btree limit

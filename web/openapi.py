@@ -1,0 +1,507 @@
+"""The API's OpenAPI 3.1 description, served at ``GET /openapi.json``.
+
+Written by hand next to the code it describes; a test checks that every route is in it and
+schemathesis checks the running API against it. Request schemas describe what the API checks
+before it answers (the synchronous checks of clicktrail.intake); what the schemas of schemas/
+check happens in the workers, so a call they refuse is still accepted here and dead-lettered.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from clicktrail.intake import (
+    CALL_TYPES,
+    MAX_BATCH_EVENTS,
+    MAX_EVENT_BYTES,
+    MAX_ID_CHARS,
+    MAX_MESSAGE_ID_CHARS,
+    MAX_REQUEST_BYTES,
+)
+
+VERSION = "1.0.0"
+
+_REF = "#/components/schemas/"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": _REF + name}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+def _error(description: str, retry_after: bool = False) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": description, "content": _json(_ref("Error"))}
+    if retry_after:
+        response["headers"] = {"Retry-After": {"$ref": "#/components/headers/RetryAfter"}}
+    return response
+
+
+_REJECTIONS = {
+    "400": _error("The body is not acceptable; `code` and `field` say why and where."),
+    "401": _error("No write key, or one that is unknown, revoked or expired."),
+    "403": _error("The request's Origin is not among the source's allowed origins."),
+    "413": _error("The body, an event or the batch is over its size limit."),
+    "415": _error("Not JSON, or a Content-Encoding other than gzip."),
+    "429": _error("The source sends faster than its rate limit.", retry_after=True),
+    "503": _error(
+        "The queue is full or a dependency is down; nothing was accepted.", retry_after=True
+    ),
+}
+
+
+def _ingest_operation(summary: str, body: dict[str, Any], tag: str = "Tracking") -> dict[str, Any]:
+    return {
+        "tags": [tag],
+        "summary": summary,
+        "security": [{"writeKey": []}, {}],
+        "requestBody": {
+            "required": True,
+            "description": "JSON, optionally gzipped (Content-Encoding: gzip). Content-Type "
+            "text/plain, which navigator.sendBeacon sends, is read as JSON too.",
+            "content": _json(body),
+        },
+        "responses": {
+            "200": {"description": "Accepted: the events are in the queue.",
+                    "content": _json(_ref("Success"))},
+            **_REJECTIONS,
+        },
+    }  # fmt: skip
+
+
+# Fields of each call the pipeline's schemas check (schemas/calls, schemas/events, ...). The API
+# accepts a call whatever they hold, so that one bad call never costs a batch its good ones; the
+# pipeline dead-letters it with every error, and /v1/validate answers those errors at once.
+_CALL_FIELDS = {
+    "track": {"event": "string: the event's name", "properties": "object"},
+    "page": {"name": "string", "category": "string", "properties": "object"},
+    "screen": {"name": "string", "category": "string", "properties": "object"},
+    "identify": {"traits": "object"},
+    "group": {"groupId": "string", "traits": "object"},
+    "alias": {"previousId": "string: the identity merged into userId"},
+}
+
+
+def _checked_downstream(expected: str) -> dict[str, str]:
+    return {"description": f"{expected} (checked by the pipeline's schemas, not here)"}
+
+
+def _call_schema(call_type: str) -> dict[str, Any]:
+    fields: dict[str, dict[str, Any]] = {
+        name: _checked_downstream(kind) for name, kind in _CALL_FIELDS[call_type].items()
+    }
+    if call_type == "alias":  # an identity: its length is checked here, like userId's
+        fields["previousId"] = {**fields["previousId"], "maxLength": MAX_ID_CHARS}
+    return {
+        "allOf": [_ref("Call")],
+        "type": "object",
+        "properties": {"type": {"const": call_type}, "writeKey": _ref("WriteKey"), **fields},
+    }
+
+
+def _admin_operation(
+    tag: str, summary: str, responses: dict[str, Any], security: list[dict[str, Any]]
+) -> dict[str, Any]:
+    return {"tags": [tag], "summary": summary, "security": security, "responses": responses}
+
+
+@cache
+def document() -> dict[str, Any]:
+    paths: dict[str, Any] = {}
+    for call_type in CALL_TYPES:
+        paths[f"/v1/{call_type}"] = {
+            "post": {
+                **_ingest_operation(
+                    f"Send one {call_type} call (Segment's HTTP Tracking API).",
+                    _call_schema(call_type),
+                ),
+                "operationId": call_type,
+            }
+        }
+    for path, operation_id in (("/v1/batch", "batch"), ("/v1/import", "import")):
+        paths[path] = {
+            "post": {
+                **_ingest_operation("Send up to 2,500 calls of any type.", _ref("Batch")),
+                "operationId": operation_id,
+            }
+        }
+    validate = _ingest_operation(
+        "Check calls against their schemas without sending them.",
+        {
+            "oneOf": [
+                {"allOf": [_ref("TypedCall")], "properties": {"writeKey": _ref("WriteKey")}},
+                _ref("Batch"),
+            ]
+        },
+        tag="Schemas",
+    )
+    validate["responses"]["200"] = {
+        "description": "The verdict on each call.",
+        "content": _json(_ref("Validation")),
+    }
+    paths["/v1/validate"] = {"post": {**validate, "operationId": "validate"}}
+
+    write_key_or_admin: list[dict[str, Any]] = [{"writeKey": []}, {"admin": []}]
+    session_id = {
+        "name": "sessionId",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "minLength": 1},
+    }
+    not_found = _error("No live session with that id (or not the caller's).")
+    unauthorized = _error("Missing or wrong credentials.")
+    paths["/v1/sessions"] = {
+        "post": {
+            "operationId": "createSession",
+            "tags": ["Sessions"],
+            "summary": "Start a server-issued session.",
+            "security": [{"writeKey": []}, {}],
+            "requestBody": {
+                "required": False,
+                "content": _json(
+                    {"type": "object", "properties": {"writeKey": {"type": ["string", "null"]}}}
+                ),
+            },
+            "responses": {
+                "201": {"description": "The new session.", "content": _json(_ref("NewSession"))},
+                "400": _error("The body is not a JSON object, or its writeKey not a string."),
+                "401": unauthorized,
+                "403": _REJECTIONS["403"],
+                "503": _REJECTIONS["503"],
+            },
+        }
+    }
+    paths["/v1/sessions/{sessionId}"] = {
+        "parameters": [session_id],
+        "get": {
+            "operationId": "showSession",
+            **_admin_operation(
+                "Sessions",
+                "A live session.",
+                {
+                    "200": {"description": "The session.", "content": _json(_ref("Session"))},
+                    "401": unauthorized,
+                    "403": _error("The admin API is off (no ADMIN_TOKEN)."),
+                    "404": not_found,
+                    "503": _REJECTIONS["503"],
+                },
+                write_key_or_admin,
+            ),
+        },
+        "delete": {
+            "operationId": "endSession",
+            **_admin_operation(
+                "Sessions",
+                "End a live session now.",
+                {
+                    "204": {"description": "Ended."},
+                    "401": unauthorized,
+                    "403": _error("The admin API is off (no ADMIN_TOKEN)."),
+                    "404": not_found,
+                    "503": _REJECTIONS["503"],
+                },
+                write_key_or_admin,
+            ),
+        },
+    }
+    user_id = {
+        "name": "userId",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS},
+    }
+    admin_only: list[dict[str, Any]] = [{"admin": []}]
+    admin_errors = {
+        "400": _error(f"The userId is longer than {MAX_ID_CHARS} characters."),
+        "401": _error("Missing or wrong admin token."),
+        "403": _error("The admin API is off (no ADMIN_TOKEN)."),
+        "503": _REJECTIONS["503"],
+    }
+    paths["/v1/users/{userId}"] = {
+        "parameters": [user_id],
+        "get": {
+            "operationId": "showUser",
+            **_admin_operation(
+                "Users",
+                "A user's profile.",
+                {
+                    "200": {"description": "The profile.", "content": _json(_ref("Profile"))},
+                    "404": _error("No profile for that userId."),
+                    **admin_errors,
+                },
+                admin_only,
+            ),
+        },
+        "delete": {
+            "operationId": "eraseUser",
+            **_admin_operation(
+                "Users",
+                "Erase a user: profile, history and sessions (done by the purge task).",
+                {
+                    "202": {"description": "Filed.", "content": _json(_ref("Erasure"))},
+                    **admin_errors,
+                },
+                admin_only,
+            ),
+        },
+    }
+    paths["/livez"] = {
+        "get": {
+            "operationId": "livez",
+            "tags": ["Operations"],
+            "summary": "The process is up (calls no dependency).",
+            "security": [{}],
+            "responses": {"200": {"description": "Up.", "content": _json(_ref("Status"))}},
+        }
+    }
+    paths["/readyz"] = {
+        "get": {
+            "operationId": "readyz",
+            "tags": ["Operations"],
+            "summary": "Every dependency answers.",
+            "security": [{}],
+            "responses": {
+                "200": {"description": "Ready.", "content": _json(_ref("Readiness"))},
+                "503": {"description": "Not ready.", "content": _json(_ref("Readiness"))},
+            },
+        }
+    }
+    paths["/metrics"] = {
+        "get": {
+            "operationId": "metrics",
+            "tags": ["Operations"],
+            "summary": "Prometheus metrics (a bearer token when METRICS_TOKEN is set).",
+            "security": [{"metrics": []}, {}],
+            "responses": {
+                "200": {
+                    "description": "The Prometheus text format.",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                },
+                "401": _error("METRICS_TOKEN is set and the request lacks it."),
+            },
+        }
+    }
+    paths["/openapi.json"] = {
+        "get": {
+            "operationId": "openapi",
+            "tags": ["Operations"],
+            "summary": "This document.",
+            "security": [{}],
+            "responses": {
+                "200": {"description": "OpenAPI 3.1.", "content": _json({"type": "object"})}
+            },
+        }
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Clicktrail",
+            "version": VERSION,
+            "summary": "Customer-behaviour events in, validated and enriched events out to Kafka.",
+            "description": (
+                "Segment's HTTP Tracking API (any Segment or RudderStack SDK works unchanged), "
+                "plus sessions, schema validation, user erasure and operations endpoints. "
+                "Every error is `{success: false, code, message, field?}`. Request bodies are "
+                "JSON objects in which no object repeats a key and every integer fits in 64 bits "
+                "(400 `duplicate_key`, `number_too_large` otherwise)."
+            ),
+            "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
+        },
+        "paths": paths,
+        "components": {
+            "securitySchemes": {
+                "writeKey": {
+                    "type": "http",
+                    "scheme": "basic",
+                    "description": "The source's write key as the username, no password "
+                    "(or `writeKey` in the body).",
+                },
+                "admin": {"type": "http", "scheme": "bearer", "description": "ADMIN_TOKEN."},
+                "metrics": {"type": "http", "scheme": "bearer", "description": "METRICS_TOKEN."},
+            },
+            "headers": {
+                "RetryAfter": {
+                    "description": "Seconds to wait before retrying.",
+                    "schema": {"type": "string", "pattern": "^[0-9]+$"},
+                }
+            },
+            "schemas": _schemas(),
+        },
+    }
+
+
+def _schemas() -> dict[str, Any]:
+    identity = {"type": ["string", "null"], "maxLength": MAX_ID_CHARS}
+    timestamp = _checked_downstream("string: an ISO 8601 time")
+    return {
+        "WriteKey": {
+            "type": ["string", "null"],
+            "description": "The source's write key, instead of HTTP Basic auth.",
+        },
+        "Call": {
+            "type": "object",
+            "description": f"One call, at most {MAX_EVENT_BYTES} bytes. Needs a userId or an "
+            "anonymousId; the server adds messageId when absent and receivedAt.",
+            "properties": {
+                "userId": identity,
+                "anonymousId": identity,
+                "messageId": {"type": ["string", "null"], "maxLength": MAX_MESSAGE_ID_CHARS},
+                "timestamp": timestamp,
+                "sentAt": timestamp,
+                "context": _checked_downstream("object"),
+                "integrations": _checked_downstream("object"),
+            },
+            "anyOf": [
+                {
+                    "properties": {"userId": {"type": "string", "minLength": 1}},
+                    "required": ["userId"],
+                },
+                {
+                    "properties": {"anonymousId": {"type": "string", "minLength": 1}},
+                    "required": ["anonymousId"],
+                },
+            ],
+        },
+        "TypedCall": {
+            "allOf": [_ref("Call")],
+            "type": "object",
+            "properties": {"type": {"enum": list(CALL_TYPES)}},
+            "required": ["type"],
+        },
+        "Batch": {
+            "type": "object",
+            "description": f"At most {MAX_BATCH_EVENTS} calls and {MAX_REQUEST_BYTES} bytes; "
+            "context, integrations and sentAt apply to every call that lacks its own.",
+            "properties": {
+                "batch": {
+                    "type": "array",
+                    "items": _ref("TypedCall"),
+                    "minItems": 1,
+                    "maxItems": MAX_BATCH_EVENTS,
+                },
+                "context": _checked_downstream("object: shared by every call"),
+                "integrations": _checked_downstream("object: shared by every call"),
+                "sentAt": timestamp,
+                "writeKey": _ref("WriteKey"),
+            },
+            "required": ["batch"],
+        },
+        "Success": {
+            "type": "object",
+            "properties": {"success": {"const": True}},
+            "required": ["success"],
+        },
+        "Error": {
+            "type": "object",
+            "properties": {
+                "success": {"const": False},
+                "code": {"type": "string", "description": "Stable, for programs."},
+                "message": {"type": "string", "description": "For people."},
+                "field": {
+                    "type": "string",
+                    "description": "Where in the body, e.g. batch[3].userId.",
+                },
+            },
+            "required": ["success", "code", "message"],
+        },
+        "ValidationError": {
+            "type": "object",
+            "properties": {
+                "path": {"type": "string", "description": "JSON pointer into the call."},
+                "keyword": {"type": "string"},
+                "message": {"type": "string"},
+                "schema": {"type": "string"},
+            },
+            "required": ["path", "keyword", "message"],
+        },
+        "Validation": {
+            "type": "object",
+            "properties": {
+                "valid": {"type": "boolean"},
+                "results": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "messageId": {"type": "string"},
+                            "type": {"type": "string"},
+                            "valid": {"type": "boolean"},
+                            "schema": {"type": ["string", "null"]},
+                            "reason": {"type": "string"},
+                            "errors": {"type": "array", "items": _ref("ValidationError")},
+                        },
+                        "required": ["messageId", "type", "valid", "errors"],
+                    },
+                },
+            },
+            "required": ["valid", "results"],
+        },
+        "Session": {
+            "type": "object",
+            "properties": {
+                "sessionId": {"type": "string"},
+                "sourceId": {"type": "string"},
+                "userId": {"type": ["string", "null"]},
+                "anonymousId": {"type": ["string", "null"]},
+                "index": {"type": ["integer", "null"]},
+                "startedAt": {"type": "string"},
+                "lastSeen": {"type": ["string", "null"]},
+                "eventCount": {"type": "integer"},
+                "expiresAt": {"type": "string"},
+            },
+            "required": ["sessionId", "sourceId", "startedAt", "eventCount", "expiresAt"],
+        },
+        "NewSession": {
+            "allOf": [_ref("Session")],
+            "type": "object",
+            "properties": {"timeoutSeconds": {"type": "integer"}},
+            "required": ["timeoutSeconds"],
+        },
+        "Profile": {
+            "type": "object",
+            "properties": {
+                "userId": {"type": "string"},
+                "traits": {"type": "object"},
+                "aliases": {"type": "array", "items": {"type": "string"}},
+                "firstSeen": {"type": ["string", "null"]},
+                "lastSeen": {"type": ["string", "null"]},
+            },
+            "required": ["userId", "traits", "aliases"],
+        },
+        "Erasure": {
+            "type": "object",
+            "properties": {
+                "erasureId": {"type": "integer"},
+                "userId": {"type": "string"},
+                "status": {"const": "pending"},
+                "new": {"type": "boolean"},
+            },
+            "required": ["erasureId", "userId", "status", "new"],
+        },
+        "Status": {
+            "type": "object",
+            "properties": {"status": {"const": "ok"}},
+            "required": ["status"],
+        },
+        "Readiness": {
+            "type": "object",
+            "properties": {
+                "status": {"enum": ["ok", "unavailable"]},
+                "checks": {
+                    "type": "object",
+                    "additionalProperties": {
+                        "type": "object",
+                        "properties": {
+                            "status": {"enum": ["ok", "down"]},
+                            "error": {"type": "string"},
+                        },
+                        "required": ["status"],
+                    },
+                },
+            },
+            "required": ["status", "checks"],
+        },
+    }
