@@ -5,12 +5,13 @@ BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 
 .DEFAULT_GOAL := help
-.PHONY: help run test test-unit test-integration lint typecheck migrate topics lock clean \
+.PHONY: help run test test-unit test-integration test-faults lint typecheck migrate topics lock clean \
         schemas-check schemas-register bench
 
 help:
 	@echo "make run     run the whole pipeline locally (API :8000, Flower :5555, Kafka :9092)"
 	@echo "make test    the whole test suite against real Redis, Postgres, Kafka and Celery"
+	@echo "make test-faults      only the fault-injection suite (part of make test)"
 	@echo "make bench   the benchmark: one JSON document of figures and their baselines"
 	@echo "make lint    ruff; make typecheck: mypy"
 	@echo "make migrate apply database migrations; make topics: create Kafka topics"
@@ -38,6 +39,10 @@ test-unit: $(VENV)/.installed-dev
 
 test-integration: $(VENV)/.installed-dev
 	$(PY) -m pytest tests/integration
+
+# Kills, pauses and cuts the pipeline's processes under load; prints what arrived (in make test).
+test-faults: $(VENV)/.installed-dev
+	$(PY) -m pytest tests/faults
 
 # Prints one JSON document of figures, each with the baseline it is compared with.
 bench: $(VENV)/.installed

@@ -95,11 +95,26 @@ class Publisher(Protocol):
     def close(self) -> None: ...
 
 
+# Delivery errors that mean the broker no longer accepts this producer's identity or sequence
+# (after long outages some brokers fence an idempotent producer instead of bumping its epoch):
+# every later record would fail the same way, so the producer is replaced.
+_PRODUCER_STATE_ERRORS = frozenset(
+    {
+        KafkaError.PRODUCER_FENCED,
+        KafkaError.INVALID_PRODUCER_EPOCH,
+        KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER,
+        KafkaError.UNKNOWN_PRODUCER_ID,
+        KafkaError._FENCED,
+    }
+)
+
+
 class KafkaPublisher:
     """Writes records through one idempotent producer per process, waiting for every report.
 
-    A fatal producer error (e.g. the idempotent sequence is broken) discards the producer; the
-    next publish builds a new one. Build it after fork: a producer never survives a fork.
+    A fatal producer error, or a delivery refused for the producer's own state, discards the
+    producer; the next publish builds a new one. Build it after fork: a producer never survives
+    a fork.
     """
 
     def __init__(
@@ -130,6 +145,8 @@ class KafkaPublisher:
 
     def _get(self) -> Producer:
         if self._producer is None or self._fatal:
+            if self._producer is not None:
+                log.warning("replacing the kafka producer")
             self._producer = self._factory(self._config)
             self._fatal = False
         return self._producer
@@ -149,6 +166,8 @@ class KafkaPublisher:
                 else:
                     PUBLISH_FAILURES.inc()
                     reports[index] = Delivery(record, str(error))
+                    if error.fatal() or error.code() in _PRODUCER_STATE_ERRORS:
+                        self._fatal = True
 
             return report
 

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 from cachetools import TTLCache
@@ -29,6 +29,7 @@ from clicktrail.db import Database
 from clicktrail.errors import DependencyUnavailable
 
 log = logging.getLogger(__name__)
+_MISSING = object()
 
 
 @dataclass
@@ -115,11 +116,13 @@ class ProfileStore:
         found: dict[str, dict[str, Any]] = {}
         with self._lock:
             for user_id in list(wanted):
-                if user_id in self._traits:
-                    traits = self._traits[user_id]
-                    if traits:
-                        found[user_id] = traits
-                    wanted.discard(user_id)
+                # One lookup: an entry can expire between a membership test and a read.
+                traits = self._traits.get(user_id, _MISSING)
+                if traits is _MISSING:
+                    continue
+                if traits:
+                    found[user_id] = cast("dict[str, Any]", traits)
+                wanted.discard(user_id)
         if not wanted:
             return found
         try:

@@ -11,7 +11,7 @@ import secrets
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from cachetools import TTLCache
 from psycopg.types.json import Jsonb
@@ -19,6 +19,7 @@ from psycopg.types.json import Jsonb
 from clicktrail.db import Database
 
 DEV_SOURCE_NAME = "development"
+_MISSING = object()
 # Default settings of a new source; a source's own settings override them key by key.
 DEFAULT_SETTINGS: dict[str, Any] = {"anonymize_ip": True}
 SETTINGS = frozenset(
@@ -104,8 +105,10 @@ class SourceStore:
         key_hash = hash_write_key(key)
         if self._cache is not None:
             with self._lock:
-                if key_hash in self._cache:
-                    return self._cache[key_hash]
+                # One lookup: an entry can expire between a membership test and a read.
+                cached = self._cache.get(key_hash, _MISSING)
+            if cached is not _MISSING:
+                return cast("Source | None", cached)
         with self._db.connection() as conn:
             row = conn.execute(_LOOKUP, (key_hash,)).fetchone()
         source = None if row is None else Source(row[0], row[1], {**DEFAULT_SETTINGS, **row[2]})

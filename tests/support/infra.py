@@ -334,11 +334,17 @@ def own_metrics(
     return {**env, port_variable: str(port)}, f"http://127.0.0.1:{port}/metrics"
 
 
-def start_worker(env: dict[str, str], log_path: Path, name: str, concurrency: int = 2) -> Service:
+def start_worker(
+    env: dict[str, str],
+    log_path: Path,
+    name: str,
+    concurrency: int = 2,
+    app: str = "workers.celery_app",
+) -> Service:
     env, metrics_url = own_metrics(env, log_path, name, "WORKER_METRICS_PORT")
     worker = Service(
         name,
-        [sys.executable, "-m", "celery", "--app", "workers.celery_app", "worker", "--loglevel", "INFO",
+        [sys.executable, "-m", "celery", "--app", app, "worker", "--loglevel", "INFO",
          "--queues", "clicktrail", "--concurrency", str(concurrency), "--hostname", f"{name}@%h",
          "--without-mingle", "--without-gossip"],
         env,
@@ -370,8 +376,10 @@ def start_beat(env: dict[str, str], log_path: Path, name: str = "beat") -> Servi
     return beat
 
 
-def start_api(env: dict[str, str], log_path: Path, name: str = "api") -> tuple[Service, str]:
-    port = free_port()
+def start_api(
+    env: dict[str, str], log_path: Path, name: str = "api", port: int | None = None
+) -> tuple[Service, str]:
+    port = port or free_port()
     env, _ = own_metrics({**env, "API_BIND": f"127.0.0.1:{port}"}, log_path, name, None)
     api = Service(
         name,

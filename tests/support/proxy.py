@@ -24,7 +24,9 @@ class TcpProxy:
         return self
 
     def restore(self) -> None:
-        """Accept connections again."""
+        """Accept connections again (nothing to do when it does)."""
+        if self._open.is_set():
+            return
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", self.port))

@@ -98,3 +98,26 @@ def test_failures_log_neither_keys_nor_addresses(app_and_log: tuple[object, io.S
     assert any("unavailable" in str(line["event"]) for line in lines(buffer))
     assert KEY not in buffer.getvalue()
     assert "192.0.2.66" not in buffer.getvalue()
+
+
+class ExplodingSources(MemorySources):
+    def by_write_key(self, key: str) -> Source | None:
+        raise RuntimeError("boom")
+
+
+def test_a_crash_logged_for_people_shows_no_local_variables() -> None:
+    app = twin_app(twin_services(ExplodingSources({})), LOG_FORMAT="console")
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    handler.setFormatter(logging.getLogger().handlers[0].formatter)
+    logging.getLogger().addHandler(handler)
+    try:
+        response = app.test_client().post(
+            "/v1/track", json={"userId": "u", "event": "E"}, headers=basic(KEY)
+        )
+    finally:
+        logging.getLogger().removeHandler(handler)
+
+    assert response.status_code == 500
+    assert "RuntimeError: boom" in buffer.getvalue()
+    assert KEY not in buffer.getvalue()

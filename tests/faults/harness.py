@@ -1,0 +1,254 @@
+"""What the fault scenarios share: a client that behaves like a Segment SDK, the stack they run
+against, and the count of what came out."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import redis
+import requests
+
+from clicktrail.queue import QUEUE
+from tests.support.infra import KafkaCollector, RedisServer, Service, TansuBroker, wait_for
+from tests.support.proxy import TcpProxy
+
+
+class Sender:
+    """Sends ``total`` track events in batches from several threads, at about ``rate`` events a
+    second, as an SDK does: a batch that gets 429, 503, 5xx or no answer at all is sent again,
+    unchanged (same messageIds), after a backoff, until it is accepted or ``give_up_after``.
+    ``accepted`` holds the messageIds of every batch answered 200."""
+
+    def __init__(
+        self,
+        base_url: str,
+        write_key: str,
+        total: int,
+        *,
+        batch: int = 25,
+        threads: int = 4,
+        rate: float = 400.0,
+        give_up_after: float = 120.0,
+        extra: Callable[[int], dict[str, object]] | None = None,
+    ) -> None:
+        self.base_url = base_url
+        self.write_key = write_key
+        self.total = total
+        self.batch = batch
+        self.rate = rate
+        self.give_up_after = give_up_after
+        self.run_id = uuid.uuid4().hex[:8]
+        self.accepted: set[str] = set()
+        self.refused: set[str] = set()  # answered 4xx other than 429: never retried
+        self.statuses: Counter[str] = Counter()
+        self._extra = extra
+        self._numbers = itertools.count()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def start(self) -> Sender:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def join(self) -> Sender:
+        for thread in self._threads:
+            thread.join()
+        return self
+
+    @property
+    def sent(self) -> int:
+        with self._lock:
+            return len(self.accepted) + len(self.refused)
+
+    def _next_batch(self) -> list[dict[str, object]]:
+        with self._lock:
+            numbers = [n for n in itertools.islice(self._numbers, self.batch) if n < self.total]
+        return [
+            {
+                "type": "track",
+                "event": "Fault Tested",
+                "userId": f"fault-{self.run_id}-{n % 50}",
+                "messageId": f"fault-{self.run_id}-{n}",
+                "properties": {"n": n, **(self._extra(n) if self._extra else {})},
+            }
+            for n in numbers
+        ]
+
+    def _run(self) -> None:
+        session = requests.Session()
+        period = self.batch * len(self._threads) / self.rate
+        while batch := self._next_batch():
+            started = time.monotonic()
+            ids = [str(event["messageId"]) for event in batch]
+            status = self._deliver(session, {"batch": batch})
+            with self._lock:
+                (self.accepted if status == 200 else self.refused).update(ids)
+            time.sleep(max(0.0, period - (time.monotonic() - started)))
+
+    def _deliver(self, session: requests.Session, body: dict[str, object]) -> int:
+        deadline = time.monotonic() + self.give_up_after
+        backoff = 0.2
+        while True:
+            try:
+                response = session.post(
+                    f"{self.base_url}/v1/batch", json=body, auth=(self.write_key, ""), timeout=10
+                )
+                status = response.status_code
+            except requests.RequestException as exc:
+                status, response = 0, None
+                with self._lock:
+                    self.statuses[type(exc).__name__] += 1
+            if status:
+                with self._lock:
+                    self.statuses[str(status)] += 1
+            if status == 200 or (400 <= status < 500 and status != 429):
+                return status
+            if time.monotonic() > deadline:
+                return status
+            wait = backoff
+            if response is not None and response.headers.get("Retry-After", "").isdigit():
+                wait = min(float(response.headers["Retry-After"]), 2.0)
+            time.sleep(wait)
+            backoff = min(backoff * 2, 2.0)
+
+
+@dataclass
+class Tally:
+    """What one scenario sent and what arrived where it should."""
+
+    scenario: str
+    sent: int
+    accepted: int
+    delivered: int
+    missing: int
+    duplicates: int
+    where: str = "kafka"
+    # What the client met on the way besides 200 (the fault as it saw it), e.g. "503x12".
+    client_saw: str = ""
+    # Answers 5xx other than 503 (which says "retry later"): failures of the API itself.
+    server_errors: int = 0
+
+    @classmethod
+    def of_kafka(
+        cls, scenario: str, sender: Sender, kafka: KafkaCollector, topics: tuple[str, ...]
+    ) -> Tally:
+        """Accepted events that reached ``topics``: a dead letter is delivered too (replayable)."""
+        counts = {
+            message_id: sum(1 for m in kafka.records(message_id) if m.topic in topics)
+            for message_id in sender.accepted
+        }
+        return cls.of_counts(scenario, sender, counts, "kafka")
+
+    @classmethod
+    def of_counts(cls, scenario: str, sender: Sender, counts: dict[str, int], where: str) -> Tally:
+        delivered = sum(1 for n in counts.values() if n)
+        return cls(
+            scenario=scenario,
+            sent=sender.total,
+            accepted=len(sender.accepted),
+            delivered=delivered,
+            missing=len(sender.accepted) - delivered,
+            duplicates=sum(n - 1 for n in counts.values() if n > 1),
+            where=where,
+            client_saw=", ".join(
+                f"{status}x{count}"
+                for status, count in sorted(sender.statuses.items())
+                if status != "200"
+            ),
+            server_errors=sum(
+                count
+                for status, count in sender.statuses.items()
+                if status.startswith("5") and status != "503"
+            ),
+        )
+
+
+def format_table(tallies: list[Tally]) -> str:
+    header = (
+        "scenario",
+        "sent",
+        "accepted",
+        "delivered",
+        "missing",
+        "duplicates",
+        "counted in",
+        "client saw",
+    )
+    rows = [header] + [
+        (t.scenario, str(t.sent), str(t.accepted), str(t.delivered), str(t.missing),
+         str(t.duplicates), t.where, t.client_saw or "-")
+        for t in tallies
+    ]  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+             for row in rows]  # fmt: skip
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+@dataclass
+class FaultStack:
+    """The pipeline's processes on dependencies of their own, each of which a scenario may
+    stop, kill, pause or cut: a Tansu broker (workers reach it through a proxy), a persistent
+    redis-server, and the worker and API processes."""
+
+    env: dict[str, str]
+    logs: Path
+    broker: TansuBroker
+    broker_proxy: TcpProxy
+    redis_server: RedisServer
+    start_worker: Callable[[], Service]
+    start_api: Callable[[], Service]
+    api_url: str
+    worker: Service | None = None
+    api: Service | None = None
+
+    def ensure_running(self) -> None:
+        """Every process up (a scenario before may have left one down)."""
+        if self.worker is None or self.worker.proc.poll() is not None:
+            self.worker = self.start_worker()
+        if self.api is None or self.api.proc.poll() is not None:
+            self.api = self.start_api()
+
+    def queue(self) -> redis.Redis:
+        return redis.Redis.from_url(self.redis_server.url)
+
+    def drained(self) -> bool:
+        """Nothing waits in the queue and no message is held unacknowledged."""
+        try:
+            client = self.queue()
+            return client.llen(QUEUE) == 0 and client.hlen("unacked") == 0
+        except redis.RedisError:
+            return False
+
+    def pool_children(self) -> list[psutil.Process]:
+        assert self.worker is not None
+        return psutil.Process(self.worker.proc.pid).children()
+
+    def kill_worker(self) -> None:
+        """SIGKILL the worker and its pool: no shutdown, no acknowledgement, nothing flushed."""
+        assert self.worker is not None
+        os.killpg(self.worker.proc.pid, signal.SIGKILL)
+        self.worker.proc.wait(10)
+        self.worker.stop()
+        self.worker = None
+
+
+def wait_until_delivered(
+    sender: Sender, found: Callable[[set[str]], set[str]], timeout: float, what: str
+) -> None:
+    """Until every accepted event is found (``found`` answers which of the ids are)."""
+    wait_for(
+        lambda: not (sender.accepted - found(sender.accepted)), what, timeout=timeout, every=0.5
+    )

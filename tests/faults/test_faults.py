@@ -1,0 +1,262 @@
+"""Faults inflicted on the running pipeline while an SDK-like client sends thousands of events:
+every accepted event must come out in Kafka (or, for the history sink, in Postgres); duplicates
+are counted and must stay few."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+import requests
+
+from clicktrail.db import Database
+from tests.faults.conftest import TALLIES, TIMEOUTS
+from tests.faults.harness import FaultStack, Sender, Tally, wait_until_delivered
+from tests.support.infra import KafkaCollector, Service, start_sink, wait_for
+from tests.support.proxy import TcpProxy
+
+pytestmark = pytest.mark.integration
+
+EVENTS = 3000
+# A client's retry of a request whose answer was lost, and a message handed out again after its
+# worker died having published part of it, are dropped by messageId. What can still come twice:
+# records whose delivery report was lost with the broker (published, but reported failed).
+MAX_DUPLICATE_SHARE = 0.02
+
+
+def run(
+    name: str,
+    stack: FaultStack,
+    kafka: KafkaCollector,
+    write_key: str,
+    inflict: Callable[[], None],
+    *,
+    total: int = EVENTS,
+    timeout: float = 150.0,
+) -> tuple[Tally, Sender]:
+    """Send ``total`` events, inflict the fault once a quarter has gone, count what arrived in
+    Kafka."""
+    sender = Sender(stack.api_url, write_key, total).start()
+    wait_for(lambda: sender.sent >= total // 4, f"{name}: a quarter sent", timeout=60)
+    inflict()
+    sender.join()
+    topics = (stack.env["KAFKA_TOPIC_EVENTS"], stack.env["KAFKA_TOPIC_DEADLETTER"])
+    wait_until_delivered(sender, lambda ids: in_kafka(kafka, ids, topics), timeout, name)
+    wait_for(stack.drained, f"{name}: queue drained", timeout=timeout)
+    time.sleep(2)  # a late duplicate, if any, arrives now
+    tally = Tally.of_kafka(name, sender, kafka, topics)
+    TALLIES.append(tally)
+    return tally, sender
+
+
+def in_kafka(kafka: KafkaCollector, ids: set[str], topics: tuple[str, ...]) -> set[str]:
+    return {i for i in ids if any(m.topic in topics for m in kafka.records(i))}
+
+
+def assert_nothing_lost(tally: Tally) -> None:
+    assert tally.server_errors == 0, tally.client_saw
+    assert tally.accepted == tally.sent, "the client gave up on some events"
+    assert tally.missing == 0
+    assert tally.duplicates <= tally.sent * MAX_DUPLICATE_SHARE
+
+
+def test_a_worker_pool_process_killed_mid_batch(
+    running: FaultStack, kafka: KafkaCollector, write_key: str
+) -> None:
+    assert running.worker is not None
+    log_before = len(running.worker.output())
+
+    def kill_pool_processes() -> None:
+        for child in running.pool_children():
+            child.kill()
+            time.sleep(1.5)
+
+    tally, _ = run("worker pool process SIGKILL", running, kafka, write_key, kill_pool_processes)
+
+    assert_nothing_lost(tally)
+    assert "exited with 'signal 9 (SIGKILL)'" in running.worker.output()[log_before:]
+
+
+def test_the_whole_worker_killed_and_restarted(
+    running: FaultStack, kafka: KafkaCollector, write_key: str
+) -> None:
+    def kill_and_restart() -> None:
+        running.kill_worker()
+        time.sleep(2)
+        running.ensure_running()
+
+    # What the dead worker held comes back after VISIBILITY_TIMEOUT_SECONDS (30 s here).
+    tally, _ = run("worker SIGKILL + restart", running, kafka, write_key, kill_and_restart)
+    assert_nothing_lost(tally)
+
+
+def test_the_broker_paused_longer_than_the_message_timeout(
+    running: FaultStack, kafka: KafkaCollector, write_key: str
+) -> None:
+    pause = int(TIMEOUTS["KAFKA_MESSAGE_TIMEOUT_MS"]) / 1000 + 5
+
+    def pause_broker() -> None:
+        running.broker.pause()
+        time.sleep(pause)
+        running.broker.resume()
+
+    assert running.worker is not None
+    log_before = len(running.worker.output())
+
+    tally, _ = run("broker SIGSTOP 10 s", running, kafka, write_key, pause_broker)
+
+    assert_nothing_lost(tally)
+    assert "publish incomplete, retrying" in running.worker.output()[log_before:]
+
+
+def test_the_broker_unreachable_when_the_worker_starts(
+    running: FaultStack, kafka: KafkaCollector, write_key: str
+) -> None:
+    running.kill_worker()
+    running.broker_proxy.cut()
+    running.ensure_running()  # starts with no broker to talk to
+
+    def bring_the_broker_back() -> None:
+        time.sleep(8)
+        running.broker_proxy.restore()
+
+    try:
+        tally, _ = run(
+            "broker unreachable at worker start", running, kafka, write_key, bring_the_broker_back
+        )
+    finally:
+        running.broker_proxy.restore()
+
+    assert_nothing_lost(tally)
+    assert running.worker is not None
+    assert "kafka client error" in running.worker.output()  # it did start without a broker
+
+
+def test_redis_restarted(running: FaultStack, kafka: KafkaCollector, write_key: str) -> None:
+    def restart_redis() -> None:
+        running.redis_server.stop()  # a clean shutdown: the append-only file is complete
+        time.sleep(3)
+        running.redis_server.start()
+
+    # The API answers 503 while Redis is away (the client retries); messages workers held when
+    # it went come back after the visibility timeout.
+    tally, sender = run("redis restart (AOF)", running, kafka, write_key, restart_redis)
+
+    assert_nothing_lost(tally)
+    assert sender.statuses["503"] > 0  # the API refused what it could not keep, and said so
+
+
+def test_the_api_restarted_with_requests_in_flight(
+    running: FaultStack, kafka: KafkaCollector, write_key: str
+) -> None:
+    def kill_and_restart_api() -> None:
+        assert running.api is not None
+        running.api.stop(sig=9)
+        running.ensure_running()
+
+    tally, sender = run("API SIGKILL + restart", running, kafka, write_key, kill_and_restart_api)
+
+    assert_nothing_lost(tally)
+    assert sender.statuses["ConnectionError"] > 0
+
+
+@pytest.fixture
+def postgres_proxy() -> Iterator[TcpProxy]:
+    proxy = TcpProxy("127.0.0.1", 5432).start()
+    yield proxy
+    proxy.cut()
+
+
+@pytest.fixture
+def sink(running: FaultStack, postgres_proxy: TcpProxy) -> Iterator[Service]:
+    """The history sink, reaching Postgres through a proxy the test can cut."""
+    database = running.env["DATABASE_URL"].replace(":5432/", f":{postgres_proxy.port}/")
+    env = {
+        **running.env,
+        "DATABASE_URL": database,
+        "KAFKA_BOOTSTRAP_SERVERS": running.broker.bootstrap,
+        "KAFKA_SESSION_TIMEOUT_MS": "6000",
+        "KAFKA_HEARTBEAT_INTERVAL_MS": "500",
+        "SINK_BATCH_SIZE": "200",
+    }
+    service = start_sink(env, running.logs / "sink.log")
+    yield service
+    service.stop()
+
+
+def history_rows(database_url: str, ids: set[str]) -> dict[str, int]:
+    db = Database(database_url)
+    try:
+        with db.connection() as conn:
+            return dict(
+                conn.execute(
+                    "SELECT message_id, count(*) FROM event_history"
+                    " WHERE message_id = ANY(%s) GROUP BY message_id",
+                    (list(ids),),
+                ).fetchall()
+            )
+    finally:
+        db.close()
+
+
+def test_postgres_down_under_the_history_sink(
+    running: FaultStack,
+    kafka: KafkaCollector,
+    write_key: str,
+    sink: Service,
+    postgres_proxy: TcpProxy,
+) -> None:
+    def cut_postgres() -> None:
+        postgres_proxy.cut()
+        time.sleep(8)
+        postgres_proxy.restore()
+
+    name = "postgres down under sink"
+    in_kafka, sender = run(name, running, kafka, write_key, cut_postgres)
+    database = running.env["DATABASE_URL"]
+    wait_until_delivered(
+        sender, lambda ids: set(history_rows(database, ids)), 120, f"{name}: history rows"
+    )
+    time.sleep(2)
+    in_history = Tally.of_counts(name, sender, history_rows(database, sender.accepted), "postgres")
+    TALLIES.append(in_history)
+
+    assert_nothing_lost(in_kafka)
+    assert_nothing_lost(in_history)
+    assert in_history.duplicates == 0  # (day, messageId) is the history's key
+
+
+def test_a_poison_request_is_dead_lettered_after_a_bounded_number_of_attempts(
+    running: FaultStack, kafka: KafkaCollector, write_key: str
+) -> None:
+    poison_id = f"poison-{time.time_ns()}"
+    body = {
+        "userId": "poison",
+        "event": "Crash",
+        "messageId": poison_id,
+        "properties": {"crashWorker": True},
+    }
+
+    assert running.worker is not None
+    log_before = len(running.worker.output())
+
+    def send_poison() -> None:
+        response = requests.post(
+            f"{running.api_url}/v1/track", json=body, auth=(write_key, ""), timeout=10
+        )
+        assert response.status_code == 200
+
+    tally, _ = run(
+        "poison request among good ones", running, kafka, write_key, send_poison, total=1000
+    )
+    [dead] = kafka.wait_for([poison_id], topic=running.env["KAFKA_TOPIC_DEADLETTER"], timeout=60)[
+        poison_id
+    ]
+
+    assert_nothing_lost(tally)
+    assert dead.headers["error-kind"] == "poison"
+    assert dead.value["event"]["messageId"] == poison_id
+    assert not [m for m in kafka.records(poison_id) if m.topic == running.env["KAFKA_TOPIC_EVENTS"]]
+    deaths = running.worker.output()[log_before:].count("exited with 'signal 9 (SIGKILL)'")
+    assert deaths == int(TIMEOUTS["MAX_DELIVERIES"])
