@@ -4,6 +4,7 @@ are counted and must stay few."""
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Callable, Iterator
 
@@ -133,15 +134,19 @@ def test_the_broker_unreachable_when_the_worker_starts(
     assert "kafka client error" in running.worker.output()  # it did start without a broker
 
 
-def test_redis_restarted(running: FaultStack, kafka: KafkaCollector, write_key: str) -> None:
-    def restart_redis() -> None:
-        running.redis_server.stop()  # a clean shutdown: the append-only file is complete
+def test_redis_killed_and_restarted(
+    running: FaultStack, kafka: KafkaCollector, write_key: str
+) -> None:
+    def crash_and_restart_redis() -> None:
+        running.redis_server.stop(signal.SIGKILL)  # a crash: only what was fsynced survives
         time.sleep(3)
         running.redis_server.start()
 
     # The API answers 503 while Redis is away (the client retries); messages workers held when
     # it went come back after the visibility timeout.
-    tally, sender = run("redis restart (AOF)", running, kafka, write_key, restart_redis)
+    tally, sender = run(
+        "redis SIGKILL + restart (AOF)", running, kafka, write_key, crash_and_restart_redis
+    )
 
     assert_nothing_lost(tally)
     assert sender.statuses["503"] > 0  # the API refused what it could not keep, and said so

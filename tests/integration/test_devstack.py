@@ -23,7 +23,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from clicktrail.config import PROJECT_ROOT
 from clicktrail.db import drop_database
 from clicktrail.devstack import listening
-from tests.support.infra import KafkaCollector, Message, TansuBroker, child_env, free_port, wait_for
+from tests.support.infra import (
+    KafkaCollector,
+    Message,
+    TansuBroker,
+    child_env,
+    claim_redis_db,
+    free_port,
+    release_redis_db,
+    wait_for,
+)
 
 FLOWER = ("ops", "devstack-test")
 
@@ -99,11 +108,15 @@ def send(stack: Stack, collector: KafkaCollector, traceparent: str | None = None
 
 
 @pytest.fixture(scope="module")
-def devstack(redis_url: str, logs_dir: Path) -> Iterator[tuple[dict[str, str], dict[str, int]]]:
+def devstack(logs_dir: Path) -> Iterator[tuple[dict[str, str], dict[str, int]]]:
     ports = {
         name: free_port() for name in ("api", "flower", "kafka", "worker_metrics", "sink_metrics")
     }
     run = uuid.uuid4().hex[:8]
+    # A Redis database of its own: a worker of another stack on the same queue would take its
+    # messages.
+    redis_db = claim_redis_db(owner=f"devstack-{run}")
+    redis_url = f"redis://127.0.0.1:6379/{redis_db}"
     database_url = f"postgresql://postgres@127.0.0.1:5432/clicktrail_devstack_{run}"
     env = child_env(
         REDIS_URL=redis_url,
@@ -126,6 +139,7 @@ def devstack(redis_url: str, logs_dir: Path) -> Iterator[tuple[dict[str, str], d
         yield env, ports
     finally:
         drop_database(database_url)
+        release_redis_db(redis_db)
 
 
 def start(env: dict[str, str], ports: dict[str, int], log: Path) -> Stack:

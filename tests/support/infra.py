@@ -85,7 +85,7 @@ class TansuBroker:
 class RedisServer:
     """A redis-server of our own on a free port, for tests that restart it or fill it up.
 
-    ``persistent`` turns on the append-only file as deployed (fsync every second).
+    ``persistent`` turns on the append-only file as deployed (fsync on every write).
     """
 
     def __init__(self, workdir: Path, persistent: bool = True, maxmemory: str = "0") -> None:
@@ -96,7 +96,7 @@ class RedisServer:
             "redis-server", "--bind", "127.0.0.1", "--port", str(self.port),
             "--dir", str(workdir), "--save", "", "--maxmemory", maxmemory,
             "--maxmemory-policy", "noeviction",
-            "--appendonly", "yes" if persistent else "no", "--appendfsync", "everysec",
+            "--appendonly", "yes" if persistent else "no", "--appendfsync", "always",
         ]  # fmt: skip
         self._proc: subprocess.Popen[bytes] | None = None
 

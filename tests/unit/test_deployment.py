@@ -208,3 +208,24 @@ def test_the_dashboard_shows_what_ops_watch_with_metrics_that_exist() -> None:
     assert compose()["services"]["grafana"]["volumes"][1].startswith(
         "./deploy/grafana/dashboards:/var/lib/grafana/dashboards"
     )
+
+
+def test_nothing_is_published_without_auth_and_prometheus_holds_the_metrics_token() -> None:
+    services = compose()["services"]
+    config = yaml.safe_load((DEPLOY / "prometheus/prometheus.yml").read_text())
+
+    published = {name for name, service in services.items() if service.get("ports")}
+    api_job = next(job for job in config["scrape_configs"] if job["job_name"] == "api")
+
+    assert published == {"api", "flower", "prometheus", "grafana"}  # never worker or sink metrics
+    assert services["api"]["environment"]["METRICS_TOKEN"].startswith("${METRICS_TOKEN:?")
+    assert services["flower"]["environment"]["FLOWER_BASIC_AUTH"].startswith(
+        "${FLOWER_BASIC_AUTH:?"
+    )
+    assert services["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"].startswith("${")
+    assert api_job["authorization"]["credentials_file"] == "/run/secrets/metrics_token"
+    assert "metrics_token" in services["prometheus"]["secrets"]
+    assert compose()["secrets"]["metrics_token"] == {"environment": "METRICS_TOKEN"}
+    redis_command = " ".join(services["redis"]["command"])
+    assert "--appendfsync always" in redis_command  # an acknowledged event survives a crash
+    assert "--maxmemory " in redis_command
