@@ -30,13 +30,14 @@ TALLIES: list[Tally] = []
 
 # Short timeouts, so that a scenario sees a whole recovery in seconds: a message undelivered in
 # 5 s is reported failed and retried within 3 s; one held by a dead worker is handed out again
-# after 30 s.
+# after 30 s. A small queue bound, so that a stalled pipeline pushes back on the client.
 TIMEOUTS = {
     "KAFKA_MESSAGE_TIMEOUT_MS": "5000",
     "TASK_TIME_LIMIT_SECONDS": "20",
     "RETRY_BACKOFF_MAX_SECONDS": "3",
     "VISIBILITY_TIMEOUT_SECONDS": "30",
     "MAX_DELIVERIES": "3",
+    "QUEUE_MAX_DEPTH": "60",
 }
 EVENTS_TOPIC_PARTITIONS = 3
 

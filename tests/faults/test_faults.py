@@ -105,10 +105,11 @@ def test_the_broker_paused_longer_than_the_message_timeout(
     assert running.worker is not None
     log_before = len(running.worker.output())
 
-    tally, _ = run("broker SIGSTOP 10 s", running, kafka, write_key, pause_broker)
+    tally, sender = run("broker SIGSTOP 10 s", running, kafka, write_key, pause_broker)
 
     assert_nothing_lost(tally)
     assert "publish incomplete, retrying" in running.worker.output()[log_before:]
+    assert sender.statuses["503"] > 0  # the queue filled up and the API pushed back
 
 
 def test_the_broker_unreachable_when_the_worker_starts(
