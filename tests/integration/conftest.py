@@ -37,6 +37,7 @@ pytestmark = pytest.mark.integration
 # Short enough for a test to watch a session end; the tests of one session post within it.
 SESSION_TIMEOUT = 3
 ADMIN_TOKEN = "test-admin-token"
+PSEUDONYMIZATION_KEY = "test-pseudonymization-key"
 # Consumer-group settings that make a group join take seconds rather than ~20 s on Tansu.
 FAST_GROUP_JOIN = {"KAFKA_SESSION_TIMEOUT_MS": "6000", "KAFKA_HEARTBEAT_INTERVAL_MS": "500"}
 # The purge runs this often while a test runs beat; retention purges profiles older than this.
@@ -144,6 +145,7 @@ def stack_env(
         PROFILE_RETENTION_DAYS=str(RETENTION_DAYS),
         # Key revocations and settings changes reach the API within a second.
         SOURCE_CACHE_SECONDS="1",
+        PSEUDONYMIZATION_KEY=PSEUDONYMIZATION_KEY,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hmac
 import time
 import uuid
 from datetime import datetime, timedelta
@@ -11,7 +12,14 @@ import orjson
 import pytest
 import requests
 
-from tests.integration.conftest import SESSION_TIMEOUT, SourceUnderTest, TopicNames
+from clicktrail.db import Database
+from clicktrail.sources import SourceStore, new_write_key
+from tests.integration.conftest import (
+    PSEUDONYMIZATION_KEY,
+    SESSION_TIMEOUT,
+    SourceUnderTest,
+    TopicNames,
+)
 from tests.support.infra import KafkaCollector
 
 CALLS = {
@@ -473,3 +481,33 @@ def test_a_resent_message_id_reaches_kafka_once(
     kafka.wait_for([marker], topic=topics.events)  # processed after the repeat: same partition
 
     assert len(kafka.records(repeated)) == 1
+
+
+def test_a_sources_pseudonymised_fields_never_reach_kafka(
+    pipeline: str, kafka: KafkaCollector, database_url: str, topics: TopicNames
+) -> None:
+    db = Database(database_url)
+    try:
+        key = new_write_key()
+        SourceStore(db, cache_seconds=0).create(
+            f"pseudo-{uuid.uuid4().hex[:8]}", key, {"pseudonymize": ["properties.email", "userId"]}
+        )
+    finally:
+        db.close()
+    message_id = mid()
+    body = {"userId": "ada", "event": "Signed Up", "messageId": message_id,
+            "properties": {"email": "ada@example.com", "plan": "pro"}}  # fmt: skip
+
+    assert post(pipeline, "/v1/track", body, key).status_code == 200
+
+    [record] = kafka.wait_for([message_id], topic=topics.events)[message_id]
+
+    def pseudonym(value: str) -> str:
+        return (
+            "hmac:" + hmac.new(PSEUDONYMIZATION_KEY.encode(), value.encode(), "sha256").hexdigest()
+        )
+
+    assert record.value["properties"] == {"email": pseudonym("ada@example.com"), "plan": "pro"}
+    assert record.value["userId"] == pseudonym("ada")
+    assert record.key == pseudonym("ada")  # the partition key too: the raw id never leaves
+    assert b"ada@example.com" not in (record.raw or b"")
