@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from clicktrail.db import Database, create_database, drop_database, migrate
+from clicktrail.db import Database
 from clicktrail.kafka import ensure_topics
 from clicktrail.sources import SourceStore, new_write_key
 from tests.faults.harness import FaultStack, Tally, format_table
@@ -21,6 +21,7 @@ from tests.support.infra import (
     TansuBroker,
     child_env,
     free_port,
+    scratch_database,
     start_api,
     start_worker,
 )
@@ -76,11 +77,8 @@ def fault_topics(broker: TansuBroker, fault_run: str) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def fault_database(fault_run: str) -> Iterator[str]:
-    url = f"postgresql://postgres@127.0.0.1:5432/clicktrail_faults_{fault_run}"
-    create_database(url)
-    migrate(url)
-    yield url
-    drop_database(url)
+    with scratch_database(f"clicktrail_faults_{fault_run}") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

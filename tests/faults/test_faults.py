@@ -11,10 +11,9 @@ from collections.abc import Callable, Iterator
 import pytest
 import requests
 
-from clicktrail.db import Database
 from tests.faults.conftest import TALLIES, TIMEOUTS
 from tests.faults.harness import FaultStack, Sender, Tally, wait_until_delivered
-from tests.support.infra import KafkaCollector, Service, start_sink, wait_for
+from tests.support.infra import KafkaCollector, Service, history_counts, start_sink, wait_for
 from tests.support.proxy import TcpProxy
 
 pytestmark = pytest.mark.integration
@@ -191,21 +190,6 @@ def sink(running: FaultStack, postgres_proxy: TcpProxy) -> Iterator[Service]:
     service.stop()
 
 
-def history_rows(database_url: str, ids: set[str]) -> dict[str, int]:
-    db = Database(database_url)
-    try:
-        with db.connection() as conn:
-            return dict(
-                conn.execute(
-                    "SELECT message_id, count(*) FROM event_history"
-                    " WHERE message_id = ANY(%s) GROUP BY message_id",
-                    (list(ids),),
-                ).fetchall()
-            )
-    finally:
-        db.close()
-
-
 def test_postgres_down_under_the_history_sink(
     running: FaultStack,
     kafka: KafkaCollector,
@@ -222,10 +206,12 @@ def test_postgres_down_under_the_history_sink(
     in_kafka, sender = run(name, running, kafka, write_key, cut_postgres)
     database = running.env["DATABASE_URL"]
     wait_until_delivered(
-        sender, lambda ids: set(history_rows(database, ids)), 120, f"{name}: history rows"
+        sender, lambda ids: set(history_counts(database, ids)), 120, f"{name}: history rows"
     )
     time.sleep(2)
-    in_history = Tally.of_counts(name, sender, history_rows(database, sender.accepted), "postgres")
+    in_history = Tally.of_counts(
+        name, sender, history_counts(database, sender.accepted), "postgres"
+    )
     TALLIES.append(in_history)
 
     assert_nothing_lost(in_kafka)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from clicktrail.config import PROJECT_ROOT, Settings
-from clicktrail.db import Database, create_database, drop_database, migrate
+from clicktrail.db import Database
 from clicktrail.devstack import host_port, listening
 from clicktrail.kafka import ensure_topics
 from clicktrail.sources import SourceStore, new_write_key
@@ -27,6 +27,7 @@ from tests.support.infra import (
     claim_redis_db,
     delete_topics,
     release_redis_db,
+    scratch_database,
     start_api,
     start_sink,
     start_worker,
@@ -104,11 +105,8 @@ def redis_url(run_id: str) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def database_url(run_id: str) -> Iterator[str]:
-    url = f"postgresql://postgres@127.0.0.1:5432/clicktrail_test_{run_id}"
-    create_database(url)
-    migrate(url)
-    yield url
-    drop_database(url)
+    with scratch_database(f"clicktrail_test_{run_id}") as url:
+        yield url
 
 
 @dataclass(frozen=True)

@@ -14,21 +14,24 @@ import pytest
 import requests
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from clicktrail.db import Database, create_database, drop_database, migrate
+from clicktrail.db import Database
 from clicktrail.kafka import KafkaPublisher, Record
 from tests.integration.conftest import FAST_GROUP_JOIN, SourceUnderTest, TopicNames
-from tests.support.infra import KafkaCollector, start_sink, wait_for
+from tests.support.infra import (
+    KafkaCollector,
+    history_counts,
+    scratch_database,
+    start_sink,
+    wait_for,
+)
 from tests.support.proxy import TcpProxy
 
 
 @pytest.fixture(scope="module")
 def own_database(database_url: str) -> Iterator[str]:
     """A database of the module's own, so no other sink fills what these ones miss."""
-    url = make_conninfo(database_url, dbname=f"{conninfo_to_dict(database_url)['dbname']}_sink")
-    create_database(url)
-    migrate(url)
-    yield url
-    drop_database(url)
+    with scratch_database(f"{conninfo_to_dict(database_url)['dbname']}_sink") as url:
+        yield url
 
 
 @pytest.fixture
@@ -71,23 +74,9 @@ def send_batches(
     return ids
 
 
-def rows(database_url: str, ids: list[str]) -> dict[str, int]:
-    db = Database(database_url)
-    try:
-        with db.connection() as conn:
-            return dict(
-                conn.execute(
-                    "SELECT message_id, count(*) FROM event_history WHERE message_id = ANY(%s) GROUP BY message_id",
-                    (ids,),
-                ).fetchall()
-            )
-    finally:
-        db.close()
-
-
 def complete(database_url: str, ids: list[str]) -> dict[str, int] | None:
     """The rows of these events once every one has a row."""
-    found = rows(database_url, ids)
+    found = history_counts(database_url, ids)
     return found if len(found) == len(ids) else None
 
 
@@ -98,10 +87,12 @@ def test_killed_and_restarted_the_sink_writes_every_event_exactly_once(
     env = sink_env(stack_env, own_database, f"sink-kill-{uuid.uuid4().hex[:6]}")
     first = start_sink(env, logs_dir / "sink-killed.log", name="sink-killed")
     ids = send_batches(pipeline, source, batches=12, size=50, pause=0.2)
-    wait_for(lambda: len(rows(own_database, ids)) >= 50, "a first share written", timeout=60)
+    wait_for(
+        lambda: len(history_counts(own_database, ids)) >= 50, "a first share written", timeout=60
+    )
 
     first.stop(signal.SIGKILL)
-    at_kill = len(rows(own_database, ids))
+    at_kill = len(history_counts(own_database, ids))
     second = start_sink(env, logs_dir / "sink-restarted.log", name="sink-restarted")
     try:
         kafka.wait_for(ids, topic=topics.events, timeout=60)
@@ -124,7 +115,7 @@ def test_the_sink_rides_out_postgres_going_away_and_coming_back(
     try:
         before = send_batches(pipeline, source, batches=2, size=50)
         wait_for(
-            lambda: len(rows(own_database, before)) == len(before),
+            lambda: len(history_counts(own_database, before)) == len(before),
             "rows before the outage",
             timeout=60,
         )
@@ -181,7 +172,7 @@ def test_a_record_postgres_refuses_is_skipped_and_the_rest_flow(
         sink.stop()
 
     assert written == {good: 1, nul: 1}
-    assert rows(own_database, [bad]) == {}
+    assert history_counts(own_database, [bad]) == {}
     db = Database(own_database)
     try:
         with db.connection() as conn:

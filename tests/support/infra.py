@@ -13,7 +13,8 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from clicktrail.config import PROJECT_ROOT
+from clicktrail.db import Database, create_database, drop_database, migrate
 from clicktrail.devstack import listening, spawn_tansu
 from clicktrail.kafka import decode_value, parse_headers
 
@@ -121,6 +123,34 @@ class RedisServer:
             self._proc.send_signal(sig)
             self._proc.wait(20)
         self._proc = None
+
+
+@contextmanager
+def scratch_database(name: str) -> Iterator[str]:
+    """A migrated Postgres database of the caller's own, dropped afterwards."""
+    url = f"postgresql://postgres@127.0.0.1:5432/{name}"
+    create_database(url)
+    migrate(url)
+    try:
+        yield url
+    finally:
+        drop_database(url)
+
+
+def history_counts(database_url: str, ids: Iterable[str]) -> dict[str, int]:
+    """How many history rows each of these messageIds has (absent: none)."""
+    db = Database(database_url)
+    try:
+        with db.connection() as conn:
+            return dict(
+                conn.execute(
+                    "SELECT message_id, count(*) FROM event_history"
+                    " WHERE message_id = ANY(%s) GROUP BY message_id",
+                    (list(ids),),
+                ).fetchall()
+            )
+    finally:
+        db.close()
 
 
 def claim_redis_db(base_url: str = "redis://127.0.0.1:6379", owner: str = "") -> int:
