@@ -30,7 +30,7 @@ def flower(stack_env: dict[str, str], logs_dir: Path) -> Iterator[str]:
     }
     service = Service(
         "flower",
-        [sys.executable, "-m", "celery", "--app", "workers.celery_app", "flower"],
+        [sys.executable, "-m", "workers.flower"],
         env,
         logs_dir / "flower.log",
     )
@@ -40,7 +40,7 @@ def flower(stack_env: dict[str, str], logs_dir: Path) -> Iterator[str]:
 
 
 @pytest.mark.parametrize(
-    "page", ["/", "/workers", "/tasks", "/broker", "/api/tasks", "/api/workers"]
+    "page", ["/", "/workers", "/tasks", "/broker", "/api/tasks", "/api/workers", "/metrics"]
 )
 def test_every_page_needs_the_credentials(flower: str, page: str) -> None:
     anonymous = requests.get(f"{flower}{page}", timeout=10)
