@@ -4,8 +4,9 @@ bound on how often one message may take a worker down.
 - ``SeenIds``: the messageIds of a source delivered to Kafka in the last DEDUPE_WINDOW_SECONDS.
   The pipeline skips events already delivered (a client's retry of an accepted request, a
   message redelivered after the worker died between Kafka's confirmation and the ack) and
-  remembers events only once Kafka confirmed them, so a crash never loses one. Costs one Redis
-  key (~100 bytes) per event for the window.
+  remembers events only once Kafka confirmed them, so a crash never loses one. The ids live in
+  one Redis set per source and window-long time bucket, expiring as a whole: a batch is
+  remembered with one command and checked with one round-trip, at about 60 bytes per event.
 - ``Deliveries``: how often a queue message was handed to a worker without it finishing, keyed
   by task id and retry number (a retry is a new message); a message that keeps killing the
   worker process (a segfault, the OOM killer, the hard time limit) is dead-lettered after a few.
@@ -14,44 +15,55 @@ bound on how often one message may take a worker down.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 
 import redis
 
 from clicktrail.errors import DependencyUnavailable
 from clicktrail.redisconn import REDIS_DOWN
 
-SEEN_KEY = "ct:seen:{source}:{message_id}"
+SEEN_KEY = "ct:seen:{source}:{bucket}"
 DELIVERY_KEY = "ct:delivery:{task_id}:{retries}"
 
 
 class SeenIds:
-    def __init__(self, client: redis.Redis, window_seconds: int) -> None:
+    def __init__(
+        self, client: redis.Redis, window_seconds: int, clock: Callable[[], float] = time.time
+    ) -> None:
         self._client = client
         self.window_seconds = window_seconds
+        self._clock = clock
+
+    def _key(self, source_id: str, bucket: int) -> str:
+        return SEEN_KEY.format(source=source_id, bucket=bucket)
 
     def seen(self, source_id: str, message_ids: Iterable[str]) -> set[str]:
-        """Which of these were delivered within the window (one round-trip)."""
+        """Which of these were delivered within the window (one round-trip). An id is found for
+        at least the window and at most twice it: this bucket and the one before."""
         ids = list(dict.fromkeys(message_ids))
         if not ids or self.window_seconds <= 0:
             return set()
-        keys = [SEEN_KEY.format(source=source_id, message_id=m) for m in ids]
+        bucket = int(self._clock()) // self.window_seconds
+        pipe = self._client.pipeline(transaction=False)
+        pipe.smismember(self._key(source_id, bucket), ids)
+        pipe.smismember(self._key(source_id, bucket - 1), ids)
         try:
-            found = self._client.mget(keys)
+            now, before = pipe.execute()
         except REDIS_DOWN as exc:
             raise DependencyUnavailable("redis", str(exc)) from exc
-        return {m for m, value in zip(ids, found, strict=True) if value is not None}
+        return {m for m, a, b in zip(ids, now, before, strict=True) if a or b}
 
     def remember(self, source_id: str, message_ids: Iterable[str]) -> None:
         """Mark these as delivered (after Kafka confirmed them). Best effort: a failure here
         only lets a later duplicate through."""
-        if self.window_seconds <= 0:
+        ids = list(message_ids)
+        if self.window_seconds <= 0 or not ids:
             return
+        key = self._key(source_id, int(self._clock()) // self.window_seconds)
         pipe = self._client.pipeline(transaction=False)
-        for message_id in message_ids:
-            pipe.set(
-                SEEN_KEY.format(source=source_id, message_id=message_id), 1, ex=self.window_seconds
-            )
+        pipe.sadd(key, *ids)
+        pipe.expire(key, 2 * self.window_seconds)
         with contextlib.suppress(*REDIS_DOWN):
             pipe.execute()
 

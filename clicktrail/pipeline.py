@@ -9,6 +9,7 @@ within a partition.
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -140,9 +141,12 @@ class Pipeline:
         plan = TrackingPlan.from_settings(settings)
         switches = EnrichmentSettings.from_settings(settings)
         verdicts = [self._validator.validate(event, plan) for event in events]
-        for event, verdict in zip(events, verdicts, strict=True):
-            outcome = "valid" if verdict.valid else _OUTCOMES.get(verdict.reason, verdict.reason)
-            EVENTS_VALIDATED.labels(source_id, str(event.get("type")), outcome).inc()
+        outcomes = Counter(
+            (str(event.get("type")), _outcome(verdict))
+            for event, verdict in zip(events, verdicts, strict=True)
+        )
+        for (kind, outcome), count in outcomes.items():
+            EVENTS_VALIDATED.labels(source_id, kind, outcome).inc(count)
         valid = [i for i, verdict in enumerate(verdicts) if verdict.valid]
         traits: dict[str, dict[str, Any]] = {}
         if switches.profile_traits and self._profiles is not None:
@@ -279,21 +283,31 @@ class Pipeline:
 _OUTCOMES = {"schema_validation": "invalid"}
 
 
+def _outcome(verdict: Verdict) -> str:
+    return "valid" if verdict.valid else _OUTCOMES.get(verdict.reason, verdict.reason)
+
+
 def _count(deliveries: list[Delivery], topics: Topics, clock: Clock) -> None:
     """Published and dead-lettered events, and end-to-end latency, of the delivered records."""
     now = clock.now()
+    published: Counter[tuple[str, str]] = Counter()
+    dead: Counter[tuple[str, str, str]] = Counter()
     for delivery in deliveries:
         if delivery.error is not None:
             continue
         record, headers = delivery.record, delivery.record.headers
         source, kind = headers.get("source-id", ""), headers.get("event-type", "")
         if record.topic == topics.deadletter:
-            EVENTS_DEAD_LETTERED.labels(source, kind, headers.get("error-kind", "")).inc()
+            dead[source, kind, headers.get("error-kind", "")] += 1
         else:
-            EVENTS_PUBLISHED.labels(source, kind).inc()
+            published[source, kind] += 1
             received = parse_ts(record.value.get("receivedAt")) if record.value else None
             if received is not None:
                 END_TO_END_SECONDS.observe(max(0.0, (now - received).total_seconds()))
+    for labels, count in published.items():
+        EVENTS_PUBLISHED.labels(*labels).inc(count)
+    for dead_labels, count in dead.items():
+        EVENTS_DEAD_LETTERED.labels(*dead_labels).inc(count)
 
 
 def _headers(
