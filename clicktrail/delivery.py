@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Mapping
 
 import redis
 
@@ -38,32 +38,41 @@ class SeenIds:
     def _key(self, source_id: str, bucket: int) -> str:
         return SEEN_KEY.format(source=source_id, bucket=bucket)
 
-    def seen(self, source_id: str, message_ids: Iterable[str]) -> set[str]:
-        """Which of these were delivered within the window (one round-trip). An id is found for
-        at least the window and at most twice it: this bucket and the one before."""
-        ids = list(dict.fromkeys(message_ids))
-        if not ids or self.window_seconds <= 0:
-            return set()
+    def seen(self, ids: Mapping[str, list[str]]) -> dict[str, set[str]]:
+        """By source, which of its ids were delivered within the window (one round-trip). An
+        id is found for at least the window and at most twice it: this bucket and the last."""
+        wanted = {source: list(dict.fromkeys(found)) for source, found in ids.items() if found}
+        if not wanted or self.window_seconds <= 0:
+            return {}
         bucket = int(self._clock()) // self.window_seconds
         pipe = self._client.pipeline(transaction=False)
-        pipe.smismember(self._key(source_id, bucket), ids)
-        pipe.smismember(self._key(source_id, bucket - 1), ids)
+        for source_id, message_ids in wanted.items():
+            pipe.smismember(self._key(source_id, bucket), message_ids)
+            pipe.smismember(self._key(source_id, bucket - 1), message_ids)
         try:
-            now, before = pipe.execute()
+            replies = pipe.execute()
         except REDIS_DOWN as exc:
             raise DependencyUnavailable("redis", str(exc)) from exc
-        return {m for m, a, b in zip(ids, now, before, strict=True) if a or b}
+        found: dict[str, set[str]] = {}
+        for n, (source_id, message_ids) in enumerate(wanted.items()):
+            now, before = replies[2 * n], replies[2 * n + 1]
+            found[source_id] = {
+                m for m, a, b in zip(message_ids, now, before, strict=True) if a or b
+            }
+        return found
 
-    def remember(self, source_id: str, message_ids: Iterable[str]) -> None:
-        """Mark these as delivered (after Kafka confirmed them). Best effort: a failure here
-        only lets a later duplicate through."""
-        ids = list(message_ids)
-        if self.window_seconds <= 0 or not ids:
+    def remember(self, ids: Mapping[str, list[str]]) -> None:
+        """Mark these as delivered, by source (after Kafka confirmed them). Best effort: a
+        failure here only lets a later duplicate through."""
+        if self.window_seconds <= 0:
             return
-        key = self._key(source_id, int(self._clock()) // self.window_seconds)
+        bucket = int(self._clock()) // self.window_seconds
         pipe = self._client.pipeline(transaction=False)
-        pipe.sadd(key, *ids)
-        pipe.expire(key, 2 * self.window_seconds)
+        for source_id, message_ids in ids.items():
+            if message_ids:
+                key = self._key(source_id, bucket)
+                pipe.sadd(key, *message_ids)
+                pipe.expire(key, 2 * self.window_seconds)
         with contextlib.suppress(*REDIS_DOWN):
             pipe.execute()
 

@@ -64,6 +64,13 @@ def current_traceparent() -> str | None:
     return carrier.get("traceparent")
 
 
+def traceparent_of(span: trace.Span) -> str | None:
+    """The W3C traceparent naming a span (None for a span that is not recording a trace)."""
+    carrier: dict[str, str] = {}
+    _propagator.inject(carrier, context=trace.set_span_in_context(span))
+    return carrier.get("traceparent")
+
+
 def context_of(traceparent: str | None) -> Context:
     """The context a W3C traceparent names (an empty one when absent or malformed)."""
     return _propagator.extract({"traceparent": traceparent} if traceparent else {})

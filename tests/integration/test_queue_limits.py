@@ -1,16 +1,21 @@
-"""The API's queue at its limits, on a redis-server of our own: full memory answers 503."""
+"""The API's queue on a redis-server of our own: concurrent requests share messages that carry
+every one of them, and a full memory answers 503."""
 
 from __future__ import annotations
 
+import base64
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import orjson
 import pytest
 import redis
 
 from clicktrail.config import Settings
 from clicktrail.errors import Overloaded
-from clicktrail.queue import QUEUE, ingest_payload
+from clicktrail.queue import QUEUE, ingest_payload, payload_parts
 from tests.support.infra import RedisServer
 from web.enqueue import CeleryEnqueuer
 
@@ -43,3 +48,29 @@ def test_a_redis_out_of_memory_is_a_503_queue_full_and_nothing_is_half_written(
     assert caught.value.code == "queue_full"
     assert caught.value.retry_after == 5
     assert redis.Redis.from_url(small_redis.url).llen(QUEUE) == len(accepted)
+
+
+def test_concurrent_requests_share_messages_and_each_is_in_one_exactly(
+    small_redis: RedisServer,
+) -> None:
+    enqueuer = CeleryEnqueuer(Settings.from_env({"REDIS_URL": small_redis.url}))
+    start = threading.Barrier(16)
+
+    def request(n: int) -> None:
+        if n < 16:
+            start.wait()
+        event = {"type": "track", "messageId": f"m-{n}", "userId": "u"}
+        enqueuer.enqueue(ingest_payload("src", {}, [event], None))
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(request, range(400)))
+
+    queued = redis.Redis.from_url(small_redis.url).lrange(QUEUE, 0, -1)
+    ids = []
+    for raw in queued:
+        message = orjson.loads(raw)  # kombu's envelope; the body is the task's arguments
+        assert message["content-type"] == "application/x-orjson"
+        [payload], _, _ = orjson.loads(base64.b64decode(message["body"]))
+        ids += [e["messageId"] for part in payload_parts(payload) for e in part["events"]]
+    assert sorted(ids) == sorted(f"m-{n}" for n in range(400))
+    assert len(queued) < 400

@@ -27,15 +27,16 @@ def test_ids_are_seen_for_at_least_the_window_and_forgotten_after_twice_it(
     source = f"src-{uuid.uuid4().hex}"
     delivered = [f"m-{n}" for n in range(300)]
 
-    assert seen.seen(source, delivered) == set()
-    seen.remember(source, delivered)
-    assert seen.seen(source, [*delivered, "new"]) == set(delivered)
-    assert seen.seen(f"other-{source}", delivered) == set()  # ids are per source
+    other = f"other-{source}"
+    assert seen.seen({source: delivered}) == {source: set()}
+    seen.remember({source: delivered})
+    found = seen.seen({source: [*delivered, "new"], other: delivered})
+    assert found == {source: set(delivered), other: set()}  # ids are per source
 
     clock.now += 99  # within the window, whatever the bucket boundaries
-    assert seen.seen(source, delivered[:5]) == set(delivered[:5])
+    assert seen.seen({source: delivered[:5]}) == {source: set(delivered[:5])}
     clock.now += 101  # two windows on: its bucket is no longer looked at
-    assert seen.seen(source, delivered[:5]) == set()
+    assert seen.seen({source: delivered[:5]}) == {source: set()}
 
     keys = client.keys(f"ct:seen:{source}:*")
     assert keys
@@ -45,5 +46,5 @@ def test_ids_are_seen_for_at_least_the_window_and_forgotten_after_twice_it(
 
 def test_a_zero_window_turns_deduplication_off(redis_url: str) -> None:
     seen = SeenIds(make_redis(redis_url), window_seconds=0)
-    seen.remember("src", ["a"])
-    assert seen.seen("src", ["a"]) == set()
+    seen.remember({"src": ["a"]})
+    assert seen.seen({"src": ["a"]}) == {}
