@@ -36,7 +36,7 @@ from clicktrail.metrics import (
 )
 from clicktrail.queue import INGEST_TASK, group_payload, payload_parts
 from clicktrail.sessions import SessionTracker, Touch
-from clicktrail.telemetry import context_of, traceparent_of, tracer
+from clicktrail.telemetry import context_of, start_span, traceparent_of
 from clicktrail.validation import EventValidator, TrackingPlan, Verdict
 
 log = logging.getLogger(__name__)
@@ -111,6 +111,7 @@ class Pipeline:
         profiles: ProfileTraits | None = None,
         seen: DeliveredIds | None = None,
         new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+        log_requests: bool = False,
     ) -> None:
         self._validator = validator
         self._sessions = sessions
@@ -121,6 +122,7 @@ class Pipeline:
         self._profiles = profiles
         self._seen = seen
         self._new_id = new_id
+        self._log_requests = log_requests
 
     def process(self, payload: dict[str, Any]) -> Outcome:
         """Publish a payload's events; raises PublishIncomplete (retry) or TransientError.
@@ -267,17 +269,17 @@ class Pipeline:
         """Publish every part's records with one wait for all reports. Each part gets a produce
         span under its own span, whose context its records carry as their traceparent."""
         produce_spans = [
-            tracer.start_span(
-                "kafka produce",
-                context=trace.set_span_in_context(span),
-                kind=SpanKind.PRODUCER,
-                attributes={
-                    "messaging.system": "kafka",
-                    "messaging.batch.message_count": len(part_records),
-                },
-            )
-            for span, part_records in zip(spans, records, strict=True)
+            start_span("kafka produce", trace.set_span_in_context(span), SpanKind.PRODUCER)
+            for span in spans
         ]
+        for produce, part_records in zip(produce_spans, records, strict=True):
+            if produce.is_recording():
+                produce.set_attributes(
+                    {
+                        "messaging.system": "kafka",
+                        "messaging.batch.message_count": len(part_records),
+                    }
+                )
         flat: list[Record] = []
         for produce, part_records in zip(produce_spans, records, strict=True):
             traceparent = traceparent_of(produce)
@@ -300,14 +302,8 @@ class Pipeline:
             mine = deliveries[offset : offset + len(part_records)]
             offset += len(part_records)
             failed.append([d for d in mine if d.error is not None])
-            with trace.use_span(span), bound(**message_id_fields([_event_id(d) for d in mine])):
-                dead = sum(1 for d in mine if d.record.topic == self._topics.deadletter)
-                log.info(
-                    "published %d event(s), dead-lettered %d, %d to retry",
-                    len(mine) - dead - len(failed[-1]),
-                    dead,
-                    len(failed[-1]),
-                )
+            if self._log_requests:
+                self._log_part(span, mine, len(failed[-1]))
         failures = [d for part_failures in failed for d in part_failures]
         if failures:
             retry_parts = [
@@ -319,6 +315,18 @@ class Pipeline:
                 if part_failures
             ]
             raise PublishIncomplete(failures, group_payload(retry_parts))
+
+    def _log_part(self, span: Span, deliveries: list[Delivery], failed: int) -> None:
+        """One line per request (LOG_REQUESTS), with its trace id and message ids."""
+        ids = [_event_id(d) for d in deliveries]
+        with trace.use_span(span), bound(**message_id_fields(ids)):
+            dead = sum(1 for d in deliveries if d.record.topic == self._topics.deadletter)
+            log.info(
+                "published %d event(s), dead-lettered %d, %d to retry",
+                len(deliveries) - dead - failed,
+                dead,
+                failed,
+            )
 
     def _remember(self, deliveries: list[Delivery]) -> None:
         """Mark delivered events as seen, once Kafka has them: a crash before this costs at most
@@ -420,9 +428,7 @@ def _part_spans(parts: list[dict[str, Any]]) -> Iterator[list[Span]]:
     """The span of the ingest task for each part, continuing its request's trace; an error
     is recorded on all of them."""
     spans = [
-        tracer.start_span(
-            INGEST_TASK, context=context_of(part.get("traceparent")), kind=SpanKind.CONSUMER
-        )
+        start_span(INGEST_TASK, context=context_of(part.get("traceparent")), kind=SpanKind.CONSUMER)
         for part in parts
     ]
     try:

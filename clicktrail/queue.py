@@ -8,7 +8,9 @@ beat, Flower) must use the same transport options: Redis honours the shortest
 
 from __future__ import annotations
 
+import base64
 import ssl
+import uuid
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -32,6 +34,7 @@ GROUP_VERSION = 2
 # Task arguments are serialised with orjson (several times faster than kombu's json on event
 # batches); workers still read messages in plain json.
 SERIALIZER = "orjson"
+CONTENT_TYPE = "application/x-orjson"
 
 # Celery holds a retry, unacked, until its countdown is due: at most this many per worker.
 ETA_TASK_LIMIT = 1000
@@ -91,8 +94,58 @@ def _register_serializer() -> None:
         SERIALIZER,
         orjson.dumps,
         orjson.loads,
-        content_type="application/x-orjson",
+        content_type=CONTENT_TYPE,
         content_encoding="binary",
+    )
+
+
+# How kombu's Redis transport writes a message: a JSON envelope, the body in base64.
+_BODY_EXTRAS = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+_NO_TIMELIMIT = (None, None)
+
+
+def task_message(task: str, queue: str, args: list[Any], argsrepr: str, origin: str) -> bytes:
+    """A task message (Celery's protocol 2) as kombu's Redis transport stores it in the list
+    ``queue``: what ``send_task`` would write, built in a fraction of its time. A test compares
+    the two, field by field, for the installed Celery and kombu."""
+    task_id = str(uuid.uuid4())
+    body = orjson.dumps([args, {}, _BODY_EXTRAS])
+    return orjson.dumps(
+        {
+            "body": base64.b64encode(body).decode(),
+            "content-encoding": "binary",
+            "content-type": CONTENT_TYPE,
+            "headers": {
+                "lang": "py",
+                "task": task,
+                "id": task_id,
+                "shadow": None,
+                "eta": None,
+                "expires": None,
+                "group": None,
+                "group_index": None,
+                "retries": 0,
+                "timelimit": _NO_TIMELIMIT,
+                "root_id": task_id,
+                "parent_id": None,
+                "argsrepr": argsrepr,
+                "kwargsrepr": "{}",
+                "origin": origin,
+                "ignore_result": None,
+                "replaced_task_nesting": 0,
+                "stamped_headers": None,
+                "stamps": {},
+            },
+            "properties": {
+                "correlation_id": task_id,
+                "argsrepr": argsrepr,
+                "delivery_mode": 2,
+                "delivery_info": {"exchange": "", "routing_key": queue},
+                "priority": 0,
+                "body_encoding": "base64",
+                "delivery_tag": str(uuid.uuid4()),
+            },
+        }
     )
 
 

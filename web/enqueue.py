@@ -10,6 +10,8 @@ small ones (which the workers also handle faster).
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +25,15 @@ from clicktrail.config import Settings
 from clicktrail.errors import DependencyUnavailable, Overloaded
 from clicktrail.health import CHECK_TIMEOUT
 from clicktrail.intake import MAX_BATCH_EVENTS
-from clicktrail.queue import INGEST_TASK, QUEUE, celery_settings, describe_payload, group_payload
+from clicktrail.queue import (
+    INGEST_TASK,
+    QUEUE,
+    celery_settings,
+    describe_payload,
+    group_payload,
+    task_message,
+)
+from clicktrail.redisconn import is_redis_url, make_redis
 
 # Publishing to a down Redis fails fast so the client gets its 503 quickly and retries later.
 _PUBLISH_RETRY = {
@@ -113,6 +123,13 @@ class GroupCommit:
 
 
 class CeleryEnqueuer:
+    """Sends ingest tasks by name to the workers' queue.
+
+    With a Redis broker (the architecture's) a group's message goes out as one LPUSH of the
+    envelope kombu's Redis transport would write (``clicktrail.queue.task_message``), which costs
+    a sixth of ``send_task``; other brokers go through ``send_task``.
+    """
+
     def __init__(self, settings: Settings) -> None:
         self._celery = Celery("clicktrail-api", set_as_current=False)
         config = celery_settings(settings)
@@ -123,24 +140,36 @@ class CeleryEnqueuer:
         }
         self._celery.conf.update(config)
         self._retry_after = settings.retry_after_seconds
+        self._queue = (
+            make_redis(settings.celery_broker_url, timeout=2)
+            if is_redis_url(settings.celery_broker_url)
+            else None
+        )
+        self._origin = f"{os.getpid()}@{socket.gethostname()}"
         self._group = GroupCommit(self._send)
 
     def enqueue(self, payload: dict[str, Any]) -> None:
-        """Returns once Redis has the message holding the payload (an acknowledged LPUSH)."""
+        """Returns once the broker has the message holding the payload (an acknowledged write)."""
         self._group.submit(payload)
 
     def _send(self, parts: list[dict[str, Any]]) -> None:
         payload = group_payload(parts)
+        # Monitors (Flower) and logs show this instead of the events themselves.
+        argsrepr = describe_payload(payload)
         try:
-            self._celery.send_task(
-                INGEST_TASK,
-                args=[payload],
-                queue=QUEUE,
-                retry=True,
-                retry_policy=_PUBLISH_RETRY,
-                # Monitors (Flower) and logs show this instead of the events themselves.
-                argsrepr=describe_payload(payload),
-            )
+            if self._queue is not None:
+                self._queue.lpush(
+                    QUEUE, task_message(INGEST_TASK, QUEUE, [payload], argsrepr, self._origin)
+                )
+            else:
+                self._celery.send_task(
+                    INGEST_TASK,
+                    args=[payload],
+                    queue=QUEUE,
+                    retry=True,
+                    retry_policy=_PUBLISH_RETRY,
+                    argsrepr=argsrepr,
+                )
         except (OperationalError, ConnectionError, TimeoutError, redis.RedisError) as exc:
             if _out_of_memory(exc):
                 # Redis at its maxmemory (noeviction, as a queue must be): nothing more fits.

@@ -55,6 +55,7 @@ class Runtime:
             enricher=Enricher(geoip, settings.pseudonymization_key),
             profiles=ProfileStore(db),
             seen=SeenIds(redis_client, settings.dedupe_window_seconds),
+            log_requests=settings.log_requests,
         )
         purger = Purger(
             db, sessions, publisher, settings.topic_profiles, clock, settings.profile_retention_days

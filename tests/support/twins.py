@@ -137,3 +137,22 @@ class MemorySeenIds:
 
     def remember(self, ids: Mapping[str, list[str]]) -> None:
         self.ids.update((s, m) for s, found in ids.items() for m in found)
+
+
+class MemoryRateCounter:
+    """The sliding-window counts of ``web.admission.RedisRateCounter``, in memory."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, int], int] = {}
+        self.calls = 0
+
+    def lease(self, source_id: str, limit: int, wanted: int, needed: int, now: float) -> int:
+        self.calls += 1
+        second = int(now)
+        last = self.counts.get((source_id, second - 1), 0)
+        used = self.counts.get((source_id, second), 0) + int(last * (1 - (now - second)))
+        if limit - used < needed:
+            return 0
+        granted = min(wanted, limit - used)
+        self.counts[source_id, second] = self.counts.get((source_id, second), 0) + granted
+        return granted
