@@ -11,7 +11,7 @@ from clicktrail.config import Settings
 from clicktrail.db import Database
 from clicktrail.health import Check, dependency_checks, workers_check
 from clicktrail.profiles import Profile
-from clicktrail.redisconn import make_redis
+from clicktrail.redisconn import pipeline_redis, queue_redis
 from clicktrail.registry import make_registry
 from clicktrail.sessions import SessionStore, SessionView
 from clicktrail.sources import Source, SourceStore
@@ -70,9 +70,9 @@ class Services:
             sources=SourceStore(db, settings.source_cache_seconds),
             enqueuer=enqueuer,
             validator=EventValidator(make_registry(settings)),
-            sessions=SessionStore(make_redis(settings.redis_url), settings.session_timeout_seconds),
+            sessions=SessionStore(pipeline_redis(settings), settings.session_timeout_seconds),
             profiles=ProfileStore(db),
             admin_token=settings.admin_token,
-            admission=Admission(settings, make_redis(settings.celery_broker_url, timeout=2)),
+            admission=Admission(settings, queue_redis(settings, timeout=2)),
             checks=checks,
         )

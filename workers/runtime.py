@@ -21,7 +21,7 @@ from clicktrail.kafka import KafkaPublisher
 from clicktrail.pipeline import Pipeline, Topics
 from clicktrail.profiles import ProfileStore
 from clicktrail.purge import Purger
-from clicktrail.redisconn import make_redis
+from clicktrail.redisconn import pipeline_redis
 from clicktrail.registry import make_registry
 from clicktrail.sessions import SessionStore
 from clicktrail.validation import EventValidator
@@ -43,7 +43,7 @@ class Runtime:
         clock = SystemClock()
         db = Database(settings.database_url, name="clicktrail-worker")
         publisher = KafkaPublisher(settings.kafka)
-        redis_client = make_redis(settings.redis_url)
+        redis_client = pipeline_redis(settings)
         sessions = SessionStore(redis_client, settings.session_timeout_seconds)
         geoip = open_geoip(settings.geoip_database) if settings.geoip_database else None
         pipeline = Pipeline(
