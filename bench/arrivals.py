@@ -1,6 +1,7 @@
 """What reached Kafka, seen by a consumer of the events topic running beside the benchmark.
 
-Counts records per run (the messageId prefix, from the ``event-id`` header: no value is parsed)
+Counts records per run (the messageId's first part, from the ``event-id`` header: no value is
+parsed)
 and notes when the last one arrived; for the latency run it also parses ``receivedAt`` and keeps
 arrival minus receipt. The consumer fetches with a 5 ms wait, so an arrival time is at most a
 few milliseconds after the delivery report.
@@ -62,12 +63,17 @@ class Arrivals:
                 "enable.auto.commit": False,
                 "fetch.wait.max.ms": 5,
                 "fetch.min.bytes": 1,
+                # A fetch past what the broker reports as the end (its watermark can lag behind
+                # what it stored) starts again from the beginning, not from the end; records
+                # read twice are skipped by offset.
+                "auto.offset.reset": "earliest",
             }
         )
         metadata = consumer.list_topics(self._topic, timeout=10).topics[self._topic]
         consumer.assign(
             [TopicPartition(self._topic, p, OFFSET_BEGINNING) for p in metadata.partitions]
         )
+        next_offset: dict[int, int] = {}
         try:
             while not self._stop.is_set():
                 messages = consumer.consume(num_messages=5000, timeout=0.1)
@@ -76,12 +82,16 @@ class Arrivals:
                     for message in messages:
                         if message.error():
                             continue
+                        partition, offset = message.partition(), message.offset()
+                        if offset < next_offset.get(partition, 0):
+                            continue
+                        next_offset[partition] = offset + 1
                         event_id = next(
                             (v for k, v in message.headers() or [] if k == "event-id"), None
                         )
                         if not isinstance(event_id, bytes):
                             continue
-                        run = event_id.rsplit(b"-", 1)[0].decode()
+                        run = event_id.split(b"-", 1)[0].decode()
                         self.counts[run] += 1
                         self.last_arrival[run] = now
                         if run in self.latencies:

@@ -3,7 +3,7 @@
     python -m bench.load --port 8000 --key KEY --events-per-request 100 --requests 2000 \
         --connections 16 --run r1
 
-Each request carries ``--events-per-request`` track events with messageIds ``<run>-<n>``
+Each request carries ``--events-per-request`` track events with messageIds ``<run>-<n>-<random>``
 (unique, so the pipeline's deduplication never drops one), to ``/v1/track`` (one event) or
 ``/v1/batch``. It runs closed-loop for ``--seconds`` or ``--requests``, or open-loop at ``--rate``
 requests a second (latency then counts from when a request was due, so a stall is not hidden),
@@ -17,6 +17,8 @@ import argparse
 import asyncio
 import base64
 import itertools
+import random
+import secrets
 import sys
 import time
 from collections import Counter
@@ -25,30 +27,34 @@ from dataclasses import dataclass, field
 
 import orjson
 
-# An event like those the sample front-end sends; the messageId is filled in per event.
-EVENT = {
-    "type": "track",
-    "event": "Product Viewed",
-    "userId": "user-{u}",
-    "anonymousId": "anon-{u}",
-    "timestamp": "2026-06-01T12:00:00.000Z",
-    "sentAt": "2026-06-01T12:00:00.100Z",
-    "properties": {"product_id": "sku-42", "name": "Trail shoe", "price": 89.5, "currency": "EUR"},
-    "context": {
-        "userAgent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 "
-        "(KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
-        "page": {
-            "url": "https://shop.example/p/sku-42?utm_source=news&utm_medium=email",
-            "referrer": "https://www.google.com/search?q=trail+shoes",
-        },
-        "library": {"name": "analytics.js", "version": "4.1.0"},
-    },
-}
+# An event like those a shop's front-end sends; the fields in %(...)s change from event to event
+# (as ids, products, prices, pages and times do), so that compression and caches see what they
+# would in production.
+EVENT = (
+    b'{"type":"track","event":"Product Viewed","userId":"user-%(u)d","anonymousId":"anon-%(u)d",'
+    b'"messageId":"%(id)s","timestamp":"2026-06-01T12:%(mm)02d:%(ss)02d.%(ms)03dZ",'
+    b'"sentAt":"2026-06-01T12:%(mm)02d:%(ss)02d.%(ms)03dZ","properties":{"product_id":'
+    b'"sku-%(sku)d","name":"Trail shoe %(sku)d","price":%(price).2f,"currency":"EUR",'
+    b'"position":%(pos)d},"context":{"userAgent":"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7)'
+    b' AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36","page":{"url":'
+    b'"https://shop.example/p/sku-%(sku)d?utm_source=news&utm_medium=email","referrer":'
+    b'"https://www.google.com/search?q=trail+shoes"},"library":{"name":"analytics.js",'
+    b'"version":"4.1.0"}}}'
+)
 
 
 def event_bytes(run: str, n: int) -> bytes:
-    body = orjson.dumps({**EVENT, "messageId": f"{run}-{n}"})
-    return body.replace(b"{u}", str(n % 500).encode())
+    """Event ``n`` of a run; its messageId is ``<run>-<n>-<random>``, unique like an SDK's."""
+    return EVENT % {
+        b"u": n % 500,
+        b"id": f"{run}-{n}-{secrets.token_hex(8)}".encode(),
+        b"mm": n // 60000 % 60,
+        b"ss": n // 1000 % 60,
+        b"ms": n % 1000,
+        b"sku": random.randrange(2000),
+        b"price": random.uniform(10, 300),
+        b"pos": random.randrange(1, 48),
+    }
 
 
 @dataclass

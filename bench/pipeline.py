@@ -2,12 +2,14 @@
 
 - ``ack_single``: single-event ``POST /v1/track`` at 64 connections, the ack path alone (workers
   stopped: what the API can take), against ``bench.bare`` on the same gunicorn settings.
-- ``e2e_batch``: batches of 100 events, from the first request out to the last record seen in
-  Kafka, with one worker process and with two; against one librdkafka producer publishing the
-  same enriched records from one process.
+- ``e2e_batch``: batches of 100 events at 16 connections, from the first request out to the last
+  record seen in Kafka, with the worker as the Procfile runs it; against one librdkafka producer
+  publishing the same enriched records from one process. ``scale_out``: the same with one worker
+  process of one pool process, then two such worker processes on the same queue.
 - ``latency_e2e``: single events at 1,000 a second; receipt (``receivedAt``) to the record seen
   in Kafka, p50 and p99.
 - ``backlog``: a backlog queued while the workers were stopped, then drained: events a second.
+- ``capacity``: CPU each tier used for the work it did, as cores per unit of load.
 - ``peak_rss_mb``: peak resident memory of each kind of process over the whole run.
 """
 
@@ -47,9 +49,29 @@ def drain(stack: BenchStack, arrivals: Arrivals, run: str, events: int, timeout:
     return last
 
 
+class CpuMeter:
+    """CPU seconds each kind of process used between ``start`` and ``stop``."""
+
+    KINDS = ("api", "worker", "redis", "kafka")
+
+    def __init__(self, stack: BenchStack) -> None:
+        self._stack = stack
+        self.used: dict[str, float] = {}
+
+    def start(self) -> CpuMeter:
+        self._before = {kind: self._stack.cpu(kind) for kind in self.KINDS}
+        return self
+
+    def stop(self) -> dict[str, float]:
+        self.used = {kind: self._stack.cpu(kind) - self._before[kind] for kind in self.KINDS}
+        return self.used
+
+
 def e2e(stack: BenchStack, arrivals: Arrivals, run: str, events: int) -> dict[str, Any]:
+    meter = CpuMeter(stack).start()
     sent = load(stack, run, events_per_request=100, requests=events // 100, connections=16)
     last = drain(stack, arrivals, run, sent["events"], timeout=1800)
+    used = meter.stop()
     seconds = last - sent["first_sent"]
     return {
         "events": sent["events"],
@@ -57,6 +79,7 @@ def e2e(stack: BenchStack, arrivals: Arrivals, run: str, events: int) -> dict[st
         "events_per_s": round(sent["events"] / seconds),
         "ack_p99_ms": sent["p99_ms"],
         "statuses": sent["statuses"],
+        "cpu_us_per_event": {k: round(v / sent["events"] * 1e6, 1) for k, v in used.items()},
     }
 
 
@@ -127,30 +150,39 @@ def measure(
         stack.stop_api()
 
         stack.start_api()
+        meter = CpuMeter(stack).start()
         ack = load(stack, "ack", seconds=ack_seconds, connections=64)
+        api_cpu = meter.stop()["api"]
         figures["ack_single"] = {
             "requests_per_s": ack["requests_per_s"],
             "p50_ms": ack["p50_ms"],
             "p99_ms": ack["p99_ms"],
             "statuses": ack["statuses"],
+            "api_cpu_us_per_request": round(api_cpu / ack["requests"] * 1e6),
             "baseline_bare": {k: bare[k] for k in ("requests_per_s", "p50_ms", "p99_ms")},
             "ack_single_ratio": round(ack["requests_per_s"] / bare["requests_per_s"], 2),
         }
         stack.start_workers(1)
         drain(stack, arrivals, "ack", ack["events"], timeout=1800)
 
-        one = e2e(stack, arrivals, "e2e1", events)
+        main = e2e(stack, arrivals, "e2e", events)
         stack.stop_workers()
-        stack.start_workers(2)
-        two = e2e(stack, arrivals, "e2e2", events)
+        stack.start_workers(1, concurrency=1)
+        one = e2e(stack, arrivals, "one", events)
+        stack.stop_workers()
+        stack.start_workers(2, concurrency=1)
+        two = e2e(stack, arrivals, "two", events)
         stack.stop_workers()
         baseline = producer_baseline(stack, enriched_sample(stack), events)
         figures["e2e_batch"] = {
-            **one,
+            **main,
             "baseline_librdkafka": baseline,
-            "e2e_batch_ratio": round(one["events_per_s"] / baseline["events_per_s"], 3),
-            "two_worker_processes": two,
-            "scale_out_gain": round(two["events_per_s"] / one["events_per_s"], 2),
+            "e2e_batch_ratio": round(main["events_per_s"] / baseline["events_per_s"], 3),
+            "scale_out": {
+                "one_worker_process": one,
+                "two_worker_processes": two,
+                "gain": round(two["events_per_s"] / one["events_per_s"], 2),
+            },
         }
 
         stack.start_workers(1)
@@ -169,18 +201,34 @@ def measure(
         queued = load(stack, "backlog", events_per_request=100, requests=backlog // 100,
                       connections=16)  # fmt: skip
         depth = stack.queue_length()
+        redis_mb = stack.redis().info("memory")["used_memory"] / 1e6
         started = time.time()
         stack.start_workers(1)
         last = drain(stack, arrivals, "backlog", queued["events"], timeout=3600)
         figures["backlog"] = {
             "events": queued["events"],
             "queued_messages": depth,
+            "redis_used_mb": round(redis_mb),
             "queued_at_events_per_s": queued["events_per_s"],
             "drain_seconds": round(last - started, 1),
             "drain_events_per_s": round(queued["events"] / (last - started)),
         }
+        figures["capacity"] = capacity(figures)
         figures["peak_rss_mb"] = stack.peak_rss()
     finally:
         arrivals.stop()
         stack.close()
     return figures
+
+
+def capacity(figures: dict[str, Any]) -> dict[str, float]:
+    """Cores each tier needs, from the CPU it used in this run (the README's capacity table)."""
+    per_event = figures["e2e_batch"]["cpu_us_per_event"]
+    per_request = figures["ack_single"]["api_cpu_us_per_request"]
+    return {
+        "worker_cores_per_10k_events_s": round(per_event["worker"] * 1e4 / 1e6, 2),
+        "api_cores_per_1k_requests_s": round(per_request * 1e3 / 1e6, 2),
+        "api_cores_per_10k_events_s_in_batches_of_100": round(per_event["api"] * 1e4 / 1e6, 2),
+        "redis_cores_per_10k_events_s": round(per_event["redis"] * 1e4 / 1e6, 2),
+        "broker_cores_per_10k_events_s": round(per_event["kafka"] * 1e4 / 1e6, 2),
+    }

@@ -60,6 +60,18 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) of a process and of its children it has waited for."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(value) for value in fields[11:15]) / _TICKS
+
+
 def process_tree(pid: int) -> list[int]:
     """A process and its descendants (from /proc)."""
     children: dict[int, list[int]] = {}
@@ -90,6 +102,10 @@ class Proc:
         """Note the peak RSS of the process and its children (pool processes come and go)."""
         for pid in process_tree(self.popen.pid):
             self.peaks[pid] = max(self.peaks.get(pid, 0.0), peak_rss_mb(pid))
+
+    def cpu(self) -> float:
+        """CPU seconds the process and its children have used so far."""
+        return sum(cpu_seconds(pid) for pid in process_tree(self.popen.pid))
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> None:
         self.sample()
@@ -249,6 +265,12 @@ class BenchStack:
     def sample(self) -> None:
         for proc in [*self.infra, *self.workers, *([self.api] if self.api else [])]:
             proc.sample()
+
+    def cpu(self, kind: str) -> float:
+        """CPU seconds used so far by the running processes of one kind (api, worker, redis,
+        kafka)."""
+        running = [*self.infra, *self.workers, *([self.api] if self.api else [])]
+        return sum(proc.cpu() for proc in running if proc.name.split("-")[0] == kind)
 
     def peak_rss(self) -> dict[str, Any]:
         """Peak RSS of each kind of process over the whole run, in MB."""
