@@ -147,6 +147,12 @@ class Settings:
     trusted_proxy_count: int = 0
     # Seconds a client is told to wait (Retry-After) when a dependency is down.
     retry_after_seconds: int = 5
+    # The live debugger: how long its Redis stream keeps an event (0 turns the debugger off),
+    # how many events it keeps per source, and how many a second one worker process adds per
+    # source (a busier source is sampled).
+    debugger_retention_seconds: int = 300
+    debugger_max_events: int = 500
+    debugger_events_per_second: int = 100
 
     def __post_init__(self) -> None:
         # A retry waits up to the backoff cap, unacknowledged, then runs up to the time limit:
@@ -265,5 +271,14 @@ class Settings:
             ),
             source_cache_seconds=_int(
                 env, "SOURCE_CACHE_SECONDS", cls.source_cache_seconds, minimum=0
+            ),
+            debugger_retention_seconds=_int(
+                env, "DEBUGGER_RETENTION_SECONDS", cls.debugger_retention_seconds, minimum=0
+            ),
+            debugger_max_events=_int(
+                env, "DEBUGGER_MAX_EVENTS", cls.debugger_max_events, minimum=1
+            ),
+            debugger_events_per_second=_int(
+                env, "DEBUGGER_EVENTS_PER_SECOND", cls.debugger_events_per_second, minimum=1
             ),
         )

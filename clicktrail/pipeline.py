@@ -9,7 +9,7 @@ within a partition.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -90,6 +90,12 @@ def touch_of(event: dict[str, Any], source_id: str, new_id: str) -> Touch:
     )
 
 
+class Tap(Protocol):
+    """Sees every prepared request (``clicktrail.debugger.DebugTap``); must never raise."""
+
+    def offer(self, payload: dict[str, Any], records: Sequence[Record]) -> None: ...
+
+
 class Pipeline:
     def __init__(
         self,
@@ -102,6 +108,7 @@ class Pipeline:
         profiles: ProfileTraits | None = None,
         seen: DeliveredIds | None = None,
         new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+        tap: Tap | None = None,
     ) -> None:
         self._validator = validator
         self._sessions = sessions
@@ -112,6 +119,7 @@ class Pipeline:
         self._profiles = profiles
         self._seen = seen
         self._new_id = new_id
+        self._tap = tap
 
     def process(self, payload: dict[str, Any]) -> Outcome:
         """Publish a payload's events; raises PublishIncomplete (retry) or TransientError."""
@@ -119,6 +127,8 @@ class Pipeline:
             records = [Record.from_json(r) for r in payload["records"]]
         else:
             records = self.prepare(payload)
+            if self._tap is not None:
+                self._tap.offer(payload, records)
         self._publish(records, payload)
         dead = sum(1 for r in records if r.topic == self._topics.deadletter)
         return Outcome(published=len(records) - dead, dead_lettered=dead)

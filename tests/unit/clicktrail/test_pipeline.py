@@ -2,12 +2,14 @@ from __future__ import annotations
 
 import copy
 import itertools
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
 from clicktrail.config import PROJECT_ROOT
 from clicktrail.enrich import Enricher
+from clicktrail.kafka import Record
 from clicktrail.pipeline import Pipeline, PublishIncomplete, Topics
 from clicktrail.queue import ingest_payload
 from clicktrail.schemas import FileSchemaRegistry
@@ -236,3 +238,26 @@ def test_configured_paths_are_pseudonymised_in_events_and_dead_letters() -> None
     assert published["properties"]["email"] == dead["event"]["properties"]["email"]
     assert published["properties"]["email"].startswith("hmac:")
     assert "ada@example.com" not in str([r.value for r in publisher.published])
+
+
+class RecordingTap:
+    def __init__(self) -> None:
+        self.offered: list[tuple[str, list[str]]] = []
+
+    def offer(self, payload: dict[str, Any], records: Sequence[Record]) -> None:
+        self.offered.append((payload["source"]["id"], [r.headers["event-id"] for r in records]))
+
+
+def test_the_tap_sees_each_prepared_request_once_and_never_a_retry() -> None:
+    tap = RecordingTap()
+    publisher = MemoryPublisher(fail_ids={"m-1"})
+    pipeline = Pipeline(VALIDATOR, MemorySessions(), publisher, TOPICS, FixedClock(), tap=tap)
+    good = valid_events()["track_product_viewed"]
+    bad, _ = invalid_events()["track_without_event"]
+
+    with pytest.raises(PublishIncomplete) as caught:
+        pipeline.process(payload(good, bad))
+    pipeline.process(caught.value.retry_payload)
+
+    assert tap.offered == [("src-1", ["m-1", "m-9"])]
+    assert [r.headers["event-id"] for r in publisher.published] == ["m-9", "m-1"]
