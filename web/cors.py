@@ -16,7 +16,11 @@ from flask import Flask, Response, g, request
 from clicktrail.errors import Forbidden
 from clicktrail.sources import Source
 
-ALLOWED_HEADERS = "Authorization, Content-Type, Content-Encoding, X-Request-ID, traceparent"
+# X-Retry-Count: Segment's browser library on a retry; AnonymousId: RudderStack's.
+ALLOWED_HEADERS = (
+    "Authorization, Content-Type, Content-Encoding, X-Request-ID, traceparent, X-Retry-Count, "
+    "AnonymousId"
+)
 EXPOSED_HEADERS = "X-Request-ID, Retry-After"
 
 

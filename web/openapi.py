@@ -19,6 +19,7 @@ from clicktrail.intake import (
     MAX_MESSAGE_ID_CHARS,
     MAX_REQUEST_BYTES,
 )
+from web.shortpaths import SHORT_PATHS
 
 VERSION = "1.0.0"
 
@@ -121,7 +122,17 @@ def document() -> dict[str, Any]:
                 "operationId": call_type,
             }
         }
-    for path, operation_id in (("/v1/batch", "batch"), ("/v1/import", "import")):
+    for letter, call_type in SHORT_PATHS.items():
+        paths[f"/v1/{letter}"] = {
+            "post": {
+                **_ingest_operation(
+                    f"The same as /v1/{call_type}: the path Segment's browser library posts to.",
+                    _call_schema(call_type),
+                ),
+                "operationId": f"{call_type}Short",
+            }
+        }
+    for path, operation_id in (("/v1/batch", "batch"), ("/v1/import", "import"), ("/v1/b", "b")):
         paths[path] = {
             "post": {
                 **_ingest_operation("Send up to 2,500 calls of any type.", _ref("Batch")),
