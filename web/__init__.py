@@ -37,9 +37,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.extensions["clicktrail"] = services or Services.build(settings)
     instrument(app, settings)
 
-    from web import cli, cors, debugger, ingest, ops, sessions, shortpaths, users
+    from web import cli, cors, debugger, ingest, ops, sessions, shortpaths, sourceconfig, users
 
-    for module in (ingest, shortpaths, sessions, users, ops, debugger):
+    for module in (ingest, shortpaths, sessions, users, ops, debugger, sourceconfig):
         app.register_blueprint(module.bp)
     cors.install(app)
     cli.register(app)

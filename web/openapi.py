@@ -260,6 +260,26 @@ def document() -> dict[str, Any]:
         },
     }
     _debugger_paths(paths, write_key_or_admin)
+    for path, operation_id in (
+        ("/sourceConfig", "sourceConfig"),
+        ("/sourceConfig/", "sourceConfigSlash"),
+    ):
+        paths[path] = {
+            "get": {
+                "operationId": operation_id,
+                "tags": ["Tracking"],
+                "summary": "The source configuration RudderStack's SDKs fetch from their control "
+                "plane before sending: the write key's source, enabled, no device-mode "
+                "destinations.",
+                "security": [{"writeKey": []}],
+                "responses": {
+                    "200": {"description": "The source.", "content": _json(_ref("SourceConfig"))},
+                    "401": unauthorized,
+                    "403": _REJECTIONS["403"],
+                    "503": _REJECTIONS["503"],
+                },
+            }
+        }
     paths["/livez"] = {
         "get": {
             "operationId": "livez",
@@ -643,6 +663,36 @@ def _schemas() -> dict[str, Any]:
             "required": ["status"],
         },
         **_debugger_schemas(),
+        "SourceConfig": {
+            "type": "object",
+            "properties": {
+                "isHosted": {"const": False},
+                "source": {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "string"},
+                        "name": {"type": "string"},
+                        "writeKey": {"type": "string"},
+                        "enabled": {"const": True},
+                        "workspaceId": {"type": "string"},
+                        "config": {"type": "object"},
+                        "destinations": {"type": "array", "maxItems": 0},
+                        "updatedAt": {"type": "string"},
+                    },
+                    "required": [
+                        "id",
+                        "name",
+                        "writeKey",
+                        "enabled",
+                        "workspaceId",
+                        "config",
+                        "destinations",
+                        "updatedAt",
+                    ],
+                },
+            },
+            "required": ["source"],
+        },
         "Readiness": {
             "type": "object",
             "properties": {
