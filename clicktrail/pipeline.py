@@ -9,7 +9,7 @@ within a partition.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -93,7 +93,7 @@ def touch_of(event: dict[str, Any], source_id: str, new_id: str) -> Touch:
 class Tap(Protocol):
     """Sees every prepared request (``clicktrail.debugger.DebugTap``); must never raise."""
 
-    def offer(self, payload: dict[str, Any], records: Sequence[Record]) -> None: ...
+    def offer(self, payload: dict[str, Any], records: list[Record]) -> None: ...
 
 
 class Pipeline:
