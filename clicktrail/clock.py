@@ -21,9 +21,7 @@ class SystemClock:
 
 def format_ts(moment: datetime) -> str:
     """``2026-01-02T03:04:05.678Z`` (UTC, milliseconds)."""
-    return (
-        moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-    )
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
 def parse_ts(value: object) -> datetime | None:

@@ -83,6 +83,17 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int | None = 
     return value
 
 
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
 def _optional(env: Mapping[str, str], name: str) -> str | None:
     value = env.get(name, "")
     return value or None
@@ -155,6 +166,9 @@ class Settings:
     otel_exporter_otlp_endpoint: str | None = None
     log_level: str = "INFO"
     log_format: str = "json"
+    # A line per accepted request (API) and per published request (workers), each with its trace
+    # id: handy while developing (make run turns it on), costly at thousands of requests a second.
+    log_requests: bool = False
     flower_basic_auth: str | None = None
     admin_token: str | None = None
     dev_write_key: str | None = None
@@ -286,6 +300,7 @@ class Settings:
             otel_exporter_otlp_endpoint=_optional(env, "OTEL_EXPORTER_OTLP_ENDPOINT"),
             log_level=(env.get("LOG_LEVEL") or cls.log_level).upper(),
             log_format=_choice(env, "LOG_FORMAT", cls.log_format, ("json", "console")),
+            log_requests=_bool(env, "LOG_REQUESTS", cls.log_requests),
             flower_basic_auth=_optional(env, "FLOWER_BASIC_AUTH"),
             admin_token=_optional(env, "ADMIN_TOKEN"),
             dev_write_key=_optional(env, "DEV_WRITE_KEY"),

@@ -122,7 +122,8 @@ class _Window:
 
 
 class DebugTap:
-    """The pipeline's side: offers each prepared request to the debugger stream of its source.
+    """The pipeline's side: the requests a task prepared are offered to the debugger streams of
+    their sources.
 
     ``protect`` is the enricher's ``protect`` (IP anonymisation and pseudonymisation), applied to
     the event as received before it is kept. At most ``per_second`` entries a second per source
@@ -145,29 +146,43 @@ class DebugTap:
         self._max_events = max_events
         self._per_second = per_second
         self._monotonic = monotonic
+        self._client = client
         self._watches = Watches(client, clock)
         self._append = client.register_script(_APPEND)
         self._watched: frozenset[str] = frozenset()
         self._refresh_at = float("-inf")
         self._windows: dict[str, _Window] = {}
 
-    def offer(self, payload: dict[str, Any], records: Sequence[Record]) -> None:
-        """Keep the entries of a prepared request when its source is watched. Never raises: the
-        debugger must not cost the pipeline an event."""
-        source_id = str(payload["source"]["id"])
-        if source_id not in self._watched_sources():
+    def offer(self, prepared: Sequence[tuple[dict[str, Any], list[Record]]]) -> None:
+        """Keep the entries of each prepared request whose source is watched, in one
+        round-trip for all of them. Never raises: the debugger must not cost the pipeline an
+        event."""
+        watched = self._watched_sources()
+        if not watched:
             return
         try:
-            records = [r for r in records if r.value is not None]
-            room, skipped = self._admit(source_id, len(records))
-            entries = self._entries(payload, records[:room])
-            if skipped:
-                entries.append(orjson.dumps({"status": "skipped", "count": skipped}))
-            if entries:
-                self._append(
-                    keys=[stream_key(source_id)],
-                    args=[self._max_events, self._retention_ms, *entries],
-                )
+            by_source: dict[str, list[bytes]] = {}
+            for request, records in prepared:
+                source_id = str(request["source"]["id"])
+                if source_id not in watched:
+                    continue
+                kept = [r for r in records if r.value is not None]
+                room, skipped = self._admit(source_id, len(kept))
+                entries = self._entries(request, kept[:room])
+                if skipped:
+                    entries.append(orjson.dumps({"status": "skipped", "count": skipped}))
+                by_source.setdefault(source_id, []).extend(entries)
+            if not any(by_source.values()):
+                return
+            pipe = self._client.pipeline(transaction=False)
+            for source_id, entries in by_source.items():
+                if entries:
+                    self._append(
+                        keys=[stream_key(source_id)],
+                        args=[self._max_events, self._retention_ms, *entries],
+                        client=pipe,
+                    )
+            pipe.execute()
         except Exception:  # the debugger is best effort; the events go on regardless
             log.warning("could not write to the debugger stream", exc_info=True)
 

@@ -215,6 +215,8 @@ def run_procfile(secrets: dict[str, str]) -> int:
     env.setdefault("FLOWER_ADDRESS", "127.0.0.1")
     env.setdefault("FLOWER_PORT", "5555")
     env.setdefault("PYTHONUNBUFFERED", "1")
+    # While developing, a line per request in the API's and the workers' logs.
+    env.setdefault("LOG_REQUESTS", "1")
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     procfile = parse_procfile((PROJECT_ROOT / "Procfile").read_text())
     honcho.manager.KILL_WAIT = STOP_GRACE_SECONDS

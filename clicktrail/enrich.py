@@ -17,6 +17,7 @@ What each adds (never overwriting a value the client sent):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -34,6 +35,10 @@ from clicktrail import referrers
 from clicktrail.clock import format_ts, parse_ts
 
 log = logging.getLogger(__name__)
+
+# The same user agents, addresses and URLs come back event after event: each step remembers
+# this many recent inputs (per process) and hands out copies of what it computed.
+CACHE_SIZE = 4096
 
 UTM_FIELDS = {
     "utm_source": "source",
@@ -117,6 +122,7 @@ def correct_clock_skew(event: dict[str, Any]) -> None:
         event["timestamp"] = format_ts(received - (sent - original))
 
 
+@functools.lru_cache(maxsize=CACHE_SIZE)
 def anonymize_ip(ip: str) -> str | None:
     """Zero the last octet of an IPv4 address, the last 80 bits of an IPv6 one; None if no IP."""
     try:
@@ -151,18 +157,31 @@ def parse_user_agent(event: dict[str, Any]) -> None:
         return
     if "userAgentParsed" in context:
         return
+    browser, os, device, bot = _parsed_agent(agent)
+    context["userAgentParsed"] = {
+        "browser": dict(browser),
+        "os": dict(os),
+        "device": dict(device),
+        "bot": bot,
+    }
+
+
+@functools.lru_cache(maxsize=CACHE_SIZE)
+def _parsed_agent(
+    agent: str,
+) -> tuple[dict[str, str | None], dict[str, str | None], dict[str, str | None], bool]:
     parsed = ua_parser.parse(agent)
     browser, os, device = parsed.user_agent, parsed.os, parsed.device
-    context["userAgentParsed"] = {
-        "browser": {"family": browser.family if browser else "Other", "version": _version(browser)},
-        "os": {"family": os.family if os else "Other", "version": _version(os)},
-        "device": {
+    return (
+        {"family": browser.family if browser else "Other", "version": _version(browser)},
+        {"family": os.family if os else "Other", "version": _version(os)},
+        {
             "family": device.family if device else "Other",
             "brand": device.brand if device else None,
             "model": device.model if device else None,
         },
-        "bot": bool(device and device.family == "Spider"),
-    }
+        bool(device and device.family == "Spider"),
+    )
 
 
 def _version(part: Any) -> str | None:
@@ -178,10 +197,15 @@ def add_campaign(event: dict[str, Any]) -> None:
     url = _object(_object(context).get("page")).get("url")
     if not isinstance(context, dict) or not isinstance(url, str) or "campaign" in context:
         return
-    query = parse_qs(urlsplit(url).query)
-    campaign = {name: query[param][0] for param, name in UTM_FIELDS.items() if query.get(param)}
+    campaign = _campaign_of(url)
     if campaign:
-        context["campaign"] = campaign
+        context["campaign"] = dict(campaign)
+
+
+@functools.lru_cache(maxsize=CACHE_SIZE)
+def _campaign_of(url: str) -> dict[str, str]:
+    query = parse_qs(urlsplit(url).query)
+    return {name: query[param][0] for param, name in UTM_FIELDS.items() if query.get(param)}
 
 
 def classify_referrer(event: dict[str, Any], internal_domains: tuple[str, ...] = ()) -> None:
@@ -195,10 +219,17 @@ def classify_referrer(event: dict[str, Any], internal_domains: tuple[str, ...] =
     if "referrer" in context:
         return
     url = page.get("url")
-    page_host = urlsplit(url).hostname if isinstance(url, str) else None
-    classified = referrers.classify(referrer, page_host, list(internal_domains))
+    classified = _referrer_of(referrer, url if isinstance(url, str) else None, internal_domains)
     if classified is not None:
-        context["referrer"] = classified
+        context["referrer"] = dict(classified)
+
+
+@functools.lru_cache(maxsize=CACHE_SIZE)
+def _referrer_of(
+    referrer: str, page_url: str | None, internal_domains: tuple[str, ...]
+) -> dict[str, str] | None:
+    page_host = urlsplit(page_url).hostname if page_url is not None else None
+    return referrers.classify(referrer, page_host, list(internal_domains))
 
 
 class GeoIP(Protocol):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import MutableMapping
+from contextlib import AbstractContextManager
 from typing import Any
 
 import orjson
@@ -20,7 +21,7 @@ import structlog
 from clicktrail.config import Settings
 from clicktrail.telemetry import FILTERED, current_ids, is_sensitive
 
-# Message ids bound to a log context beyond this many are summarised as a count.
+# A log line names this many message ids at most (and the count of all).
 MAX_BOUND_MESSAGE_IDS = 10
 
 
@@ -29,11 +30,18 @@ def bind(**values: Any) -> None:
     structlog.contextvars.bind_contextvars(**values)
 
 
+def message_id_fields(message_ids: list[str]) -> dict[str, Any]:
+    """Log context naming these messages: the first few ids, and how many beyond them."""
+    return {"message_ids": message_ids[:MAX_BOUND_MESSAGE_IDS], "message_count": len(message_ids)}
+
+
 def bind_message_ids(message_ids: list[str]) -> None:
-    if len(message_ids) <= MAX_BOUND_MESSAGE_IDS:
-        bind(message_ids=message_ids)
-    else:
-        bind(message_ids=message_ids[:MAX_BOUND_MESSAGE_IDS], message_count=len(message_ids))
+    bind(**message_id_fields(message_ids))
+
+
+def bound(**values: Any) -> AbstractContextManager[None]:
+    """Context added to the log lines written inside a ``with`` block only."""
+    return structlog.contextvars.bound_contextvars(**values)
 
 
 def clear() -> None:

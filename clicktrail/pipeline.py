@@ -1,26 +1,32 @@
-"""The pipeline as plain functions: validate -> enrich -> publish, for one enqueued request.
+"""The pipeline as plain functions: validate -> enrich -> publish, for one task's payload.
 
-A request's events are validated one by one; valid ones are enriched (IP protection, session,
-clock skew) and go to the events topic, invalid ones go, one record each with every error, to
-the dead-letter topic. Record order follows the request, so one user's events keep their order
-within a partition.
+A payload holds the events of one request, or of several that reached one API process at once.
+Events are validated one by one; valid ones are enriched (IP protection, session, clock skew)
+and go to the events topic, invalid ones go, one record each with every error, to the
+dead-letter topic. Record order follows the requests, so one user's events keep their order
+within a partition. Each request keeps its own trace: a task span and a produce span per
+request, and one log line per request once Kafka confirmed its records.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
-from collections.abc import Callable, Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import orjson
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from clicktrail.clock import Clock, format_ts, parse_ts
 from clicktrail.enrich import Enricher, EnrichmentSettings, attach_session
 from clicktrail.errors import TransientError
 from clicktrail.kafka import Delivery, Publisher, Record
+from clicktrail.logs import bound, message_id_fields
 from clicktrail.metrics import (
     DUPLICATES_DROPPED,
     END_TO_END_SECONDS,
@@ -28,9 +34,12 @@ from clicktrail.metrics import (
     EVENTS_PUBLISHED,
     EVENTS_VALIDATED,
 )
+from clicktrail.queue import INGEST_TASK, group_payload, payload_parts
 from clicktrail.sessions import SessionTracker, Touch
-from clicktrail.telemetry import context_of, current_traceparent, tracer
+from clicktrail.telemetry import context_of, start_span, traceparent_of
 from clicktrail.validation import EventValidator, TrackingPlan, Verdict
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -65,11 +74,11 @@ class ProfileTraits(Protocol):
 
 
 class DeliveredIds(Protocol):
-    """Which messageIds of a source Kafka already has (``clicktrail.delivery.SeenIds``)."""
+    """Which messageIds of each source Kafka already has (``clicktrail.delivery.SeenIds``)."""
 
-    def seen(self, source_id: str, message_ids: Iterable[str]) -> set[str]: ...
+    def seen(self, ids: Mapping[str, list[str]]) -> dict[str, set[str]]: ...
 
-    def remember(self, source_id: str, message_ids: Iterable[str]) -> None: ...
+    def remember(self, ids: Mapping[str, list[str]]) -> None: ...
 
 
 def _text(value: Any) -> str | None:
@@ -91,9 +100,10 @@ def touch_of(event: dict[str, Any], source_id: str, new_id: str) -> Touch:
 
 
 class Tap(Protocol):
-    """Sees every prepared request (``clicktrail.debugger.DebugTap``); must never raise."""
+    """Sees each request's records once prepared (``clicktrail.debugger.DebugTap``); must never
+    raise."""
 
-    def offer(self, payload: dict[str, Any], records: list[Record]) -> None: ...
+    def offer(self, prepared: list[tuple[dict[str, Any], list[Record]]]) -> None: ...
 
 
 class Pipeline:
@@ -108,6 +118,7 @@ class Pipeline:
         profiles: ProfileTraits | None = None,
         seen: DeliveredIds | None = None,
         new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+        log_requests: bool = False,
         tap: Tap | None = None,
     ) -> None:
         self._validator = validator
@@ -119,122 +130,214 @@ class Pipeline:
         self._profiles = profiles
         self._seen = seen
         self._new_id = new_id
+        self._log_requests = log_requests
         self._tap = tap
 
     def process(self, payload: dict[str, Any]) -> Outcome:
-        """Publish a payload's events; raises PublishIncomplete (retry) or TransientError."""
-        if "records" in payload:
-            records = [Record.from_json(r) for r in payload["records"]]
-        else:
-            records = self.prepare(payload)
-            if self._tap is not None:
-                self._tap.offer(payload, records)
-        self._publish(records, payload)
-        dead = sum(1 for r in records if r.topic == self._topics.deadletter)
-        return Outcome(published=len(records) - dead, dead_lettered=dead)
+        """Publish a payload's events; raises PublishIncomplete (retry) or TransientError.
 
-    def prepare(self, payload: dict[str, Any]) -> list[Record]:
-        """Validate and enrich a payload's events into Kafka records (events and dead letters)."""
-        source = payload["source"]
-        source_id: str = source["id"]
-        settings: dict[str, Any] = source.get("settings") or {}
-        traceparent: str | None = payload.get("traceparent")
-        # Work on a copy: a retried task is handed the very payload this call received.
-        events: list[dict[str, Any]] = orjson.loads(orjson.dumps(payload["events"]))
-        if self._seen is not None:
-            delivered = self._seen.seen(source_id, [str(e.get("messageId")) for e in events])
-            if delivered:
-                DUPLICATES_DROPPED.labels(source_id).inc(len(delivered))
-                events = [e for e in events if str(e.get("messageId")) not in delivered]
+        A payload holds one request's events or records, or several requests' (``parts``): they
+        are validated and enriched together, with one Redis round-trip for all their sessions
+        and one wait for all their delivery reports.
+        """
+        parts = payload_parts(payload)
+        with _part_spans(parts) as spans:
+            fresh = [i for i, part in enumerate(parts) if "records" not in part]
+            prepared = (
+                dict(zip(fresh, self.prepare([parts[i] for i in fresh]), strict=True))
+                if fresh
+                else {}
+            )
+            if self._tap is not None and prepared:
+                self._tap.offer([(parts[i], rs) for i, rs in prepared.items()])
+            records = [
+                prepared[i] if i in prepared else [Record.from_json(r) for r in part["records"]]
+                for i, part in enumerate(parts)
+            ]
+            self._publish(parts, records, spans)
+        dead = sum(1 for rs in records for r in rs if r.topic == self._topics.deadletter)
+        return Outcome(published=sum(len(rs) for rs in records) - dead, dead_lettered=dead)
 
-        plan = TrackingPlan.from_settings(settings)
-        switches = EnrichmentSettings.from_settings(settings)
-        verdicts = [self._validator.validate(event, plan) for event in events]
-        for event, verdict in zip(events, verdicts, strict=True):
-            outcome = "valid" if verdict.valid else _OUTCOMES.get(verdict.reason, verdict.reason)
-            EVENTS_VALIDATED.labels(source_id, str(event.get("type")), outcome).inc()
-        valid = [i for i, verdict in enumerate(verdicts) if verdict.valid]
-        traits: dict[str, dict[str, Any]] = {}
-        if switches.profile_traits and self._profiles is not None:
-            user_ids = {str(events[i]["userId"]) for i in valid if events[i].get("userId")}
-            traits = self._profiles.traits_for(user_ids) if user_ids else {}
-        for index, event in enumerate(events):
-            if verdicts[index].valid:
-                user_id = event.get("userId")
-                self._enricher.enrich(
-                    event, switches, traits.get(str(user_id)) if user_id else None
-                )
-            else:
-                self._enricher.protect(event, switches)
-        sessions = self._sessions.touch_many(
-            [touch_of(events[i], source_id, self._new_id()) for i in valid]
+    def prepare(self, parts: list[dict[str, Any]]) -> list[list[Record]]:
+        """Validate and enrich the events of each part into Kafka records (events and dead
+        letters), in the order of the events."""
+        # Work on copies: a retried task is handed the very payload this call received.
+        batches: list[list[dict[str, Any]]] = orjson.loads(
+            orjson.dumps([part["events"] for part in parts])
         )
-        session_of = dict(zip(valid, sessions, strict=True))
+        sources: list[str] = [part["source"]["id"] for part in parts]
+        if self._seen is not None:
+            batches = self._drop_delivered(sources, batches)
 
-        records = []
-        for index, (event, verdict) in enumerate(zip(events, verdicts, strict=True)):
-            if verdict.valid:
-                attach_session(event, session_of[index])
-                records.append(self._event_record(event, verdict, source_id, traceparent))
-            else:
-                records.append(self._dead_letter(event, verdict, source_id, traceparent))
-        return records
+        jobs: list[_Job] = []
+        for part, source_id, events in zip(parts, sources, batches, strict=True):
+            settings: dict[str, Any] = part["source"].get("settings") or {}
+            plan = TrackingPlan.from_settings(settings)
+            verdicts = [self._validator.validate(event, plan) for event in events]
+            outcomes = Counter(
+                (str(event.get("type")), _outcome(verdict))
+                for event, verdict in zip(events, verdicts, strict=True)
+            )
+            for (kind, outcome), count in outcomes.items():
+                EVENTS_VALIDATED.labels(source_id, kind, outcome).inc(count)
+            jobs.append(
+                _Job(source_id, EnrichmentSettings.from_settings(settings), events, verdicts)
+            )
+
+        traits: dict[str, dict[str, Any]] = {}
+        if self._profiles is not None:
+            user_ids = {
+                str(event["userId"])
+                for job in jobs
+                if job.switches.profile_traits
+                for event, verdict in zip(job.events, job.verdicts, strict=True)
+                if verdict.valid and event.get("userId")
+            }
+            traits = self._profiles.traits_for(user_ids) if user_ids else {}
+        touches: list[Touch] = []
+        for job in jobs:
+            for event, verdict in zip(job.events, job.verdicts, strict=True):
+                if verdict.valid:
+                    user_id = event.get("userId")
+                    self._enricher.enrich(
+                        event, job.switches, traits.get(str(user_id)) if user_id else None
+                    )
+                    touches.append(touch_of(event, job.source_id, self._new_id()))
+                else:
+                    self._enricher.protect(event, job.switches)
+        sessions = iter(self._sessions.touch_many(touches))
+
+        prepared = []
+        for job in jobs:
+            records = []
+            for event, verdict in zip(job.events, job.verdicts, strict=True):
+                if verdict.valid:
+                    attach_session(event, next(sessions))
+                    records.append(self._event_record(event, verdict, job.source_id))
+                else:
+                    records.append(self._dead_letter(event, verdict, job.source_id))
+            prepared.append(records)
+        return prepared
+
+    def _drop_delivered(
+        self, sources: list[str], batches: list[list[dict[str, Any]]]
+    ) -> list[list[dict[str, Any]]]:
+        """The events of each part that Kafka does not have yet (one round-trip for all)."""
+        assert self._seen is not None
+        ids: dict[str, list[str]] = {}
+        for source_id, events in zip(sources, batches, strict=True):
+            ids.setdefault(source_id, []).extend(str(e.get("messageId")) for e in events)
+        delivered = self._seen.seen(ids)
+        if not any(delivered.values()):
+            return batches
+        kept = []
+        for source_id, events in zip(sources, batches, strict=True):
+            known = delivered.get(source_id, set())
+            fresh = [e for e in events if str(e.get("messageId")) not in known]
+            if len(fresh) < len(events):
+                DUPLICATES_DROPPED.labels(source_id).inc(len(events) - len(fresh))
+            kept.append(fresh)
+        return kept
 
     def dead_letter_all(self, payload: dict[str, Any], reason: str, message: str) -> None:
         """Give up on a payload that cannot be processed: every event to the dead-letter topic.
 
         Raises PublishIncomplete when the dead-letter topic cannot take them either.
         """
-        source_id = payload["source"]["id"]
-        traceparent = payload.get("traceparent")
-        if "records" in payload:
-            events = [
-                r["value"] for r in payload["records"] if r["topic"] != self._topics.deadletter
-            ]
-            kept = [
-                Record.from_json(r)
-                for r in payload["records"]
-                if r["topic"] == self._topics.deadletter
-            ]
-        else:
-            events, kept = orjson.loads(orjson.dumps(payload["events"])), []
-        settings = payload["source"].get("settings") or {}
-        try:
-            switches = EnrichmentSettings.from_settings(settings)
-        except ValueError:  # unreadable settings: protect as much as the defaults do
-            switches = EnrichmentSettings()
+        parts = payload_parts(payload)
         error = {"path": "/", "keyword": reason, "message": message, "schema": ""}
-        records = list(kept)
-        for event in events:
-            self._enricher.protect(event, switches)
-            verdict = Verdict(schema="", errors=[error], reason=reason)
-            records.append(self._dead_letter(event, verdict, source_id, traceparent))
-        self._publish(records, payload)
+        with _part_spans(parts) as spans:
+            records = []
+            for part in parts:
+                source_id = part["source"]["id"]
+                if "records" in part:
+                    events = [
+                        r["value"] for r in part["records"] if r["topic"] != self._topics.deadletter
+                    ]
+                    kept = [
+                        Record.from_json(r)
+                        for r in part["records"]
+                        if r["topic"] == self._topics.deadletter
+                    ]
+                else:
+                    events, kept = orjson.loads(orjson.dumps(part["events"])), []
+                settings = part["source"].get("settings") or {}
+                try:
+                    switches = EnrichmentSettings.from_settings(settings)
+                except ValueError:  # unreadable settings: protect as much as the defaults do
+                    switches = EnrichmentSettings()
+                part_records = list(kept)
+                for event in events:
+                    self._enricher.protect(event, switches)
+                    verdict = Verdict(schema="", errors=[error], reason=reason)
+                    part_records.append(self._dead_letter(event, verdict, source_id))
+                records.append(part_records)
+            self._publish(parts, records, spans)
 
-    def _publish(self, records: list[Record], payload: dict[str, Any]) -> None:
-        """Publish in one produce span, whose context every record carries as its traceparent.
-        Under the caller's span (the task's), else continuing the payload's trace."""
-        active = trace.get_current_span().get_span_context().is_valid
-        with tracer.start_as_current_span(
-            "kafka produce",
-            context=None if active else context_of(payload.get("traceparent")),
-            kind=SpanKind.PRODUCER,
-            attributes={"messaging.system": "kafka", "messaging.batch.message_count": len(records)},
-        ):
-            traceparent = current_traceparent()
-            if traceparent:
-                records = [
-                    replace(r, headers={**r.headers, "traceparent": traceparent}) for r in records
-                ]
-            deliveries = self._publisher.publish(records)
+    def _publish(
+        self, parts: list[dict[str, Any]], records: list[list[Record]], spans: list[Span]
+    ) -> None:
+        """Publish every part's records with one wait for all reports. Each part gets a produce
+        span under its own span, whose context its records carry as their traceparent."""
+        produce_spans = [
+            start_span("kafka produce", trace.set_span_in_context(span), SpanKind.PRODUCER)
+            for span in spans
+        ]
+        for produce, part_records in zip(produce_spans, records, strict=True):
+            if produce.is_recording():
+                produce.set_attributes(
+                    {
+                        "messaging.system": "kafka",
+                        "messaging.batch.message_count": len(part_records),
+                    }
+                )
+        flat: list[Record] = []
+        for produce, part_records in zip(produce_spans, records, strict=True):
+            traceparent = traceparent_of(produce)
+            flat += [
+                replace(r, headers={**r.headers, "traceparent": traceparent}) if traceparent else r
+                for r in part_records
+            ]
+        try:
+            deliveries = self._publisher.publish(flat)
+        finally:
+            for produce in produce_spans:
+                produce.end()
         _count(deliveries, self._topics, self._clock)
         if self._seen is not None:
             self._remember(deliveries)
-        failures = [d for d in deliveries if d.error is not None]
+
+        failed: list[list[Delivery]] = []
+        offset = 0
+        for span, part_records in zip(spans, records, strict=True):
+            mine = deliveries[offset : offset + len(part_records)]
+            offset += len(part_records)
+            failed.append([d for d in mine if d.error is not None])
+            if self._log_requests:
+                self._log_part(span, mine, len(failed[-1]))
+        failures = [d for part_failures in failed for d in part_failures]
         if failures:
-            retry_payload = {k: v for k, v in payload.items() if k not in ("events", "records")}
-            retry_payload["records"] = [f.record.to_json() for f in failures]
-            raise PublishIncomplete(failures, retry_payload)
+            retry_parts = [
+                {
+                    **{k: v for k, v in part.items() if k not in ("events", "records")},
+                    "records": [d.record.to_json() for d in part_failures],
+                }
+                for part, part_failures in zip(parts, failed, strict=True)
+                if part_failures
+            ]
+            raise PublishIncomplete(failures, group_payload(retry_parts))
+
+    def _log_part(self, span: Span, deliveries: list[Delivery], failed: int) -> None:
+        """One line per request (LOG_REQUESTS), with its trace id and message ids."""
+        ids = [_event_id(d) for d in deliveries]
+        with trace.use_span(span), bound(**message_id_fields(ids)):
+            dead = sum(1 for d in deliveries if d.record.topic == self._topics.deadletter)
+            log.info(
+                "published %d event(s), dead-lettered %d, %d to retry",
+                len(deliveries) - dead - failed,
+                dead,
+                failed,
+            )
 
     def _remember(self, deliveries: list[Delivery]) -> None:
         """Mark delivered events as seen, once Kafka has them: a crash before this costs at most
@@ -248,28 +351,20 @@ class Pipeline:
             if delivery.error is None and "event-id" in headers:
                 by_source.setdefault(headers.get("source-id", ""), []).append(headers["event-id"])
         assert self._seen is not None
-        for source_id, ids in by_source.items():
-            self._seen.remember(source_id, ids)
+        if by_source:
+            self._seen.remember(by_source)
 
-    def _event_record(
-        self, event: dict[str, Any], verdict: Verdict, source_id: str, traceparent: str | None
-    ) -> Record:
+    def _event_record(self, event: dict[str, Any], verdict: Verdict, source_id: str) -> Record:
         return Record(
             topic=self._topics.events,
             key=kafka_key(event),
             value=event,
-            headers=_headers(event, verdict.schema, source_id, traceparent),
+            headers=_headers(event, verdict.schema, source_id),
             schema_id=verdict.schema_id,
         )
 
-    def _dead_letter(
-        self,
-        event: dict[str, Any],
-        verdict: Verdict,
-        source_id: str,
-        traceparent: str | None,
-    ) -> Record:
-        headers = _headers(event, verdict.schema, source_id, traceparent)
+    def _dead_letter(self, event: dict[str, Any], verdict: Verdict, source_id: str) -> Record:
+        headers = _headers(event, verdict.schema, source_id)
         headers["error-kind"] = verdict.reason
         return Record(
             topic=self._topics.deadletter,
@@ -289,32 +384,71 @@ class Pipeline:
 _OUTCOMES = {"schema_validation": "invalid"}
 
 
+def _outcome(verdict: Verdict) -> str:
+    return "valid" if verdict.valid else _OUTCOMES.get(verdict.reason, verdict.reason)
+
+
 def _count(deliveries: list[Delivery], topics: Topics, clock: Clock) -> None:
     """Published and dead-lettered events, and end-to-end latency, of the delivered records."""
     now = clock.now()
+    published: Counter[tuple[str, str]] = Counter()
+    dead: Counter[tuple[str, str, str]] = Counter()
     for delivery in deliveries:
         if delivery.error is not None:
             continue
         record, headers = delivery.record, delivery.record.headers
         source, kind = headers.get("source-id", ""), headers.get("event-type", "")
         if record.topic == topics.deadletter:
-            EVENTS_DEAD_LETTERED.labels(source, kind, headers.get("error-kind", "")).inc()
+            dead[source, kind, headers.get("error-kind", "")] += 1
         else:
-            EVENTS_PUBLISHED.labels(source, kind).inc()
+            published[source, kind] += 1
             received = parse_ts(record.value.get("receivedAt")) if record.value else None
             if received is not None:
                 END_TO_END_SECONDS.observe(max(0.0, (now - received).total_seconds()))
+    for labels, count in published.items():
+        EVENTS_PUBLISHED.labels(*labels).inc(count)
+    for dead_labels, count in dead.items():
+        EVENTS_DEAD_LETTERED.labels(*dead_labels).inc(count)
 
 
-def _headers(
-    event: dict[str, Any], schema: str, source_id: str, traceparent: str | None
-) -> dict[str, str]:
-    headers = {
+def _headers(event: dict[str, Any], schema: str, source_id: str) -> dict[str, str]:
+    return {
         "event-id": str(event.get("messageId", "")),
         "event-type": str(event.get("type", "")),
         "schema": schema,
         "source-id": source_id,
     }
-    if traceparent:
-        headers["traceparent"] = traceparent
-    return headers
+
+
+def _event_id(delivery: Delivery) -> str:
+    return delivery.record.headers.get("event-id", "")
+
+
+@dataclass
+class _Job:
+    """One part's events on their way through ``prepare``."""
+
+    source_id: str
+    switches: EnrichmentSettings
+    events: list[dict[str, Any]]
+    verdicts: list[Verdict]
+
+
+@contextmanager
+def _part_spans(parts: list[dict[str, Any]]) -> Iterator[list[Span]]:
+    """The span of the ingest task for each part, continuing its request's trace; an error
+    is recorded on all of them."""
+    spans = [
+        start_span(INGEST_TASK, context=context_of(part.get("traceparent")), kind=SpanKind.CONSUMER)
+        for part in parts
+    ]
+    try:
+        yield spans
+    except BaseException as exc:
+        for span in spans:
+            span.record_exception(exc)
+            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+        raise
+    finally:
+        for span in spans:
+            span.end()

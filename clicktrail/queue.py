@@ -8,8 +8,12 @@ beat, Flower) must use the same transport options: Redis honours the shortest
 
 from __future__ import annotations
 
+import base64
 import ssl
+import uuid
 from typing import TYPE_CHECKING, Any
+
+import orjson
 
 if TYPE_CHECKING:
     from clicktrail.config import Settings
@@ -19,10 +23,18 @@ PURGE_TASK = "clicktrail.purge_profiles"
 QUEUE = "clicktrail"
 
 # Payload format of INGEST_TASK (bump when it changes incompatibly; workers accept old ones):
-#   {"v": 1, "source": {"id", "settings"}, "events": [...], "traceparent": str | None}
+#   a part, one request's events: {"v": 1, "source": {"id", "settings"}, "events": [...],
+#                                  "traceparent": str | None}
+#   or a group of parts, requests that reached one API process together: {"v": 2, "parts": [...]}
 # A retry carries "records" (Kafka-ready, already enriched) instead of "events", so that a
 # retried publish neither re-enriches nor re-counts sessions.
 PAYLOAD_VERSION = 1
+GROUP_VERSION = 2
+
+# Task arguments are serialised with orjson (several times faster than kombu's json on event
+# batches); workers still read messages in plain json.
+SERIALIZER = "orjson"
+CONTENT_TYPE = "application/x-orjson"
 
 # Celery holds a retry, unacked, until its countdown is due: at most this many per worker.
 ETA_TASK_LIMIT = 1000
@@ -36,6 +48,7 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         # TLS to Redis checks the server's certificate unless the URL says otherwise
         # (e.g. ?ssl_cert_reqs=required&ssl_ca_certs=/etc/ssl/redis-ca.pem).
         tls["broker_use_ssl"] = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+    _register_serializer()
     return {
         **tls,
         "broker_url": settings.celery_broker_url,
@@ -56,8 +69,8 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         "task_ignore_result": True,
         # No results are stored, so beat must not schedule Celery's daily result cleanup.
         "result_expires": None,
-        "task_serializer": "json",
-        "accept_content": ["json"],
+        "task_serializer": SERIALIZER,
+        "accept_content": [SERIALIZER, "json"],
         "task_default_queue": QUEUE,
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
@@ -74,8 +87,85 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
     }
 
 
+def _register_serializer() -> None:
+    from kombu.serialization import register
+
+    register(  # type: ignore[no-untyped-call]
+        SERIALIZER,
+        orjson.dumps,
+        orjson.loads,
+        content_type=CONTENT_TYPE,
+        content_encoding="binary",
+    )
+
+
+# How kombu's Redis transport writes a message: a JSON envelope, the body in base64.
+_BODY_EXTRAS = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+_NO_TIMELIMIT = (None, None)
+
+
+def task_message(task: str, queue: str, args: list[Any], argsrepr: str, origin: str) -> bytes:
+    """A task message (Celery's protocol 2) as kombu's Redis transport stores it in the list
+    ``queue``: what ``send_task`` would write, built in a fraction of its time. A test compares
+    the two, field by field, for the installed Celery and kombu."""
+    task_id = str(uuid.uuid4())
+    body = orjson.dumps([args, {}, _BODY_EXTRAS])
+    return orjson.dumps(
+        {
+            "body": base64.b64encode(body).decode(),
+            "content-encoding": "binary",
+            "content-type": CONTENT_TYPE,
+            "headers": {
+                "lang": "py",
+                "task": task,
+                "id": task_id,
+                "shadow": None,
+                "eta": None,
+                "expires": None,
+                "group": None,
+                "group_index": None,
+                "retries": 0,
+                "timelimit": _NO_TIMELIMIT,
+                "root_id": task_id,
+                "parent_id": None,
+                "argsrepr": argsrepr,
+                "kwargsrepr": "{}",
+                "origin": origin,
+                "ignore_result": None,
+                "replaced_task_nesting": 0,
+                "stamped_headers": None,
+                "stamps": {},
+            },
+            "properties": {
+                "correlation_id": task_id,
+                "argsrepr": argsrepr,
+                "delivery_mode": 2,
+                "delivery_info": {"exchange": "", "routing_key": queue},
+                "priority": 0,
+                "body_encoding": "base64",
+                "delivery_tag": str(uuid.uuid4()),
+            },
+        }
+    )
+
+
+def payload_parts(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """The parts (one request's events or records each) of a task's payload."""
+    parts = payload.get("parts")
+    return list(parts) if isinstance(parts, list) else [payload]
+
+
+def group_payload(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One payload for several parts (a lone part stays as it is)."""
+    return parts[0] if len(parts) == 1 else {"v": GROUP_VERSION, "parts": parts}
+
+
 def describe_payload(payload: dict[str, Any]) -> str:
     """What monitors and logs show of a payload: no event contents, no personal data."""
+    parts = payload_parts(payload)
+    if len(parts) > 1:
+        sizes = sum(len(p.get("events") or p.get("records") or []) for p in parts)
+        return f"requests={len(parts)} items={sizes} first=({describe_payload(parts[0])})"
     items = payload.get("events") or payload.get("records") or []
     first = items[0] if items else {}
     message_id = first.get("messageId") or (first.get("headers") or {}).get("event-id", "")
@@ -89,7 +179,7 @@ def ingest_payload(
     events: list[dict[str, Any]],
     traceparent: str | None,
 ) -> dict[str, Any]:
-    """The one argument of INGEST_TASK."""
+    """The one argument of INGEST_TASK for one request."""
     return {
         "v": PAYLOAD_VERSION,
         "source": {"id": source_id, "settings": source_settings},

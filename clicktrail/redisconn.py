@@ -26,3 +26,8 @@ def make_redis(url: str, *, timeout: float = 5.0) -> redis.Redis:
         retry_on_error=list(REDIS_DOWN),
         decode_responses=True,
     )
+
+
+def is_redis_url(url: str) -> bool:
+    """Whether a broker URL names a Redis server (not RabbitMQ or another kombu transport)."""
+    return url.split("://", 1)[0].lower() in ("redis", "rediss")

@@ -9,9 +9,10 @@ Keys (``ct:`` prefix; one Redis, or a Sentinel-managed one, not Cluster):
 - ``ct:sessions:live``: every session id scored by its expiry, so active sessions are counted
   with one ZCOUNT; ended ones are dropped from it as events pass.
 
-One Lua script joins an event to its session (the one it names in ``context.sessionId`` when
-that is live, else its device's, else a new one) and counts it, atomically: concurrent events
-of one user never open two sessions.
+One Lua script call joins every event of a batch to its session (the one it names in
+``context.sessionId`` when that is live, else its device's, else a new one) and counts it,
+atomically: concurrent events of one user never open two sessions. The batch travels as one
+JSON argument, so a thousand events cost one command.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+import orjson
 import redis
 
 from clicktrail.clock import format_ts
@@ -33,40 +35,76 @@ COUNTER_KEY = "ct:session-count:{source}:{identity}"
 LIVE_KEY = "ct:sessions:live"
 COUNTER_TTL_SECONDS = 90 * 24 * 3600
 
-# KEYS: pointer, counter, live index.
-# ARGV: 1 new id, 2 now (ISO), 3 now (ms), 4 timeout (s), 5 counter ttl (s), 6 named id or "",
-#       7 source, 8 userId or "", 9 anonymousId or "", 10 identity, 11 session key prefix.
-# Returns id, index, eventIndex, startedAt.
-_TOUCH = """
-local prefix = ARGV[11]
-local sid = false
-if ARGV[6] ~= '' and redis.call('HGET', prefix .. ARGV[6], 'source') == ARGV[7] then
-  sid = ARGV[6]
+# One call joins every event of a batch to its session, in order.
+# KEYS: the live index. ARGV[1]: JSON {"now_ms", "timeout", "counter_ttl", "prefix",
+#   "touches": [[pointer key, counter key, new id, named id or "", source, userId or "",
+#                anonymousId or "", at (ISO)], ...]}.
+# Returns JSON: [[id, index, eventIndex, startedAt], ...], one per touch.
+_TOUCH_MANY = """
+local batch = cjson.decode(ARGV[1])
+local prefix, timeout, now_ms = batch.prefix, batch.timeout, batch.now_ms
+local out, sessions, order, joined = {}, {}, {}, {}
+for i, t in ipairs(batch.touches) do
+  local pointer, counter, new_id, named, source = t[1], t[2], t[3], t[4], t[5]
+  local user, anon, at = t[6], t[7], t[8]
+  local sid = false
+  if named ~= '' then
+    local known = sessions[named]
+    if (known and known.source == source)
+      or (not known and redis.call('HGET', prefix .. named, 'source') == source) then
+      sid = named
+    end
+  end
+  if not sid then
+    sid = joined[pointer]
+    if not sid then
+      sid = redis.call('GET', pointer)
+      if sid and not sessions[sid] and redis.call('EXISTS', prefix .. sid) == 0 then sid = false end
+    end
+  end
+  local s = sid and sessions[sid]
+  if not s then
+    if sid then
+      local f = redis.call('HMGET', prefix .. sid, 'source', 'index', 'startedAt', 'events')
+      s = {source = f[1], index = f[2], startedAt = f[3], events = tonumber(f[4] or 0)}
+    else
+      sid = new_id
+      s = {source = source, startedAt = at, events = 0, new = true}
+    end
+    if not s.index then s.index = redis.call('INCR', counter); s.counter = counter end
+    s.index = tonumber(s.index)
+    s.pointers = {}
+    sessions[sid] = s
+    order[#order + 1] = sid
+  end
+  s.events = s.events + 1
+  s.lastSeen = at
+  if user ~= '' then s.userId = user end
+  if anon ~= '' then s.anonymousId = anon end
+  s.pointers[pointer] = true
+  joined[pointer] = sid
+  out[i] = {sid, s.index, s.events, s.startedAt}
 end
-if not sid then
-  sid = redis.call('GET', KEYS[1])
-  if sid and redis.call('EXISTS', prefix .. sid) == 0 then sid = false end
+for _, sid in ipairs(order) do
+  local s, key = sessions[sid], prefix .. sid
+  local fields = {'index', s.index, 'events', s.events, 'lastSeen', s.lastSeen}
+  if s.new then
+    for _, v in ipairs({'id', sid, 'source', s.source, 'startedAt', s.startedAt}) do
+      fields[#fields + 1] = v
+    end
+  end
+  if s.userId then fields[#fields + 1] = 'userId'; fields[#fields + 1] = s.userId end
+  if s.anonymousId then
+    fields[#fields + 1] = 'anonymousId'; fields[#fields + 1] = s.anonymousId
+  end
+  redis.call('HSET', key, unpack(fields))
+  redis.call('EXPIRE', key, timeout)
+  if s.counter then redis.call('EXPIRE', s.counter, batch.counter_ttl) end
+  for pointer in pairs(s.pointers) do redis.call('SET', pointer, sid, 'EX', timeout) end
+  redis.call('ZADD', KEYS[1], now_ms + timeout * 1000, sid)
 end
-if not sid then
-  sid = ARGV[1]
-  redis.call('HSET', prefix .. sid, 'id', sid, 'source', ARGV[7], 'startedAt', ARGV[2], 'events', 0)
-end
-local key = prefix .. sid
-if not redis.call('HGET', key, 'index') then
-  local index = redis.call('INCR', KEYS[2])
-  redis.call('EXPIRE', KEYS[2], ARGV[5])
-  redis.call('HSET', key, 'index', index)
-end
-local n = redis.call('HINCRBY', key, 'events', 1)
-redis.call('HSET', key, 'lastSeen', ARGV[2])
-if ARGV[8] ~= '' then redis.call('HSET', key, 'userId', ARGV[8]) end
-if ARGV[9] ~= '' then redis.call('HSET', key, 'anonymousId', ARGV[9]) end
-redis.call('EXPIRE', key, ARGV[4])
-redis.call('SET', KEYS[1], sid, 'EX', ARGV[4])
-redis.call('ZADD', KEYS[3], tonumber(ARGV[3]) + tonumber(ARGV[4]) * 1000, sid)
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[3])
-local s = redis.call('HMGET', key, 'index', 'startedAt')
-return {sid, s[1], n, s[2]}
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms)
+return cjson.encode(out)
 """
 
 # KEYS: session hash, live index. ARGV: session id, pointer key prefix.
@@ -137,30 +175,39 @@ class SessionStore:
     def __init__(self, client: redis.Redis, timeout_seconds: int) -> None:
         self._client = client
         self.timeout_seconds = timeout_seconds
-        self._touch = client.register_script(_TOUCH)
+        self._touch = client.register_script(_TOUCH_MANY)
         self._end = client.register_script(_END)
 
     def touch_many(self, touches: list[Touch]) -> list[dict[str, Any]]:
         """Join each event to its session, in order, in one round-trip: ``context.session``s."""
         if not touches:
             return []
-        now_ms = int(time.time() * 1000)
-        pipe = self._client.pipeline(transaction=False)
-        for t in touches:
-            keys = [
-                POINTER_KEY.format(source=t.source_id, identity=t.identity),
-                COUNTER_KEY.format(source=t.source_id, identity=t.identity),
-                LIVE_KEY,
-            ]
-            args: list[str | int] = [
-                t.new_id, t.at, now_ms, self.timeout_seconds, COUNTER_TTL_SECONDS, t.named_id or "",
-                t.source_id, t.user_id or "", t.anonymous_id or "", t.identity, SESSION_PREFIX,
-            ]  # fmt: skip
-            self._touch(keys=keys, args=args, client=pipe)
-        results = self._run(pipe)
+        batch = {
+            "now_ms": int(time.time() * 1000),
+            "timeout": self.timeout_seconds,
+            "counter_ttl": COUNTER_TTL_SECONDS,
+            "prefix": SESSION_PREFIX,
+            "touches": [
+                [
+                    POINTER_KEY.format(source=t.source_id, identity=t.identity),
+                    COUNTER_KEY.format(source=t.source_id, identity=t.identity),
+                    t.new_id,
+                    t.named_id or "",
+                    t.source_id,
+                    t.user_id or "",
+                    t.anonymous_id or "",
+                    t.at,
+                ]
+                for t in touches
+            ],
+        }
+        try:
+            joined = self._touch(keys=[LIVE_KEY], args=[orjson.dumps(batch)])
+        except REDIS_DOWN as exc:
+            raise DependencyUnavailable("redis", str(exc)) from exc
         return [
-            {"id": sid, "index": int(index), "eventIndex": int(n), "startedAt": started}
-            for sid, index, n, started in results
+            {"id": sid, "index": index, "eventIndex": n, "startedAt": started}
+            for sid, index, n, started in orjson.loads(joined)
         ]
 
     def create(self, source_id: str, session_id: str, now: datetime) -> SessionView:

@@ -1,9 +1,11 @@
 """Traces (OpenTelemetry) and error reports (Sentry), set up once per process, after fork.
 
-Traces: every process has a tracer provider, so spans and W3C ``traceparent`` propagation work
-everywhere; spans are exported (OTLP over HTTP) only when OTEL_EXPORTER_OTLP_ENDPOINT is set.
-The path of one request: the API's HTTP span -> the ingest task's span -> the Kafka produce
-span, whose context is the ``traceparent`` header of every record it wrote.
+Traces: with OTEL_EXPORTER_OTLP_ENDPOINT set, a process records spans and exports them (OTLP
+over HTTP). Without it nothing is recorded, yet the trace goes on: ``start_span`` then hands out
+spans that only carry ids, so log lines and ``traceparent`` headers still tie a request's work
+together, at a fraction of a recorded span's cost. The path of one request: the API's HTTP
+span -> the ingest task's span -> the Kafka produce span, whose context is the ``traceparent``
+header of every record it wrote.
 
 Errors: Sentry when SENTRY_DSN is set, without personal data: no request bodies, no local
 variables, and ``before_send`` filters write keys, tokens and IP addresses out of every report.
@@ -12,6 +14,7 @@ variables, and ``before_send`` filters write keys, tokens and IP addresses out o
 from __future__ import annotations
 
 import ipaddress
+import random
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -21,6 +24,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from clicktrail.config import Settings
@@ -30,7 +34,10 @@ _propagator = TraceContextTextMapPropagator()
 
 
 def setup_tracing(settings: Settings, service: str) -> None:
-    """Install this process's tracer provider (once; a provider already set is kept)."""
+    """Install this process's tracer provider when spans have somewhere to go (once; a provider
+    already set is kept)."""
+    if not settings.otel_exporter_otlp_endpoint:
+        return
     if not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
         return
     provider = TracerProvider(
@@ -42,12 +49,29 @@ def setup_tracing(settings: Settings, service: str) -> None:
             }
         )
     )
-    if settings.otel_exporter_otlp_endpoint:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        endpoint = settings.otel_exporter_otlp_endpoint.rstrip("/") + "/v1/traces"
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
+    endpoint = settings.otel_exporter_otlp_endpoint.rstrip("/") + "/v1/traces"
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
     trace.set_tracer_provider(provider)
+
+
+def start_span(
+    name: str, context: Context | None = None, kind: SpanKind = SpanKind.INTERNAL
+) -> trace.Span:
+    """A span under ``context`` (else under the current span). With no tracer provider installed
+    it is not recorded but has ids: the parent's trace id (a new one at the root) and its own."""
+    if not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        return tracer.start_span(name, context=context, kind=kind)
+    parent = trace.get_current_span(context).get_span_context()
+    if parent.is_valid:
+        trace_id, flags = parent.trace_id, parent.trace_flags
+    else:
+        trace_id, flags = random.getrandbits(128) or 1, trace.TraceFlags(trace.TraceFlags.SAMPLED)
+    span_id = random.getrandbits(64) or 1
+    return trace.NonRecordingSpan(
+        trace.SpanContext(trace_id, span_id, is_remote=False, trace_flags=flags)
+    )
 
 
 def shutdown_tracing() -> None:
@@ -61,6 +85,13 @@ def current_traceparent() -> str | None:
     """The W3C traceparent of the current span, if there is one."""
     carrier: dict[str, str] = {}
     _propagator.inject(carrier)
+    return carrier.get("traceparent")
+
+
+def traceparent_of(span: trace.Span) -> str | None:
+    """The W3C traceparent naming a span (None for a span that is not recording a trace)."""
+    carrier: dict[str, str] = {}
+    _propagator.inject(carrier, context=trace.set_span_in_context(span))
     return carrier.get("traceparent")
 
 

@@ -1,4 +1,5 @@
-"""The ingest task: one per accepted request (a batch is one task)."""
+"""The ingest task: one per queue message, which holds one request (a batch is one request) or
+several that reached one API process together."""
 
 from __future__ import annotations
 
@@ -9,14 +10,12 @@ from typing import Any
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.utils.time import get_exponential_backoff_interval
-from opentelemetry.trace import SpanKind
 
 from clicktrail.errors import TransientError
-from clicktrail.logs import bind, bind_message_ids
+from clicktrail.logs import bind, message_id_fields
 from clicktrail.metrics import POISON_REQUESTS, TASK_RETRIES, TASK_SECONDS
 from clicktrail.pipeline import PublishIncomplete
-from clicktrail.queue import INGEST_TASK, describe_payload
-from clicktrail.telemetry import context_of, tracer
+from clicktrail.queue import INGEST_TASK, describe_payload, payload_parts
 from workers.runtime import runtime
 
 log = logging.getLogger(__name__)
@@ -35,30 +34,38 @@ def backoff(retries: int, maximum: int) -> int:
     )
 
 
-def _ids(payload: dict[str, Any]) -> list[str]:
-    events = payload.get("events")
-    if isinstance(events, list):
-        return [str(e.get("messageId")) for e in events if isinstance(e, dict)]
-    records = payload.get("records") or []
-    return [str((r.get("headers") or {}).get("event-id")) for r in records if isinstance(r, dict)]
+def _ids(parts: list[dict[str, Any]]) -> list[str]:
+    ids = []
+    for part in parts:
+        events = part.get("events")
+        if isinstance(events, list):
+            ids += [str(e.get("messageId")) for e in events if isinstance(e, dict)]
+        else:
+            records = part.get("records") or []
+            ids += [
+                str((r.get("headers") or {}).get("event-id"))
+                for r in records
+                if isinstance(r, dict)
+            ]
+    return ids
 
 
 @shared_task(name=INGEST_TASK, bind=True, max_retries=None)
 def ingest(self: Task, payload: dict[str, Any]) -> None:
-    """Validate, enrich and publish one request's events; returns after Kafka confirmed them all."""
+    """Validate, enrich and publish one message's events (one request's, or several that reached
+    one API process together); returns after Kafka confirmed them all."""
     started = time.monotonic()
-    bind(source_id=(payload.get("source") or {}).get("id"))
-    bind_message_ids(_ids(payload))
-    with tracer.start_as_current_span(
-        INGEST_TASK, context=context_of(payload.get("traceparent")), kind=SpanKind.CONSUMER
-    ):
-        try:
-            _run(self, payload)
-        finally:
-            TASK_SECONDS.labels(INGEST_TASK).observe(time.monotonic() - started)
+    parts = payload_parts(payload)
+    if len(parts) == 1:
+        bind(source_id=(payload.get("source") or {}).get("id"))
+    bind(requests=len(parts), **message_id_fields(_ids(parts)))
+    try:
+        _run(self, payload, parts)
+    finally:
+        TASK_SECONDS.labels(INGEST_TASK).observe(time.monotonic() - started)
 
 
-def _run(task: Task, payload: dict[str, Any]) -> None:
+def _run(task: Task, payload: dict[str, Any], parts: list[dict[str, Any]]) -> None:
     current = runtime()
     pipeline = current.pipeline
     try:
@@ -66,6 +73,12 @@ def _run(task: Task, payload: dict[str, Any]) -> None:
     except TransientError as exc:
         TASK_RETRIES.labels("transient").inc()
         raise _retry(task, payload) from exc
+    if delivery > 1 and len(parts) > 1:
+        # An earlier delivery of this message took the worker down: go on with each request in
+        # a message of its own, so that whatever is to blame costs no other request anything.
+        log.warning("delivered %d times, splitting into %d requests", delivery, len(parts))
+        _split(task, parts)
+        return
     if delivery > current.settings.max_deliveries:
         # Each earlier delivery took the worker process down (no retry was scheduled): stop.
         POISON_REQUESTS.inc()
@@ -78,7 +91,7 @@ def _run(task: Task, payload: dict[str, Any]) -> None:
             raise _retry(task, exc.retry_payload) from exc
         return
     try:
-        outcome = pipeline.process(payload)
+        pipeline.process(payload)
     except PublishIncomplete as exc:
         TASK_RETRIES.labels("publish").inc()
         log.warning("publish incomplete, retrying %d record(s): %s", len(exc.failures), exc)
@@ -88,6 +101,10 @@ def _run(task: Task, payload: dict[str, Any]) -> None:
         log.warning("transient failure, retrying: %s", exc)
         raise _retry(task, payload) from exc
     except Exception as exc:
+        if len(parts) > 1:
+            log.exception("ingest failed, splitting into %d requests", len(parts))
+            _split(task, parts)
+            return
         failures = int(payload.get("failures", 0)) + 1
         if failures < MAX_UNEXPECTED_FAILURES:
             TASK_RETRIES.labels("unexpected").inc()
@@ -98,8 +115,13 @@ def _run(task: Task, payload: dict[str, Any]) -> None:
             pipeline.dead_letter_all(payload, "processing_failed", f"{type(exc).__name__}: {exc}")
         except PublishIncomplete as dlq_exc:
             raise _retry(task, dlq_exc.retry_payload) from dlq_exc
-        return
-    log.info("published %d event(s), dead-lettered %d", outcome.published, outcome.dead_lettered)
+
+
+def _split(task: Task, parts: list[dict[str, Any]]) -> None:
+    """Queue each part as a message of its own (acknowledged by Redis) before this one is
+    acknowledged: a crash in between costs duplicates, which the pipeline drops."""
+    for part in parts:
+        task.apply_async(args=[part], argsrepr=describe_payload(part))
 
 
 def _retry(task: Task, payload: dict[str, Any]) -> Exception:

@@ -1,7 +1,20 @@
-"""Hands requests to the workers through Celery, by task name; never imports task code."""
+"""Hands requests to the workers through Celery, by task name; never imports task code.
+
+Group commit: the requests one API process is handling at the same moment share a Redis
+round-trip and a Celery message. A request whose payload arrives while another commit is in
+flight waits for it, then goes out with every payload that arrived meanwhile; each request is
+answered only once the message holding its payload is in Redis. Alone, a request commits at
+once, so a quiet API adds no latency, and a busy one sends a few large messages instead of many
+small ones (which the workers also handle faster).
+"""
 
 from __future__ import annotations
 
+import os
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -11,7 +24,16 @@ from kombu.exceptions import OperationalError
 from clicktrail.config import Settings
 from clicktrail.errors import DependencyUnavailable, Overloaded
 from clicktrail.health import CHECK_TIMEOUT
-from clicktrail.queue import INGEST_TASK, QUEUE, celery_settings, describe_payload
+from clicktrail.intake import MAX_BATCH_EVENTS
+from clicktrail.queue import (
+    INGEST_TASK,
+    QUEUE,
+    celery_settings,
+    describe_payload,
+    group_payload,
+    task_message,
+)
+from clicktrail.redisconn import is_redis_url, make_redis
 
 # Publishing to a down Redis fails fast so the client gets its 503 quickly and retries later.
 _PUBLISH_RETRY = {
@@ -22,7 +44,92 @@ _PUBLISH_RETRY = {
 }
 
 
+@dataclass
+class _Ticket:
+    payload: dict[str, Any]
+    size: int
+    woken: threading.Event = field(default_factory=threading.Event)
+    committed: bool = False
+    error: BaseException | None = None
+    lead: bool = False
+
+
+class GroupCommit:
+    """Sends payloads in groups: ``submit`` returns once ``send`` took the group holding its
+    payload, or raises what ``send`` raised for it.
+
+    No thread of its own: the first request to find no commit in flight leads, committing what
+    is pending until its own payload is sent, then hands the lead to the oldest waiting request.
+    A group holds at most ``max_events`` events (one payload bigger than that goes alone), so a
+    group's task is never larger than the largest request's.
+    """
+
+    def __init__(
+        self, send: Callable[[list[dict[str, Any]]], None], max_events: int = MAX_BATCH_EVENTS
+    ) -> None:
+        self._send = send
+        self._max_events = max_events
+        self._lock = threading.Lock()
+        self._pending: list[_Ticket] = []
+        self._leading = False
+
+    def submit(self, payload: dict[str, Any]) -> None:
+        ticket = _Ticket(payload, len(payload.get("events") or ()))
+        with self._lock:
+            self._pending.append(ticket)
+            follow, self._leading = self._leading, True
+        if follow:
+            ticket.woken.wait()
+            if not ticket.lead:
+                self._outcome(ticket)
+                return
+        try:
+            while not ticket.committed:
+                self._commit(self._take())
+        finally:
+            with self._lock:
+                if self._pending:
+                    successor = self._pending[0]
+                    successor.lead = True
+                    successor.woken.set()
+                else:
+                    self._leading = False
+        self._outcome(ticket)
+
+    def _take(self) -> list[_Ticket]:
+        with self._lock:
+            size, count = self._pending[0].size, 1
+            for ticket in self._pending[1:]:
+                if size + ticket.size > self._max_events:
+                    break
+                size, count = size + ticket.size, count + 1
+            group, self._pending = self._pending[:count], self._pending[count:]
+        return group
+
+    def _commit(self, group: list[_Ticket]) -> None:
+        error: BaseException | None = None
+        try:
+            self._send([t.payload for t in group])
+        except Exception as exc:
+            error = exc
+        for ticket in group:
+            ticket.error, ticket.committed = error, True
+            ticket.woken.set()
+
+    @staticmethod
+    def _outcome(ticket: _Ticket) -> None:
+        if ticket.error is not None:
+            raise ticket.error
+
+
 class CeleryEnqueuer:
+    """Sends ingest tasks by name to the workers' queue.
+
+    With a Redis broker (the architecture's) a group's message goes out as one LPUSH of the
+    envelope kombu's Redis transport would write (``clicktrail.queue.task_message``), which costs
+    a sixth of ``send_task``; other brokers go through ``send_task``.
+    """
+
     def __init__(self, settings: Settings) -> None:
         self._celery = Celery("clicktrail-api", set_as_current=False)
         config = celery_settings(settings)
@@ -33,19 +140,36 @@ class CeleryEnqueuer:
         }
         self._celery.conf.update(config)
         self._retry_after = settings.retry_after_seconds
+        self._queue = (
+            make_redis(settings.celery_broker_url, timeout=2)
+            if is_redis_url(settings.celery_broker_url)
+            else None
+        )
+        self._origin = f"{os.getpid()}@{socket.gethostname()}"
+        self._group = GroupCommit(self._send)
 
     def enqueue(self, payload: dict[str, Any]) -> None:
-        """Returns once Redis has the message (the publish is an acknowledged LPUSH)."""
+        """Returns once the broker has the message holding the payload (an acknowledged write)."""
+        self._group.submit(payload)
+
+    def _send(self, parts: list[dict[str, Any]]) -> None:
+        payload = group_payload(parts)
+        # Monitors (Flower) and logs show this instead of the events themselves.
+        argsrepr = describe_payload(payload)
         try:
-            self._celery.send_task(
-                INGEST_TASK,
-                args=[payload],
-                queue=QUEUE,
-                retry=True,
-                retry_policy=_PUBLISH_RETRY,
-                # Monitors (Flower) and logs show this instead of the events themselves.
-                argsrepr=describe_payload(payload),
-            )
+            if self._queue is not None:
+                self._queue.lpush(
+                    QUEUE, task_message(INGEST_TASK, QUEUE, [payload], argsrepr, self._origin)
+                )
+            else:
+                self._celery.send_task(
+                    INGEST_TASK,
+                    args=[payload],
+                    queue=QUEUE,
+                    retry=True,
+                    retry_policy=_PUBLISH_RETRY,
+                    argsrepr=argsrepr,
+                )
         except (OperationalError, ConnectionError, TimeoutError, redis.RedisError) as exc:
             if _out_of_memory(exc):
                 # Redis at its maxmemory (noeviction, as a queue must be): nothing more fits.

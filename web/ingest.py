@@ -79,7 +79,8 @@ def _ingest(call_type: str | None) -> dict[str, Any]:
     services.enqueuer.enqueue(ingest_payload(source.id, source.settings, events, _traceparent()))
     for kind, count in Counter(str(event["type"]) for event in events).items():
         EVENTS_ACCEPTED.labels(source.id, kind).inc(count)
-    log.info("accepted %d event(s)", len(events))
+    if current_app.config["CLICKTRAIL_SETTINGS"].log_requests:
+        log.info("accepted %d event(s)", len(events))
     return {"success": True}
 
 

@@ -8,17 +8,19 @@ import re
 import uuid
 
 from flask import Flask, Response, g, request
-from opentelemetry.instrumentation.flask import FlaskInstrumentor
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from prometheus_flask_exporter import PrometheusMetrics
 from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
 
 from clicktrail.config import Settings
 from clicktrail.errors import Unauthorized
 from clicktrail.logs import bind, clear
-from clicktrail.telemetry import setup_sentry, setup_tracing
+from clicktrail.telemetry import context_of, setup_sentry, setup_tracing, start_span
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-_UNTRACED = "livez,readyz,metrics"
+_UNTRACED = frozenset({"/livez", "/readyz", "/metrics"})
 _exporter: PrometheusMetrics | None = None
 
 
@@ -44,6 +46,50 @@ def instrument(app: Flask, settings: Settings) -> None:
     from sentry_sdk.integrations.flask import FlaskIntegration
 
     setup_sentry(settings, [FlaskIntegration()])
+
+    @app.before_request
+    def open_span() -> None:
+        """The request's SERVER span, continuing the caller's ``traceparent`` (W3C).
+
+        A few hooks rather than opentelemetry-instrumentation-flask, which costs a third of an
+        event's time at the edge gathering attributes most collectors drop."""
+        if request.path in _UNTRACED:
+            return
+        route = request.url_rule.rule if request.url_rule is not None else request.path
+        span = start_span(
+            f"{request.method} {route}",
+            context=context_of(request.headers.get("traceparent")),
+            kind=SpanKind.SERVER,
+        )
+        if span.is_recording():
+            span.set_attributes(
+                {
+                    "http.request.method": request.method,
+                    "http.route": route,
+                    "url.path": request.path,
+                }
+            )
+        g.span, g.span_token = span, otel_context.attach(trace.set_span_in_context(span))
+
+    @app.after_request
+    def note_status(response: Response) -> Response:
+        span = g.get("span")
+        if span is not None and span.is_recording():
+            span.set_attribute("http.response.status_code", response.status_code)
+            if response.status_code >= 500:
+                span.set_status(Status(StatusCode.ERROR))
+        return response
+
+    @app.teardown_request
+    def end_span(error: BaseException | None) -> None:
+        span = g.pop("span", None)
+        if span is None:
+            return
+        if error is not None:
+            span.record_exception(error)
+            span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+        otel_context.detach(g.pop("span_token"))
+        span.end()
 
     @app.before_request
     def start_request() -> None:
@@ -73,5 +119,4 @@ def instrument(app: Flask, settings: Settings) -> None:
                     "invalid_metrics_token", "send Authorization: Bearer <METRICS_TOKEN>"
                 )
 
-    FlaskInstrumentor().instrument_app(app, excluded_urls=_UNTRACED)  # type: ignore[no-untyped-call]
     _metrics_exporter(settings).init_app(app)

@@ -57,6 +57,7 @@ class Runtime:
             enricher=enricher,
             profiles=ProfileStore(db),
             seen=SeenIds(redis_client, settings.dedupe_window_seconds),
+            log_requests=settings.log_requests,
             tap=_debug_tap(settings, enricher, clock),
         )
         purger = Purger(

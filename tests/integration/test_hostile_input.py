@@ -29,6 +29,7 @@ def nested(depth: int) -> bytes:
     ("raw", "headers", "status", "code"),
     [
         (nested(5000), {}, 400, "invalid_json"),  # deeper than any parser should go
+        (nested(1020), {}, 400, "invalid_json"),  # within orjson's limit, beyond the strict check
         (b"[" * 400_000 + b"]" * 100_000, {}, 400, "invalid_json"),  # within 500 KB, unclosed
         (b'{"userId": "u", "event": "E", "properties": {"n": 1' + b"0" * 40 + b"}}", {}, 400,
          "number_too_large"),
@@ -43,7 +44,7 @@ def nested(depth: int) -> bytes:
         (b"\x00" * 1000, {}, 400, "invalid_json"),
         (b"", {}, 400, "invalid_json"),
     ],
-    ids=["nested-5000", "unclosed-arrays", "huge-integer", "huge-float", "invalid-utf8",
+    ids=["nested-5000", "nested-1020", "unclosed-arrays", "huge-integer", "huge-float", "invalid-utf8",
          "lone-surrogate", "duplicate-key", "xml", "multipart", "brotli", "double-gzip", "nul-bytes",
          "empty"],
 )  # fmt: skip

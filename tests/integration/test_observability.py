@@ -71,7 +71,12 @@ def observed(stack_env: dict[str, str], run_id: str, logs_dir: Path) -> Iterator
     OTLP and its errors to Sentry, both received here; a queue of their own."""
     db = claim_redis_db(owner=f"{run_id}-observed")
     otlp, sentry = OtlpReceiver(), SentryReceiver()
-    env = {**stack_env, "REDIS_URL": f"redis://127.0.0.1:6379/{db}", "LOG_FORMAT": "json"}
+    env = {
+        **stack_env,
+        "REDIS_URL": f"redis://127.0.0.1:6379/{db}",
+        "LOG_FORMAT": "json",
+        "LOG_REQUESTS": "1",
+    }
     worker_env = {
         **env,
         "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint,

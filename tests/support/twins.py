@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -137,11 +137,30 @@ class MemorySeenIds:
     def __init__(self) -> None:
         self.ids: set[tuple[str, str]] = set()
 
-    def seen(self, source_id: str, message_ids: Iterable[str]) -> set[str]:
-        return {m for m in message_ids if (source_id, m) in self.ids}
+    def seen(self, ids: Mapping[str, list[str]]) -> dict[str, set[str]]:
+        return {s: {m for m in found if (s, m) in self.ids} for s, found in ids.items()}
 
-    def remember(self, source_id: str, message_ids: Iterable[str]) -> None:
-        self.ids.update((source_id, m) for m in message_ids)
+    def remember(self, ids: Mapping[str, list[str]]) -> None:
+        self.ids.update((s, m) for s, found in ids.items() for m in found)
+
+
+class MemoryRateCounter:
+    """The sliding-window counts of ``web.admission.RedisRateCounter``, in memory."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, int], int] = {}
+        self.calls = 0
+
+    def lease(self, source_id: str, limit: int, wanted: int, needed: int, now: float) -> int:
+        self.calls += 1
+        second = int(now)
+        last = self.counts.get((source_id, second - 1), 0)
+        used = self.counts.get((source_id, second), 0) + int(last * (1 - (now - second)))
+        if limit - used < needed:
+            return 0
+        granted = min(wanted, limit - used)
+        self.counts[source_id, second] = self.counts.get((source_id, second), 0) + granted
+        return granted
 
 
 class MemoryDebugFeed:

@@ -16,7 +16,7 @@ from clicktrail.config import PROJECT_ROOT
 from clicktrail.debugger import WATCHED_KEY, DebugFeed, DebugTap, Watches, stream_key
 from clicktrail.enrich import Enricher
 from clicktrail.pipeline import Pipeline, Topics
-from clicktrail.queue import ingest_payload
+from clicktrail.queue import group_payload, ingest_payload
 from clicktrail.redisconn import make_redis
 from clicktrail.schemas import FileSchemaRegistry
 from clicktrail.validation import EventValidator
@@ -153,6 +153,28 @@ def test_a_watched_source_keeps_each_event_received_enriched_and_its_errors(
     assert rejected["id"] > published["id"]
     assert feed.read(source_id, rejected["id"], 50) == []
     assert [e["id"] for e in feed.read(source_id, published["id"], 50)] == [rejected["id"]]
+
+
+def test_a_task_of_several_requests_keeps_only_the_watched_sources_events(
+    client: redis.Redis, source_id: str
+) -> None:
+    other = f"src-{uuid.uuid4().hex}"
+    watch(client, source_id)
+    pipeline, publisher = pipeline_with(make_tap(client))
+    feed = DebugFeed(client, FixedClock(), retention_seconds=300)
+    first, second, third = (copy.deepcopy(valid_events()["identify"]) for _ in range(3))
+    for event, message_id in ((first, "g-1"), (second, "g-2"), (third, "g-3")):
+        event["messageId"] = message_id
+
+    pipeline.process(
+        group_payload(
+            [payload(source_id, first), payload(other, second), payload(source_id, third)]
+        )
+    )
+
+    assert len(publisher.published) == 3
+    assert [e["messageId"] for e in feed.read(source_id, None, 50)] == ["g-3", "g-1"]
+    assert not client.exists(stream_key(other))
 
 
 def test_the_stream_keeps_at_most_max_events(client: redis.Redis, source_id: str) -> None:

@@ -64,6 +64,7 @@ def test_kafka_variables_pass_through_as_client_properties() -> None:
         ({"SESSION_TIMEOUT_SECONDS": "0"}, "SESSION_TIMEOUT_SECONDS"),
         ({"KAFKA_TOPIC_PARTITIONS": "-3"}, "KAFKA_TOPIC_PARTITIONS"),
         ({"LOG_FORMAT": "xml"}, "LOG_FORMAT"),
+        ({"LOG_REQUESTS": "sometimes"}, "LOG_REQUESTS"),
         ({"PROFILE_RETENTION_DAYS": "forever"}, "PROFILE_RETENTION_DAYS"),
         # Timeouts that would hand a running task's message out twice or cut its Kafka wait.
         ({"VISIBILITY_TIMEOUT_SECONDS": "300"}, "VISIBILITY_TIMEOUT_SECONDS"),

@@ -11,7 +11,7 @@ from clicktrail.config import PROJECT_ROOT
 from clicktrail.enrich import Enricher
 from clicktrail.kafka import Record
 from clicktrail.pipeline import Pipeline, PublishIncomplete, Topics
-from clicktrail.queue import ingest_payload
+from clicktrail.queue import group_payload, ingest_payload
 from clicktrail.schemas import FileSchemaRegistry
 from clicktrail.validation import EventValidator
 from tests.support.data import invalid_events, valid_events
@@ -240,12 +240,65 @@ def test_configured_paths_are_pseudonymised_in_events_and_dead_letters() -> None
     assert "ada@example.com" not in str([r.value for r in publisher.published])
 
 
+def test_a_group_of_requests_shares_one_session_call_and_keeps_each_requests_trace() -> None:
+    pipeline, sessions, publisher = make()
+    first = payload(valid_events()["track_product_viewed"])
+    second = ingest_payload(
+        "src-2",
+        {"anonymize_ip": False},
+        [copy.deepcopy(valid_events()["track_product_viewed"])],
+        "00-" + "c" * 32 + "-" + "d" * 16 + "-01",
+    )
+
+    outcome = pipeline.process(group_payload([first, second]))
+
+    assert (outcome.published, outcome.dead_lettered) == (2, 0)
+    assert sessions.calls == 1
+    one, two = publisher.published
+    assert (one.headers["source-id"], two.headers["source-id"]) == ("src-1", "src-2")
+    assert one.headers["traceparent"].split("-")[1] == "a" * 32
+    assert two.headers["traceparent"].split("-")[1] == "c" * 32
+    assert one.value["context"]["ip"] == "203.0.113.0"  # each request's source settings
+    assert two.value["context"]["ip"] == "203.0.113.9"
+
+
+def test_a_group_retries_only_the_requests_whose_records_failed() -> None:
+    pipeline, sessions, publisher = make(MemoryPublisher(fail_ids={"m-6"}))
+    group = group_payload([payload(valid_events()["page"]), payload(valid_events()["identify"])])
+
+    with pytest.raises(PublishIncomplete) as caught:
+        pipeline.process(group)
+    retry = caught.value.retry_payload
+    pipeline.process(retry)
+
+    assert "parts" not in retry  # one request left: a plain payload again
+    assert [r["headers"]["event-id"] for r in retry["records"]] == ["m-6"]
+    assert retry["traceparent"] == group["parts"][1]["traceparent"]
+    assert [r.headers["event-id"] for r in publisher.published] == ["m-4", "m-6"]
+    assert sessions.calls == 1
+
+
+def test_duplicates_are_dropped_per_source_across_a_group() -> None:
+    seen = MemorySeenIds()
+    pipeline, _, publisher = make(seen=seen)
+    page = valid_events()["page"]
+    pipeline.process(payload(page))
+    other = ingest_payload("src-2", {}, [copy.deepcopy(page)], None)
+
+    outcome = pipeline.process(group_payload([payload(page), other]))
+
+    assert outcome.published == 1  # the same messageId from another source is another event
+    assert [r.headers["source-id"] for r in publisher.published] == ["src-1", "src-2"]
+
+
 class RecordingTap:
     def __init__(self) -> None:
-        self.offered: list[tuple[str, list[str]]] = []
+        self.offered: list[list[tuple[str, list[str]]]] = []
 
-    def offer(self, payload: dict[str, Any], records: Sequence[Record]) -> None:
-        self.offered.append((payload["source"]["id"], [r.headers["event-id"] for r in records]))
+    def offer(self, prepared: Sequence[tuple[dict[str, Any], list[Record]]]) -> None:
+        self.offered.append(
+            [(part["source"]["id"], [r.headers["event-id"] for r in rs]) for part, rs in prepared]
+        )
 
 
 def test_the_tap_sees_each_prepared_request_once_and_never_a_retry() -> None:
@@ -254,10 +307,11 @@ def test_the_tap_sees_each_prepared_request_once_and_never_a_retry() -> None:
     pipeline = Pipeline(VALIDATOR, MemorySessions(), publisher, TOPICS, FixedClock(), tap=tap)
     good = valid_events()["track_product_viewed"]
     bad, _ = invalid_events()["track_without_event"]
+    other = ingest_payload("src-2", {}, [copy.deepcopy(valid_events()["identify"])], None)
 
     with pytest.raises(PublishIncomplete) as caught:
-        pipeline.process(payload(good, bad))
+        pipeline.process(group_payload([payload(good, bad), other]))
     pipeline.process(caught.value.retry_payload)
 
-    assert tap.offered == [("src-1", ["m-1", "m-9"])]
-    assert [r.headers["event-id"] for r in publisher.published] == ["m-9", "m-1"]
+    assert tap.offered == [[("src-1", ["m-1", "m-9"]), ("src-2", ["m-6"])]]
+    assert sorted(r.headers["event-id"] for r in publisher.published) == ["m-1", "m-6", "m-9"]

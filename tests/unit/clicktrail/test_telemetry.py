@@ -1,6 +1,17 @@
 from __future__ import annotations
 
-from clicktrail.telemetry import FILTERED, context_of, scrub, scrub_text
+import pytest
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
+
+from clicktrail.telemetry import (
+    FILTERED,
+    context_of,
+    scrub,
+    scrub_text,
+    start_span,
+    traceparent_of,
+)
 
 
 def test_scrub_filters_sensitive_keys_at_any_depth() -> None:
@@ -49,3 +60,21 @@ def test_a_malformed_traceparent_gives_an_empty_context() -> None:
 
 def test_clock_times_are_not_taken_for_addresses() -> None:
     assert scrub_text("at 22:10:34 and ::1") == f"at 22:10:34 and {FILTERED}"
+
+
+def test_without_a_tracer_provider_spans_are_not_recorded_but_the_trace_goes_on() -> None:
+    if not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        pytest.skip("another test installed a tracer provider in this process")
+    caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+    child = start_span("work", context_of(caller), SpanKind.CONSUMER)
+    grandchild = start_span("more", trace.set_span_in_context(child))
+    root, other_root = start_span("root"), start_span("root")
+
+    assert not child.is_recording()
+    assert traceparent_of(child) != caller
+    assert traceparent_of(child).split("-")[1] == "0af7651916cd43dd8448eb211c80319c"  # type: ignore[union-attr]
+    assert traceparent_of(grandchild).split("-")[1:2] == traceparent_of(child).split("-")[1:2]  # type: ignore[union-attr]
+    assert traceparent_of(grandchild) != traceparent_of(child)
+    assert traceparent_of(root).endswith("-01")  # type: ignore[union-attr]
+    assert traceparent_of(root).split("-")[1] != traceparent_of(other_root).split("-")[1]  # type: ignore[union-attr]

@@ -1,5 +1,5 @@
 """Who may reach the API and how much it takes: CORS per source, the metrics token, backpressure
-and rate limits (the rate limiter over in-memory storage; the integration tests use Redis)."""
+and rate limits (the rate counts in memory; the integration tests count in Redis)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from clicktrail.config import Settings
 from clicktrail.sources import Source
-from tests.support.twins import MemorySources, RecordingEnqueuer
+from tests.support.twins import MemoryRateCounter, MemorySources, RecordingEnqueuer
 from tests.support.web import basic, twin_app, twin_services
 from web.admission import Admission
 
@@ -104,13 +104,16 @@ class Backlog:
         return self.depth
 
 
-def admitting(backlog: Backlog, now: list[float], **env: str) -> tuple[Any, RecordingEnqueuer]:
+def admitting(
+    backlog: Backlog, now: list[float], rates: MemoryRateCounter | None = None, **env: str
+) -> tuple[Any, RecordingEnqueuer]:
     settings = Settings.from_env({"QUEUE_MAX_DEPTH": "100", **env})
     admission = Admission(
         settings,
-        backlog,
+        backlog,  # type: ignore[arg-type]
         clock=lambda: now[0],
-        rate_storage="memory://",  # type: ignore[arg-type]
+        rates=rates or MemoryRateCounter(),
+        wall_clock=lambda: 1000.0 + now[0],
     )
     queue = RecordingEnqueuer()
     app = twin_app(twin_services(SOURCES, queue, admission=admission), **env)
@@ -150,6 +153,20 @@ def test_a_source_over_its_rate_gets_429_with_retry_after() -> None:
     assert len(queue.payloads) == 2
 
 
+def test_a_process_spends_its_slice_of_the_allowance_without_asking_redis_each_time() -> None:
+    rates, now = MemoryRateCounter(), [0.0]
+    api, queue = admitting(Backlog(0), now, rates, RATE_LIMIT_EVENTS_PER_SECOND="1000")
+
+    first_second = [api.post("/v1/track", json=TRACK, headers=basic(OPEN_KEY)) for _ in range(60)]
+    now[0] += 1.0
+    next_second = api.post("/v1/track", json=TRACK, headers=basic(OPEN_KEY))
+
+    assert {r.status_code for r in [*first_second, next_second]} == {200}
+    assert rates.calls == 3 + 1  # slices of 20 events, then a new one in a new second
+    assert rates.counts[("src-open", 1000)] == 60
+    assert len(queue.payloads) == 61
+
+
 def test_a_batch_bigger_than_the_rate_still_gets_through_on_its_own() -> None:
     api, _ = admitting(Backlog(0), [0.0], RATE_LIMIT_EVENTS_PER_SECOND="3")
     batch = {"batch": [{"type": "track", "userId": "u", "event": "E"}] * 10}
@@ -160,7 +177,7 @@ def test_a_batch_bigger_than_the_rate_still_gets_through_on_its_own() -> None:
 def test_a_sources_own_rate_overrides_the_default() -> None:
     sources = MemorySources({OPEN_KEY: Source("s", "s", {"rate_limit_events_per_second": 0})})
     settings = Settings.from_env({"RATE_LIMIT_EVENTS_PER_SECOND": "1"})
-    admission = Admission(settings, Backlog(0), rate_storage="memory://")  # type: ignore[arg-type]
+    admission = Admission(settings, Backlog(0), rates=MemoryRateCounter())  # type: ignore[arg-type]
     api = twin_app(twin_services(sources, admission=admission)).test_client()
 
     codes = {

@@ -19,7 +19,7 @@ KEY = "wk-very-secret-key"
 @pytest.fixture
 def app_and_log() -> Iterator[tuple[object, io.StringIO]]:
     services = twin_services(MemorySources({KEY: Source("src-9", "web", {})}))
-    app = twin_app(services, LOG_FORMAT="json")
+    app = twin_app(services, LOG_FORMAT="json", LOG_REQUESTS="1")
     buffer = io.StringIO()
     handler = logging.StreamHandler(buffer)
     handler.setFormatter(logging.getLogger().handlers[0].formatter)

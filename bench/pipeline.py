@@ -1,0 +1,186 @@
+"""The pipeline's figures, each beside the baseline it is compared with, measured in one run.
+
+- ``ack_single``: single-event ``POST /v1/track`` at 64 connections, the ack path alone (workers
+  stopped: what the API can take), against ``bench.bare`` on the same gunicorn settings.
+- ``e2e_batch``: batches of 100 events, from the first request out to the last record seen in
+  Kafka, with one worker process and with two; against one librdkafka producer publishing the
+  same enriched records from one process.
+- ``latency_e2e``: single events at 1,000 a second; receipt (``receivedAt``) to the record seen
+  in Kafka, p50 and p99.
+- ``backlog``: a backlog queued while the workers were stopped, then drained: events a second.
+- ``peak_rss_mb``: peak resident memory of each kind of process over the whole run.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from typing import Any
+
+import orjson
+from confluent_kafka import Producer
+
+from bench.arrivals import Arrivals
+from bench.stack import BenchStack, wait_until
+from clicktrail.config import PROJECT_ROOT
+from clicktrail.kafka import PRODUCER_DEFAULTS, ensure_topics
+
+BASELINE_TOPIC = "bench-baseline"
+
+
+def load(stack: BenchStack, run: str, **options: Any) -> dict[str, Any]:
+    argv = [sys.executable, "-m", "bench.load", "--port", str(stack.api_port), "--key", stack.key,
+            "--run", run]  # fmt: skip
+    for name, value in options.items():
+        argv += [f"--{name.replace('_', '-')}", str(value)]
+    done = subprocess.run(argv, cwd=PROJECT_ROOT, capture_output=True, check=True, timeout=3600)
+    result: dict[str, Any] = orjson.loads(done.stdout)
+    stack.sample()
+    return result
+
+
+def drain(stack: BenchStack, arrivals: Arrivals, run: str, events: int, timeout: float) -> float:
+    """Wait for every event of the run in Kafka; the time the last arrived."""
+    last = arrivals.wait_for(run, events, timeout)
+    wait_until(lambda: stack.queue_length() == 0, "the queue empty", timeout=60)
+    return last
+
+
+def e2e(stack: BenchStack, arrivals: Arrivals, run: str, events: int) -> dict[str, Any]:
+    sent = load(stack, run, events_per_request=100, requests=events // 100, connections=16)
+    last = drain(stack, arrivals, run, sent["events"], timeout=1800)
+    seconds = last - sent["first_sent"]
+    return {
+        "events": sent["events"],
+        "seconds": round(seconds, 2),
+        "events_per_s": round(sent["events"] / seconds),
+        "ack_p99_ms": sent["p99_ms"],
+        "statuses": sent["statuses"],
+    }
+
+
+def producer_baseline(stack: BenchStack, records: list[bytes], events: int) -> dict[str, Any]:
+    """One librdkafka producer, configured as the pipeline's, publishing ``events`` records (the
+    enriched records of the e2e run, in turn) and waiting for every report."""
+    producer = Producer(
+        {**PRODUCER_DEFAULTS, "bootstrap.servers": stack.settings.kafka_bootstrap_servers}
+    )
+    delivered = 0
+
+    def report(error: Any, _: Any) -> None:
+        nonlocal delivered
+        delivered += error is None
+
+    started = time.perf_counter()
+    for n in range(events):
+        value = records[n % len(records)]
+        while True:
+            try:
+                producer.produce(
+                    BASELINE_TOPIC,
+                    value=value,
+                    key=str(n % 500).encode(),
+                    headers=[("event-id", f"base-{n}".encode())],
+                    on_delivery=report,
+                )
+                break
+            except BufferError:
+                producer.poll(0.05)
+        producer.poll(0)
+    producer.flush(60)
+    seconds = time.perf_counter() - started
+    return {
+        "events": delivered,
+        "seconds": round(seconds, 2),
+        "events_per_s": round(delivered / seconds),
+    }
+
+
+def enriched_sample(stack: BenchStack, limit: int = 1000) -> list[bytes]:
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": stack.settings.kafka_bootstrap_servers,
+                         "group.id": "bench-sample", "enable.auto.commit": False})  # fmt: skip
+    consumer.assign([TopicPartition(stack.topic, 0, OFFSET_BEGINNING)])
+    values: list[bytes] = []
+    deadline = time.monotonic() + 30
+    while len(values) < limit and time.monotonic() < deadline:
+        for message in consumer.consume(500, timeout=0.5):
+            value = message.value()
+            if not message.error() and value:
+                values.append(value)
+    consumer.close()
+    return values[:limit]
+
+
+def measure(
+    events: int = 100_000, backlog: int = 1_000_000, ack_seconds: float = 10.0
+) -> dict[str, Any]:
+    stack = BenchStack().start()
+    ensure_topics(stack.settings.kafka, [BASELINE_TOPIC], stack.settings.topic_partitions)
+    arrivals = Arrivals(stack.settings.kafka_bootstrap_servers, stack.topic).start()
+    figures: dict[str, Any] = {}
+    try:
+        stack.start_api("bench.bare:app")
+        bare = load(stack, "bare", seconds=ack_seconds, connections=64)
+        stack.stop_api()
+
+        stack.start_api()
+        ack = load(stack, "ack", seconds=ack_seconds, connections=64)
+        figures["ack_single"] = {
+            "requests_per_s": ack["requests_per_s"],
+            "p50_ms": ack["p50_ms"],
+            "p99_ms": ack["p99_ms"],
+            "statuses": ack["statuses"],
+            "baseline_bare": {k: bare[k] for k in ("requests_per_s", "p50_ms", "p99_ms")},
+            "ack_single_ratio": round(ack["requests_per_s"] / bare["requests_per_s"], 2),
+        }
+        stack.start_workers(1)
+        drain(stack, arrivals, "ack", ack["events"], timeout=1800)
+
+        one = e2e(stack, arrivals, "e2e1", events)
+        stack.stop_workers()
+        stack.start_workers(2)
+        two = e2e(stack, arrivals, "e2e2", events)
+        stack.stop_workers()
+        baseline = producer_baseline(stack, enriched_sample(stack), events)
+        figures["e2e_batch"] = {
+            **one,
+            "baseline_librdkafka": baseline,
+            "e2e_batch_ratio": round(one["events_per_s"] / baseline["events_per_s"], 3),
+            "two_worker_processes": two,
+            "scale_out_gain": round(two["events_per_s"] / one["events_per_s"], 2),
+        }
+
+        stack.start_workers(1)
+        arrivals.measure_latency("latency")
+        paced = load(stack, "latency", rate=1000, seconds=15, connections=64)
+        drain(stack, arrivals, "latency", paced["events"], timeout=600)
+        latencies = sorted(arrivals.latencies["latency"])
+        figures["latency_e2e"] = {
+            "events_per_s": round(paced["events"] / paced["seconds"]),
+            "p50_ms": round(latencies[len(latencies) // 2] * 1000, 1),
+            "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 1),
+            "ack_p99_ms": paced["p99_ms"],
+        }
+
+        stack.stop_workers()
+        queued = load(stack, "backlog", events_per_request=100, requests=backlog // 100,
+                      connections=16)  # fmt: skip
+        depth = stack.queue_length()
+        started = time.time()
+        stack.start_workers(1)
+        last = drain(stack, arrivals, "backlog", queued["events"], timeout=3600)
+        figures["backlog"] = {
+            "events": queued["events"],
+            "queued_messages": depth,
+            "queued_at_events_per_s": queued["events_per_s"],
+            "drain_seconds": round(last - started, 1),
+            "drain_events_per_s": round(queued["events"] / (last - started)),
+        }
+        figures["peak_rss_mb"] = stack.peak_rss()
+    finally:
+        arrivals.stop()
+        stack.close()
+    return figures

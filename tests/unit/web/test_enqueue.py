@@ -1,0 +1,143 @@
+"""Group commit: concurrent requests share a message; each returns once its own is sent."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from clicktrail.errors import DependencyUnavailable
+from web.enqueue import GroupCommit
+
+
+def payload(n: int, events: int = 1) -> dict[str, Any]:
+    return {"n": n, "events": [{}] * events}
+
+
+class Sender:
+    """Records each group; the first call can be held until others are waiting."""
+
+    def __init__(self, hold_first: threading.Event | None = None) -> None:
+        self.groups: list[list[int]] = []
+        self.hold_first = hold_first
+        self.lock = threading.Lock()
+        self.fail_next = False
+
+    def __call__(self, payloads: list[dict[str, Any]]) -> None:
+        if self.hold_first is not None and not self.groups:
+            self.groups.append([p["n"] for p in payloads])
+            assert self.hold_first.wait(5)
+            return
+        with self.lock:
+            if self.fail_next:
+                self.fail_next = False
+                raise DependencyUnavailable("queue", "connection refused")
+            self.groups.append([p["n"] for p in payloads])
+
+
+def wait_for_pending(group: GroupCommit, count: int) -> None:
+    deadline = time.monotonic() + 5
+    while len(group._pending) < count:
+        assert time.monotonic() < deadline, "submitters did not queue up"
+        time.sleep(0.001)
+
+
+def test_a_lone_request_is_sent_at_once_by_itself() -> None:
+    sender = Sender()
+    GroupCommit(sender).submit(payload(1))
+    assert sender.groups == [[1]]
+
+
+def test_requests_arriving_during_a_commit_go_out_together_in_the_next_one() -> None:
+    release = threading.Event()
+    sender = Sender(hold_first=release)
+    group = GroupCommit(sender)
+    with ThreadPoolExecutor(8) as pool:
+        first = pool.submit(group.submit, payload(0))
+        while not sender.groups:
+            time.sleep(0.001)
+        rest = [pool.submit(group.submit, payload(n)) for n in range(1, 8)]
+        wait_for_pending(group, 7)
+        assert not any(f.done() for f in [first, *rest])  # nobody answered before their send
+        release.set()
+        for future in [first, *rest]:
+            future.result(5)
+
+    assert sender.groups[0] == [0]
+    assert sorted(sender.groups[1]) == list(range(1, 8))
+    assert len(sender.groups) == 2
+
+
+def test_a_group_holds_at_most_max_events_but_a_larger_request_goes_alone() -> None:
+    release = threading.Event()
+    sender = Sender(hold_first=release)
+    group = GroupCommit(sender, max_events=10)
+    with ThreadPoolExecutor(8) as pool:
+        first = pool.submit(group.submit, payload(0))
+        while not sender.groups:
+            time.sleep(0.001)
+        sizes = {1: 4, 2: 4, 3: 4, 4: 25, 5: 1}
+        futures = []
+        for n, size in sizes.items():
+            futures.append(pool.submit(group.submit, payload(n, size)))
+            wait_for_pending(group, len(futures))  # keeps their order
+        release.set()
+        for future in [first, *futures]:
+            future.result(5)
+
+    assert sender.groups == [[0], [1, 2], [3], [4], [5]]
+
+
+def test_a_failed_send_fails_every_request_of_its_group_and_no_other() -> None:
+    release = threading.Event()
+    sender = Sender(hold_first=release)
+    group = GroupCommit(sender)
+    with ThreadPoolExecutor(8) as pool:
+        first = pool.submit(group.submit, payload(0))
+        while not sender.groups:
+            time.sleep(0.001)
+        failing = [pool.submit(group.submit, payload(n)) for n in range(1, 4)]
+        wait_for_pending(group, 3)
+        sender.fail_next = True
+        release.set()
+        first.result(5)
+        for future in failing:
+            with pytest.raises(DependencyUnavailable):
+                future.result(5)
+    group.submit(payload(9))  # the next request goes through
+
+    assert sender.groups[-1] == [9]
+
+
+def test_under_contention_every_payload_is_sent_once_before_its_request_returns() -> None:
+    sent: set[int] = set()
+    lock = threading.Lock()
+    groups = 0
+
+    def send(payloads: list[dict[str, Any]]) -> None:
+        nonlocal groups
+        time.sleep(random.uniform(0, 0.002))
+        with lock:
+            groups += 1
+            for p in payloads:
+                assert p["n"] not in sent
+                sent.add(p["n"])
+
+    group = GroupCommit(send)
+
+    def request(n: int) -> None:
+        group.submit(payload(n))
+        with lock:
+            assert n in sent
+
+    with ThreadPoolExecutor(32) as pool:
+        list(pool.map(request, range(2000)))
+
+    assert sent == set(range(2000))
+    assert groups < 2000  # they did share messages
+    assert not group._pending
+    assert not group._leading
