@@ -46,7 +46,8 @@ STREAM_KEY = "ct:debug:events:{source}"
 WATCH_SECONDS = 15
 # How often a worker process asks which sources are watched.
 REFRESH_SECONDS = 1.0
-ENTRY_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
+# An entry id; 19 digits at most, so that each half fits the 64 bits Redis gives it.
+ENTRY_ID = re.compile(r"^[0-9]{1,19}-[0-9]{1,19}$")
 
 # KEYS: the stream. ARGV: 1 most entries kept, 2 retention (ms), 3... the entries' JSON.
 # Times come from the ids Redis gives the entries, so trimming never depends on a worker's clock.

@@ -439,7 +439,7 @@ def _debugger_paths(paths: dict[str, Any], security: list[dict[str, Any]]) -> No
                     "name": "after",
                     "in": "query",
                     "description": "Only entries newer than this one (the last answer's cursor).",
-                    "schema": {"type": "string", "pattern": "^[0-9]{1,20}-[0-9]{1,20}$"},
+                    "schema": {"type": "string", "pattern": "^[0-9]{1,19}-[0-9]{1,19}$"},
                 },
                 {
                     "name": "limit",

@@ -107,7 +107,13 @@ def test_the_feed_wants_credentials(headers: dict[str, str], status: int, code: 
 
 @pytest.mark.parametrize(
     ("query", "field"),
-    [("after=latest", "after"), ("limit=0", "limit"), ("limit=501", "limit"), ("limit=x", "limit")],
+    [
+        ("after=latest", "after"),
+        ("after=50844828777672824434-0", "after"),  # beyond the 64 bits of a Redis entry id
+        ("limit=0", "limit"),
+        ("limit=501", "limit"),
+        ("limit=x", "limit"),
+    ],
 )
 def test_a_malformed_cursor_or_limit_is_refused(query: str, field: str) -> None:
     response = client().get(f"/v1/debugger/events?{query}", headers=basic(SHOP_KEY))
