@@ -112,6 +112,8 @@ class Settings:
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     celery_broker_url: str = "redis://127.0.0.1:6379/0"
+    # With sentinel:// URLs, the name the Sentinels know the master by.
+    redis_sentinel_master: str = "mymaster"
     database_url: str = "postgresql://postgres@127.0.0.1:5432/clicktrail"
     kafka: dict[str, str] = field(default_factory=lambda: {"bootstrap.servers": "127.0.0.1:9092"})
     topic_events: str = "events"
@@ -241,6 +243,7 @@ class Settings:
         return cls(
             redis_url=redis_url,
             celery_broker_url=env.get("CELERY_BROKER_URL") or redis_url,
+            redis_sentinel_master=env.get("REDIS_SENTINEL_MASTER") or cls.redis_sentinel_master,
             database_url=env.get("DATABASE_URL") or cls.database_url,
             kafka=kafka_client_properties(env),
             topic_events=env.get("KAFKA_TOPIC_EVENTS") or cls.topic_events,

@@ -27,7 +27,7 @@ from honcho.environ import parse_procfile
 from clicktrail.config import PROJECT_ROOT, Settings
 from clicktrail.db import Database, create_database, migrate
 from clicktrail.kafka import create_pipeline_topics
-from clicktrail.redisconn import REDIS_DOWN, make_redis
+from clicktrail.redisconn import REDIS_DOWN, pipeline_redis
 from clicktrail.sources import DEV_SOURCE_NAME, SourceStore, new_write_key
 
 STATE_DIR = PROJECT_ROOT / ".run"
@@ -105,7 +105,7 @@ def start_kafka(settings: Settings, started: list[subprocess.Popen[bytes]]) -> N
 def start_redis(settings: Settings, started: list[subprocess.Popen[bytes]]) -> None:
     def answers() -> bool:
         try:
-            return bool(make_redis(settings.redis_url, timeout=1).ping())
+            return bool(pipeline_redis(settings, timeout=1).ping())
         except REDIS_DOWN:
             return False
 

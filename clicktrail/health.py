@@ -15,7 +15,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from clicktrail.config import Settings
 from clicktrail.db import Database
 from clicktrail.kafka import admin_client
-from clicktrail.redisconn import make_redis
+from clicktrail.redisconn import pipeline_redis, queue_redis
 
 CHECK_TIMEOUT = 2.0
 
@@ -25,11 +25,11 @@ Check = Callable[[], None]
 
 def dependency_checks(settings: Settings, db: Database) -> dict[str, Check]:
     """Redis, the queue, Postgres, Kafka (the events topic's metadata) and the registry."""
-    sessions = make_redis(settings.redis_url, timeout=CHECK_TIMEOUT)
+    sessions = pipeline_redis(settings, timeout=CHECK_TIMEOUT)
     broker = (
         sessions
         if settings.celery_broker_url == settings.redis_url
-        else make_redis(settings.celery_broker_url, timeout=CHECK_TIMEOUT)
+        else queue_redis(settings, timeout=CHECK_TIMEOUT)
     )
     admin: list[AdminClient] = []
     lock = threading.Lock()

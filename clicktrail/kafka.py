@@ -155,13 +155,12 @@ class KafkaPublisher:
         """Produce every record and wait for its report."""
         producer = self._get()
         reports: dict[int, Delivery] = {}
-        started: dict[int, float] = {}
+        started = time.monotonic()
 
         def reporter(index: int) -> Callable[[KafkaError | None, Any], None]:
             def report(error: KafkaError | None, message: Any) -> None:
                 record = records[index]
                 if error is None:
-                    KAFKA_DELIVERY_SECONDS.observe(time.monotonic() - started[index])
                     reports[index] = Delivery(record, None, message.partition(), message.offset())
                 else:
                     PUBLISH_FAILURES.inc()
@@ -171,14 +170,14 @@ class KafkaPublisher:
 
             return report
 
-        deadline = time.monotonic() + self._drain_timeout
+        deadline = started + self._drain_timeout
         for index, record in enumerate(records):
-            started[index] = time.monotonic()
             error = self._produce(producer, record, reporter(index), deadline)
             if error is not None:
                 reports[index] = Delivery(record, error)
             producer.poll(0)
         producer.flush(max(0.0, deadline - time.monotonic()))
+        KAFKA_DELIVERY_SECONDS.observe(time.monotonic() - started)
         return [
             reports.get(index) or Delivery(record, "no delivery report before the timeout")
             for index, record in enumerate(records)

@@ -64,7 +64,7 @@ TASK_RETRIES = Counter("clicktrail_task_retries_total", "Ingest task retries", [
 PUBLISH_FAILURES = Counter(
     "clicktrail_publish_failures_total", "Records without a clean delivery report"
 )
-# Workers: from produce() to the delivery report.
+# Workers: from a task's first produce() to its last delivery report.
 KAFKA_DELIVERY_SECONDS = Histogram(
     "clicktrail_kafka_delivery_seconds", "Kafka delivery latency", buckets=_LATENCY_BUCKETS
 )
@@ -72,7 +72,8 @@ KAFKA_DELIVERY_SECONDS = Histogram(
 TASK_SECONDS = Histogram(
     "clicktrail_task_duration_seconds", "Task duration", ["task"], buckets=_LATENCY_BUCKETS
 )
-# Workers: from the API's receivedAt to Kafka's delivery report, per event.
+# Workers: from the API's receivedAt to Kafka's delivery report, per request (its events share
+# their receivedAt).
 END_TO_END_SECONDS = Histogram(
     "clicktrail_end_to_end_seconds",
     "Latency from receipt to Kafka delivery",

@@ -393,6 +393,7 @@ def _count(deliveries: list[Delivery], topics: Topics, clock: Clock) -> None:
     now = clock.now()
     published: Counter[tuple[str, str]] = Counter()
     dead: Counter[tuple[str, str, str]] = Counter()
+    requests: set[str] = set()  # a request's events share their receivedAt
     for delivery in deliveries:
         if delivery.error is not None:
             continue
@@ -402,9 +403,12 @@ def _count(deliveries: list[Delivery], topics: Topics, clock: Clock) -> None:
             dead[source, kind, headers.get("error-kind", "")] += 1
         else:
             published[source, kind] += 1
-            received = parse_ts(record.value.get("receivedAt")) if record.value else None
-            if received is not None:
-                END_TO_END_SECONDS.observe(max(0.0, (now - received).total_seconds()))
+            if record.value and isinstance(record.value.get("receivedAt"), str):
+                requests.add(record.value["receivedAt"])
+    for received_at in requests:
+        received = parse_ts(received_at)
+        if received is not None:
+            END_TO_END_SECONDS.observe(max(0.0, (now - received).total_seconds()))
     for labels, count in published.items():
         EVENTS_PUBLISHED.labels(*labels).inc(count)
     for dead_labels, count in dead.items():

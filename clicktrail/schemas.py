@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from functools import total_ordering
+from functools import cached_property, lru_cache, total_ordering
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -72,6 +72,7 @@ def schema_urn(kind: str, name: str, version: SchemaVer | str) -> str:
     return f"urn:clicktrail:{kind}/{name}/{version}"
 
 
+@lru_cache(maxsize=4096)
 def event_schema_name(event_name: str) -> str:
     """The schema name of a track event: ``Product Viewed`` -> ``product_viewed``."""
     return _NOT_WORD.sub("_", event_name.lower()).strip("_")
@@ -110,7 +111,7 @@ class RecordSchema:
     schema_id: int | None = None
     _validator: Any = field(default=None, repr=False, compare=False)
 
-    @property
+    @cached_property
     def key(self) -> str:
         return f"{self.kind}/{self.name}/{self.version}"
 

@@ -25,7 +25,7 @@ import redis
 from clicktrail.config import Settings
 from clicktrail.errors import DependencyUnavailable, Overloaded, RateLimited
 from clicktrail.queue import QUEUE
-from clicktrail.redisconn import REDIS_DOWN, make_redis
+from clicktrail.redisconn import REDIS_DOWN, pipeline_redis
 from clicktrail.sources import Source
 
 DEPTH_CACHE_SECONDS = 1.0
@@ -95,7 +95,7 @@ class Admission:
         self._retry_after = settings.retry_after_seconds
         self._clock = clock
         self._wall_clock = wall_clock
-        self._rates = rates or RedisRateCounter(make_redis(settings.redis_url, timeout=2))
+        self._rates = rates or RedisRateCounter(pipeline_redis(settings, timeout=2))
         self._slices: dict[str, _Slice] = {}
         self._depth: tuple[float, int] | None = None
         self._lock = threading.Lock()

@@ -33,7 +33,7 @@ from clicktrail.queue import (
     group_payload,
     task_message,
 )
-from clicktrail.redisconn import is_redis_url, make_redis
+from clicktrail.redisconn import is_redis_url, queue_redis
 
 # Publishing to a down Redis fails fast so the client gets its 503 quickly and retries later.
 _PUBLISH_RETRY = {
@@ -141,9 +141,7 @@ class CeleryEnqueuer:
         self._celery.conf.update(config)
         self._retry_after = settings.retry_after_seconds
         self._queue = (
-            make_redis(settings.celery_broker_url, timeout=2)
-            if is_redis_url(settings.celery_broker_url)
-            else None
+            queue_redis(settings, timeout=2) if is_redis_url(settings.celery_broker_url) else None
         )
         self._origin = f"{os.getpid()}@{socket.gethostname()}"
         self._group = GroupCommit(self._send)

@@ -11,7 +11,7 @@ from clicktrail.config import Settings
 from clicktrail.db import Database
 from clicktrail.health import Check, dependency_checks, workers_check
 from clicktrail.profiles import Profile
-from clicktrail.redisconn import make_redis
+from clicktrail.redisconn import pipeline_redis, queue_redis
 from clicktrail.registry import make_registry
 from clicktrail.sessions import SessionStore, SessionView
 from clicktrail.sources import Source, SourceStore
@@ -82,7 +82,7 @@ class Services:
         checks = dependency_checks(settings, db)
         checks["workers"] = workers_check(enqueuer.ping_workers)
         clock = SystemClock()
-        redis_client = make_redis(settings.redis_url)
+        redis_client = pipeline_redis(settings)
         debugger = (
             DebugFeed(redis_client, clock, settings.debugger_retention_seconds)
             if settings.debugger_retention_seconds > 0
@@ -95,7 +95,7 @@ class Services:
             sessions=SessionStore(redis_client, settings.session_timeout_seconds),
             profiles=ProfileStore(db),
             admin_token=settings.admin_token,
-            admission=Admission(settings, make_redis(settings.celery_broker_url, timeout=2)),
+            admission=Admission(settings, queue_redis(settings, timeout=2)),
             checks=checks,
             clock=clock,
             debugger=debugger,

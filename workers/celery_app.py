@@ -12,7 +12,7 @@ from clicktrail.config import Settings
 from clicktrail.logs import bind, clear, configure_logging
 from clicktrail.metrics import PipelineGauges, clear_multiprocess_dir, mark_dead, serve
 from clicktrail.queue import QUEUE, celery_settings
-from clicktrail.redisconn import make_redis
+from clicktrail.redisconn import parse_sentinel_url, pipeline_redis, queue_redis
 from clicktrail.sessions import SessionStore
 from clicktrail.telemetry import setup_sentry, setup_tracing, shutdown_tracing
 from workers.runtime import close_runtime, runtime
@@ -38,12 +38,30 @@ def make_celery(settings: Settings | None = None) -> Celery:
         include=["tasks.ingest", "tasks.purge"],
         task_publish_retry_policy=_WORKER_PUBLISH_RETRY,
         beat_schedule=beat_schedule(settings),
-        redbeat_redis_url=settings.redis_url,
+        **_redbeat_redis(settings),
         redbeat_key_prefix="ct:redbeat:",
         # Leave a task's messages in Redis if the worker is stopped mid-task; another picks them up.
         worker_cancel_long_running_tasks_on_connection_loss=True,
     )
     return app
+
+
+def _redbeat_redis(settings: Settings) -> dict[str, Any]:
+    """Where celery-redbeat keeps the schedule and its lock: REDIS_URL, or its Sentinels."""
+    sentinel = parse_sentinel_url(settings.redis_url)
+    if sentinel is None:
+        return {"redbeat_redis_url": settings.redis_url}
+    return {
+        "redbeat_redis_url": "redis-sentinel://",
+        "redbeat_redis_options": {
+            "sentinels": sentinel.sentinels,
+            "service_name": settings.redis_sentinel_master,
+            "db": sentinel.db,
+            "password": sentinel.password,
+            "username": sentinel.username,
+            "socket_timeout": 5,
+        },
+    }
 
 
 def _sentry(settings: Settings) -> None:
@@ -66,10 +84,8 @@ def _start_worker(**_: Any) -> None:
     if settings.prometheus_multiproc_dir is None:
         log.warning("PROMETHEUS_MULTIPROC_DIR is not set: metrics of pool children are not served")
     clear_multiprocess_dir(settings.prometheus_multiproc_dir)
-    queue = make_redis(settings.celery_broker_url, timeout=2)
-    sessions = SessionStore(
-        make_redis(settings.redis_url, timeout=2), settings.session_timeout_seconds
-    )
+    queue = queue_redis(settings, timeout=2)
+    sessions = SessionStore(pipeline_redis(settings, timeout=2), settings.session_timeout_seconds)
     gauges = PipelineGauges(lambda: int(queue.llen(QUEUE)), sessions.active_count)
     serve(
         settings.worker_metrics_port,

@@ -22,7 +22,7 @@ from clicktrail.kafka import KafkaPublisher
 from clicktrail.pipeline import Pipeline, Topics
 from clicktrail.profiles import ProfileStore
 from clicktrail.purge import Purger
-from clicktrail.redisconn import make_redis
+from clicktrail.redisconn import pipeline_redis
 from clicktrail.registry import make_registry
 from clicktrail.sessions import SessionStore
 from clicktrail.validation import EventValidator
@@ -44,7 +44,7 @@ class Runtime:
         clock = SystemClock()
         db = Database(settings.database_url, name="clicktrail-worker")
         publisher = KafkaPublisher(settings.kafka)
-        redis_client = make_redis(settings.redis_url)
+        redis_client = pipeline_redis(settings)
         sessions = SessionStore(redis_client, settings.session_timeout_seconds)
         geoip = open_geoip(settings.geoip_database) if settings.geoip_database else None
         enricher = Enricher(geoip, settings.pseudonymization_key)
@@ -77,7 +77,7 @@ def _debug_tap(settings: Settings, enricher: Enricher, clock: SystemClock) -> De
     if settings.debugger_retention_seconds <= 0:
         return None
     return DebugTap(
-        make_redis(settings.redis_url, timeout=1.0),
+        pipeline_redis(settings, timeout=1.0),
         enricher.protect,
         retention_seconds=settings.debugger_retention_seconds,
         max_events=settings.debugger_max_events,
