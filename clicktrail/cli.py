@@ -43,15 +43,18 @@ def cmd_dev_source(settings: Settings, _: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_schemas_check(settings: Settings, args: argparse.Namespace) -> int:
+def schemas_check(settings: Settings, root: Path | None = None) -> int:
+    """Check the catalogue (valid schemas, every version backward compatible); the exit code."""
     from clicktrail.compat import check_catalogue
 
-    report = check_catalogue(Path(args.dir) if args.dir else settings.schemas_dir)
+    report = check_catalogue(root or settings.schemas_dir)
     print(report.render())
     return 0 if report.ok else 1
 
 
-def cmd_schemas_register(settings: Settings, args: argparse.Namespace) -> int:
+def schemas_register(settings: Settings, root: Path | None = None) -> int:
+    """Check the catalogue, then register it with the registry at SCHEMA_REGISTRY_URL; the exit
+    code (2: no registry configured)."""
     from confluent_kafka.schema_registry import SchemaRegistryClient
 
     from clicktrail.compat import check_catalogue
@@ -61,7 +64,7 @@ def cmd_schemas_register(settings: Settings, args: argparse.Namespace) -> int:
     if not settings.schema_registry:
         print("SCHEMA_REGISTRY_URL is not set: nothing to register with", file=sys.stderr)
         return 2
-    root = Path(args.dir) if args.dir else settings.schemas_dir
+    root = root or settings.schemas_dir
     report = check_catalogue(root)
     if not report.ok:
         print(report.render(), file=sys.stderr)
@@ -77,6 +80,14 @@ def cmd_schemas_register(settings: Settings, args: argparse.Namespace) -> int:
             where = f"{result.subject} v{result.version} (id {result.schema_id})"
             print(f"ok      {where} <- {result.schema}")
     return 1 if failed else 0
+
+
+def cmd_schemas_check(settings: Settings, args: argparse.Namespace) -> int:
+    return schemas_check(settings, Path(args.dir) if args.dir else None)
+
+
+def cmd_schemas_register(settings: Settings, args: argparse.Namespace) -> int:
+    return schemas_register(settings, Path(args.dir) if args.dir else None)
 
 
 def cmd_tail(settings: Settings, args: argparse.Namespace) -> int:

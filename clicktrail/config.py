@@ -45,6 +45,24 @@ def client_properties(
     }
 
 
+def config_problems(env: Mapping[str, str] | None = None) -> list[tuple[str | None, str]]:
+    """Every malformed configuration value, not only the first (as ``Settings.from_env`` raises):
+    (variable, what is wrong) pairs; the variable is None for values wrong only together."""
+    env = os.environ if env is None else env
+    problems: list[tuple[str | None, str]] = []
+    for name in sorted(env):
+        try:
+            Settings.from_env({name: env[name]})
+        except ValueError as exc:
+            problems.append((name, str(exc)))
+    if not problems:
+        try:
+            Settings.from_env(env)
+        except ValueError as exc:
+            problems.append((None, str(exc)))
+    return problems
+
+
 def kafka_client_properties(env: Mapping[str, str]) -> dict[str, str]:
     """librdkafka properties from ``KAFKA_*`` variables, our own KAFKA_TOPIC_* excepted."""
     props = client_properties(env, "KAFKA_", _OWN_KAFKA_VARS)
@@ -163,6 +181,12 @@ class Settings:
     trusted_proxy_count: int = 0
     # Seconds a client is told to wait (Retry-After) when a dependency is down.
     retry_after_seconds: int = 5
+    # The live debugger: how long its Redis stream keeps an event (0 turns the debugger off),
+    # how many events it keeps per source, and how many a second one worker process adds per
+    # source (a busier source is sampled).
+    debugger_retention_seconds: int = 300
+    debugger_max_events: int = 500
+    debugger_events_per_second: int = 100
 
     def __post_init__(self) -> None:
         # A retry waits up to the backoff cap, unacknowledged, then runs up to the time limit:
@@ -176,7 +200,13 @@ class Settings:
             )
         # A task waits for Kafka's delivery reports up to message.timeout.ms + 5 s; stopping it
         # sooner would leave records whose fate is unknown.
-        drain = int(self.kafka.get("message.timeout.ms", 30000)) / 1000 + 5
+        try:
+            drain = int(self.kafka.get("message.timeout.ms", 30000)) / 1000 + 5
+        except ValueError:
+            raise ConfigError(
+                "KAFKA_MESSAGE_TIMEOUT_MS must be an integer, "
+                f"got {self.kafka['message.timeout.ms']!r}"
+            ) from None
         if self.task_soft_time_limit_seconds <= drain:
             raise ConfigError(
                 f"TASK_TIME_LIMIT_SECONDS ({limit}) must leave three quarters of itself above "
@@ -283,5 +313,14 @@ class Settings:
             ),
             source_cache_seconds=_int(
                 env, "SOURCE_CACHE_SECONDS", cls.source_cache_seconds, minimum=0
+            ),
+            debugger_retention_seconds=_int(
+                env, "DEBUGGER_RETENTION_SECONDS", cls.debugger_retention_seconds, minimum=0
+            ),
+            debugger_max_events=_int(
+                env, "DEBUGGER_MAX_EVENTS", cls.debugger_max_events, minimum=1
+            ),
+            debugger_events_per_second=_int(
+                env, "DEBUGGER_EVENTS_PER_SECOND", cls.debugger_events_per_second, minimum=1
             ),
         )

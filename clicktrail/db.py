@@ -117,6 +117,22 @@ def drop_database(url: str) -> None:
         )
 
 
+def migration_names(directory: Path = MIGRATIONS_DIR) -> list[str]:
+    return [path.stem for path in sorted(directory.glob("[0-9][0-9][0-9][0-9]_*.sql"))]
+
+
+def pending_migrations(db: Database, directory: Path = MIGRATIONS_DIR) -> list[str]:
+    """The migrations in ``directory`` the database has not applied (every one on a new one)."""
+    with db.connection() as conn:
+        row = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
+        done = (
+            {r[0] for r in conn.execute("SELECT name FROM schema_migrations")}
+            if row and row[0]
+            else set()
+        )
+    return [name for name in migration_names(directory) if name not in done]
+
+
 def migrate(url: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
     """Apply the migrations not yet applied; the names of those applied now."""
     files = sorted(directory.glob("[0-9][0-9][0-9][0-9]_*.sql"))

@@ -254,6 +254,8 @@ def main() -> int:
             f'-d \'{{"userId": "u1", "event": "Signed Up"}}\' http://{host}:{port}/v1/track'
         )
         say(f"then: .venv/bin/python -m clicktrail tail {settings.topic_events}")
+        if settings.debugger_retention_seconds > 0:
+            say(f"live debugger: http://{host}:{port}/debugger#key={key}")
         flower = f"http://127.0.0.1:{os.environ.get('FLOWER_PORT', '5555')}"
         say(f"Flower: {flower} (user:password {secrets['FLOWER_BASIC_AUTH']})")
         say(

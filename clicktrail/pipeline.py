@@ -99,6 +99,13 @@ def touch_of(event: dict[str, Any], source_id: str, new_id: str) -> Touch:
     )
 
 
+class Tap(Protocol):
+    """Sees each request's records once prepared (``clicktrail.debugger.DebugTap``); must never
+    raise."""
+
+    def offer(self, prepared: list[tuple[dict[str, Any], list[Record]]]) -> None: ...
+
+
 class Pipeline:
     def __init__(
         self,
@@ -112,6 +119,7 @@ class Pipeline:
         seen: DeliveredIds | None = None,
         new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
         log_requests: bool = False,
+        tap: Tap | None = None,
     ) -> None:
         self._validator = validator
         self._sessions = sessions
@@ -123,6 +131,7 @@ class Pipeline:
         self._seen = seen
         self._new_id = new_id
         self._log_requests = log_requests
+        self._tap = tap
 
     def process(self, payload: dict[str, Any]) -> Outcome:
         """Publish a payload's events; raises PublishIncomplete (retry) or TransientError.
@@ -139,6 +148,8 @@ class Pipeline:
                 if fresh
                 else {}
             )
+            if self._tap is not None and prepared:
+                self._tap.offer([(parts[i], rs) for i, rs in prepared.items()])
             records = [
                 prepared[i] if i in prepared else [Record.from_json(r) for r in part["records"]]
                 for i, part in enumerate(parts)

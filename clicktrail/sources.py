@@ -157,6 +157,14 @@ class SourceStore:
             ).fetchone()
         return None if row is None else Source(row[0], row[1], {**DEFAULT_SETTINGS, **row[2]})
 
+    def listing(self) -> list[Source]:
+        """Every source, by name (no keys)."""
+        with self._db.connection() as conn:
+            rows = conn.execute("SELECT id::text, name, settings FROM sources ORDER BY name")
+            return [
+                Source(sid, name, {**DEFAULT_SETTINGS, **settings}) for sid, name, settings in rows
+            ]
+
     def all(self) -> list[tuple[Source, list[WriteKey]]]:
         """Every source with its write keys, oldest first."""
         with self._db.connection() as conn:

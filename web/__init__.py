@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import click
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from clicktrail.config import Settings
+from clicktrail.config import ConfigError, Settings
 from clicktrail.intake import MAX_REQUEST_BYTES
 from clicktrail.logs import configure_logging
 from web.errors import register_error_handlers
@@ -15,7 +16,13 @@ from web.services import Services
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> Flask:
     """Build the API. ``services`` replaces the real dependencies (tests pass twins)."""
-    settings = settings or Settings.from_env()
+    if settings is None:
+        try:
+            settings = Settings.from_env()
+        except ConfigError as exc:
+            if click.get_current_context(silent=True) is None:
+                raise  # serving with a broken configuration: fail at start, loudly
+            return _commands_only(exc)
     configure_logging(settings)
     app = Flask(__name__, static_folder=None)
     # Gzip bodies are read compressed; their inflated size is capped separately.
@@ -30,11 +37,22 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.extensions["clicktrail"] = services or Services.build(settings)
     instrument(app, settings)
 
-    from web import cli, cors, ingest, ops, sessions, users
+    from web import cli, cors, debugger, ingest, ops, sessions, shortpaths, sourceconfig, users
 
-    for module in (ingest, sessions, users, ops):
+    for module in (ingest, shortpaths, sessions, users, ops, debugger, sourceconfig):
         app.register_blueprint(module.bp)
     cors.install(app)
     cli.register(app)
     register_error_handlers(app)
+    return app
+
+
+def _commands_only(error: ConfigError) -> Flask:
+    """The Flask CLI's app when the environment holds a malformed value: no routes, only the
+    commands, so that ``flask --app web doctor`` can say what is wrong (the others say it too)."""
+    from web import cli
+
+    app = Flask(__name__, static_folder=None)
+    app.config["CLICKTRAIL_CONFIG_ERROR"] = error
+    cli.register(app)
     return app

@@ -1,11 +1,18 @@
-"""Operator commands: ``flask --app web sources ...`` and ``flask --app web deadletters ...``."""
+"""Operator commands: ``flask --app web sources|schemas|deadletters|users|doctor ...``.
+
+Each opens only what it needs and closes it when done; a dependency that is down ends a command
+with a one-line error rather than a traceback."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import click
@@ -14,32 +21,54 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_STORED, Consumer, Message, 
 from flask import current_app
 from flask.cli import AppGroup
 
+from clicktrail import doctor as checkup
+from clicktrail.cli import schemas_check, schemas_register
 from clicktrail.config import Settings
 from clicktrail.db import Database
+from clicktrail.errors import DependencyUnavailable
+from clicktrail.health import dependency_checks, workers_check
+from clicktrail.intake import MAX_ID_CHARS
 from clicktrail.kafka import decode_value
+from clicktrail.profiles import ProfileStore
 from clicktrail.queue import ingest_payload
 from clicktrail.sources import Source, SourceStore, new_write_key
 from clicktrail.validation import TrackingPlan
 from web.enqueue import CeleryEnqueuer
 
 sources = AppGroup("sources", help="Sources and their write keys.")
+schemas = AppGroup("schemas", help="The schema catalogue (SCHEMAS_DIR, or the registry).")
 deadletters = AppGroup("deadletters", help="Events in the dead-letter topic.")
+users = AppGroup("users", help="User profiles and their erasure.")
+
+_JSON = orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
 
 
 def _settings() -> Settings:
+    """The app's settings; when the environment holds a malformed value, say which and stop."""
+    error = current_app.config.get("CLICKTRAIL_CONFIG_ERROR")
+    if error is not None:
+        raise click.ClickException(f"{error} (flask --app web doctor lists every problem)")
     settings: Settings = current_app.config["CLICKTRAIL_SETTINGS"]
     return settings
 
 
-class _Store:
-    """A source store without a cache, closed when the command ends."""
+@contextmanager
+def _database() -> Iterator[Database]:
+    """A connection pool for one command, closed when it ends."""
+    db = Database(_settings().database_url, name="clicktrail-cli")
+    try:
+        yield db
+    except DependencyUnavailable as exc:
+        raise click.ClickException(f"{exc} (flask --app web doctor says what to fix)") from exc
+    finally:
+        db.close()
 
-    def __enter__(self) -> SourceStore:
-        self._db = Database(_settings().database_url, name="clicktrail-cli")
-        return SourceStore(self._db, cache_seconds=0)
 
-    def __exit__(self, *_: object) -> None:
-        self._db.close()
+@contextmanager
+def _store() -> Iterator[SourceStore]:
+    """A source store without a cache."""
+    with _database() as db:
+        yield SourceStore(db, cache_seconds=0)
 
 
 def _setting(pair: str) -> tuple[str, Any]:
@@ -60,7 +89,7 @@ def _setting(pair: str) -> tuple[str, Any]:
 def create_source(name: str, pairs: tuple[str, ...]) -> None:
     """Create a source and print its write key (shown once: only its hash is kept)."""
     key = new_write_key()
-    with _Store() as store:
+    with _store() as store:
         try:
             source = store.create(name, key, dict(_setting(p) for p in pairs))
         except ValueError as exc:
@@ -72,7 +101,7 @@ def create_source(name: str, pairs: tuple[str, ...]) -> None:
 @sources.command("list")
 def list_sources() -> None:
     """Every source, its settings and its keys (by id: the start of their hash)."""
-    with _Store() as store:
+    with _store() as store:
         everything = store.all()
     for source, keys in everything:
         click.echo(f"{source.name}  {source.id}  {orjson.dumps(source.settings).decode()}")
@@ -92,7 +121,7 @@ def list_sources() -> None:
 def rotate_key(name: str, grace_hours: float) -> None:
     """Issue a new write key; the old ones keep working for the grace period, then stop."""
     key = new_write_key()
-    with _Store() as store:
+    with _store() as store:
         try:
             noticed = store.rotate(name, key, timedelta(hours=grace_hours))
         except ValueError as exc:
@@ -106,7 +135,7 @@ def rotate_key(name: str, grace_hours: float) -> None:
 @click.option("--key", "key_id", help="the key's id (from `sources list`); default: every key")
 def revoke_key(name: str, key_id: str | None) -> None:
     """Stop a source's key (or all of them) now. The API notices within SOURCE_CACHE_SECONDS."""
-    with _Store() as store:
+    with _store() as store:
         try:
             stopped = store.revoke(name, key_id)
         except ValueError as exc:
@@ -124,16 +153,14 @@ def source_settings(name: str, pairs: tuple[str, ...], unset: tuple[str, ...]) -
     """Show a source's settings, or change them (checked before they are stored)."""
     changes: dict[str, Any] = dict(_setting(p) for p in pairs)
     changes.update({key: None for key in unset})
-    with _Store() as store:
+    with _store() as store:
         try:
             source = store.update_settings(name, changes) if changes else store.by_name(name)
         except ValueError as exc:
             raise click.ClickException(str(exc)) from exc
     if source is None:
         raise click.ClickException(f"no source named {name!r}")
-    click.echo(
-        orjson.dumps(source.settings, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode()
-    )
+    click.echo(orjson.dumps(source.settings, option=_JSON).decode())
 
 
 @sources.command("plan")
@@ -151,7 +178,7 @@ def tracking_plan(
     name: str, events: tuple[str, ...], any_event: bool, unplanned: str | None
 ) -> None:
     """Show or change a source's tracking plan."""
-    with _Store() as store:
+    with _store() as store:
         source = store.by_name(name)
         if source is None:
             raise click.ClickException(f"no source named {name!r}")
@@ -257,7 +284,7 @@ def replay_dead_letters(reason: str, source_name: str | None, dry_run: bool, idl
                 and isinstance(value.get("event"), dict)
             ):
                 by_source[str(value.get("sourceId"))].append(value["event"])
-        with _Store() as store:
+        with _store() as store:
             known = {source.id: source for source, _ in store.all()}
         wanted = {sid: events for sid, events in by_source.items() if sid in known}
         if source_name is not None:
@@ -286,6 +313,89 @@ def _replay(
         )
 
 
+_DIRECTORY = click.Path(exists=True, file_okay=False, path_type=Path)
+
+
+@schemas.command("check")
+@click.option("--dir", "directory", type=_DIRECTORY, help="the catalogue (default: SCHEMAS_DIR)")
+def check_schemas(directory: Path | None) -> None:
+    """Check the catalogue: every schema valid, every new version backward compatible with the
+    one before it (exit 1 otherwise, with the reason)."""
+    click.get_current_context().exit(schemas_check(_settings(), directory))
+
+
+@schemas.command("register")
+@click.option("--dir", "directory", type=_DIRECTORY, help="the catalogue (default: SCHEMAS_DIR)")
+def register_schemas(directory: Path | None) -> None:
+    """Check the catalogue, then register every record schema with the registry at
+    SCHEMA_REGISTRY_URL, oldest version first (exit 2 when no registry is configured)."""
+    click.get_current_context().exit(schemas_register(_settings(), directory))
+
+
+def _user_id(user_id: str) -> str:
+    if not user_id or len(user_id) > MAX_ID_CHARS:
+        raise click.BadParameter(f"a userId has 1 to {MAX_ID_CHARS} characters")
+    return user_id
+
+
+@users.command("show")
+@click.argument("user_id")
+def show_user(user_id: str) -> None:
+    """Show a user's profile: traits, aliases, first and last seen (an alias finds its user)."""
+    with _database() as db:
+        profile = ProfileStore(db).get(_user_id(user_id))
+    if profile is None:
+        raise click.ClickException(f"no profile for {user_id!r}")
+    click.echo(orjson.dumps(profile.to_json(), option=_JSON).decode())
+
+
+@users.command("erase")
+@click.argument("user_id")
+@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+def erase_user(user_id: str, yes: bool) -> None:
+    """File an erasure request for a user (or the user an alias belongs to), as
+    DELETE /v1/users/<userId> does. The purge task then removes the profile, its history and
+    sessions, and publishes a profile_erased record and a tombstone to the profiles topic."""
+    _user_id(user_id)
+    if not yes:
+        click.confirm(f"Erase everything Clicktrail holds about {user_id!r}?", abort=True)
+    with _database() as db:
+        request_id, canonical, created = ProfileStore(db).request_erasure(user_id)
+    body = {"erasureId": request_id, "userId": canonical, "status": "pending", "new": created}
+    click.echo(orjson.dumps(body, option=_JSON).decode())
+
+
+@click.command("doctor")
+def doctor() -> None:
+    """Check every configuration value, every dependency (Redis, the queue, Postgres, Kafka, the
+    schema registry, the workers) and the set-up (migrations, topics, a source), and say what
+    to fix. Exits 1 when something must be fixed (warnings alone exit 0)."""
+    settings: Settings | None = current_app.config.get("CLICKTRAIL_SETTINGS")
+    findings = checkup.configuration(settings)
+    # The report says what is down; the clients' own complaints about it would only bury it.
+    logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
+    if settings is not None and not any(f.level == "fail" for f in findings):
+        settings = replace(settings, kafka={**settings.kafka, "log_level": "0"})
+        db = Database(settings.database_url, name="clicktrail-doctor", timeout=2.0)
+        try:
+            checks = dependency_checks(settings, db)
+            checks["workers"] = workers_check(CeleryEnqueuer(settings).ping_workers)
+            found = checkup.dependencies(settings, checks)
+            up = {f.name for f in found if f.level == "ok"}
+            findings += found + checkup.setup(settings, db, "postgres" in up, "kafka" in up)
+        finally:
+            db.close()
+    else:
+        findings.append(
+            checkup.Finding(
+                "dependencies", "all", "warn", "not checked until the configuration is fixed"
+            )
+        )
+    click.echo(checkup.render(findings))
+    if any(f.level == "fail" for f in findings):
+        click.get_current_context().exit(1)
+
+
 def register(app: Any) -> None:
-    app.cli.add_command(sources)
-    app.cli.add_command(deadletters)
+    for command in (sources, schemas, deadletters, users, doctor):
+        app.cli.add_command(command)

@@ -9,6 +9,7 @@ source, is where the list is enforced.
 
 from __future__ import annotations
 
+import re
 from fnmatch import fnmatchcase
 
 from flask import Flask, Response, g, request
@@ -17,6 +18,10 @@ from clicktrail.errors import Forbidden
 from clicktrail.sources import Source
 
 ALLOWED_HEADERS = "Authorization, Content-Type, Content-Encoding, X-Request-ID, traceparent"
+# Header names a preflight may ask for on top (SDKs add their own: X-Retry-Count, AnonymousId,
+# SentAt, ...). Allowing them gives nothing away: what authorises a request is the write key it
+# carries, never a cookie, and the source's allowed origins still apply to the request itself.
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 EXPOSED_HEADERS = "X-Request-ID, Retry-After"
 
 
@@ -46,6 +51,18 @@ def install(app: Flask) -> None:
         response.vary.add("Origin")
         if request.method == "OPTIONS":
             response.headers["Access-Control-Allow-Methods"] = "GET, POST, DELETE, OPTIONS"
-            response.headers["Access-Control-Allow-Headers"] = ALLOWED_HEADERS
+            response.headers["Access-Control-Allow-Headers"] = _allowed_headers(
+                request.headers.get("Access-Control-Request-Headers", "")
+            )
             response.headers["Access-Control-Max-Age"] = "86400"
         return response
+
+
+def _allowed_headers(requested: str) -> str:
+    names = ALLOWED_HEADERS.split(", ")
+    known = {name.lower() for name in names}
+    for name in (n.strip() for n in requested.split(",")):
+        if _HEADER_NAME.match(name) and name.lower() not in known:
+            known.add(name.lower())
+            names.append(name)
+    return ", ".join(names[:50])

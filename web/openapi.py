@@ -19,6 +19,7 @@ from clicktrail.intake import (
     MAX_MESSAGE_ID_CHARS,
     MAX_REQUEST_BYTES,
 )
+from web.shortpaths import SHORT_PATHS
 
 VERSION = "1.0.0"
 
@@ -121,7 +122,17 @@ def document() -> dict[str, Any]:
                 "operationId": call_type,
             }
         }
-    for path, operation_id in (("/v1/batch", "batch"), ("/v1/import", "import")):
+    for letter, call_type in SHORT_PATHS.items():
+        paths[f"/v1/{letter}"] = {
+            "post": {
+                **_ingest_operation(
+                    f"The same as /v1/{call_type}: the path Segment's browser library posts to.",
+                    _call_schema(call_type),
+                ),
+                "operationId": f"{call_type}Short",
+            }
+        }
+    for path, operation_id in (("/v1/batch", "batch"), ("/v1/import", "import"), ("/v1/b", "b")):
         paths[path] = {
             "post": {
                 **_ingest_operation("Send up to 2,500 calls of any type.", _ref("Batch")),
@@ -248,6 +259,27 @@ def document() -> dict[str, Any]:
             ),
         },
     }
+    _debugger_paths(paths, write_key_or_admin)
+    for path, operation_id in (
+        ("/sourceConfig", "sourceConfig"),
+        ("/sourceConfig/", "sourceConfigSlash"),
+    ):
+        paths[path] = {
+            "get": {
+                "operationId": operation_id,
+                "tags": ["Tracking"],
+                "summary": "The source configuration RudderStack's SDKs fetch from their control "
+                "plane before sending: the write key's source, enabled, no device-mode "
+                "destinations.",
+                "security": [{"writeKey": []}],
+                "responses": {
+                    "200": {"description": "The source.", "content": _json(_ref("SourceConfig"))},
+                    "401": unauthorized,
+                    "403": _REJECTIONS["403"],
+                    "503": _REJECTIONS["503"],
+                },
+            }
+        }
     paths["/livez"] = {
         "get": {
             "operationId": "livez",
@@ -329,6 +361,150 @@ def document() -> dict[str, Any]:
                 }
             },
             "schemas": _schemas(),
+        },
+    }
+
+
+def _debugger_paths(paths: dict[str, Any], security: list[dict[str, Any]]) -> None:
+    """The debugger's page and the JSON feed it polls."""
+    for path, operation_id, media_type, what in (
+        ("/debugger", "debuggerPage", "text/html", "The live debugger's page."),
+        ("/debugger/debugger.js", "debuggerScript", "text/javascript", "Its script."),
+        ("/debugger/debugger.css", "debuggerStylesheet", "text/css", "Its stylesheet."),
+    ):
+        paths[path] = {
+            "get": {
+                "operationId": operation_id,
+                "tags": ["Debugger"],
+                "summary": what + " Holds no data; the feed below wants credentials.",
+                "security": [{}],
+                "responses": {
+                    "200": {
+                        "description": what,
+                        "content": {media_type: {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        }
+    errors = {
+        "401": _error("Missing or wrong write key or admin token."),
+        "403": _error("The debugger is off, or the admin API is (no ADMIN_TOKEN)."),
+        "503": _REJECTIONS["503"],
+    }
+    paths["/v1/debugger/sources"] = {
+        "get": {
+            "operationId": "debuggerSources",
+            **_admin_operation(
+                "Debugger",
+                "The sources the caller may watch: a write key's own, every one for the admin.",
+                {
+                    "200": {
+                        "description": "The sources.",
+                        "content": _json(_ref("DebuggerSources")),
+                    },
+                    **errors,
+                },
+                security,
+            ),
+        }
+    }
+    paths["/v1/debugger/events"] = {
+        "get": {
+            "operationId": "debuggerEvents",
+            **_admin_operation(
+                "Debugger",
+                "A source's latest events, newest first, as the workers made them; marks the "
+                "source as watched for the next watchSeconds (the workers record its events only "
+                "while it is).",
+                {
+                    "200": {
+                        "description": "Events newer than `after`.",
+                        "content": _json(_ref("DebuggerEvents")),
+                    },
+                    "400": _error("A malformed `after` or `limit`, or no `sourceId` (admin)."),
+                    "404": _error("No such source (or not the write key's)."),
+                    **errors,
+                },
+                security,
+            ),
+            "parameters": [
+                {
+                    "name": "sourceId",
+                    "in": "query",
+                    "description": "The source to watch; a write key's own when omitted "
+                    "(required with the admin token).",
+                    "schema": {"type": "string"},
+                },
+                {
+                    "name": "after",
+                    "in": "query",
+                    "description": "Only entries newer than this one (the last answer's cursor).",
+                    "schema": {"type": "string", "pattern": "^[0-9]{1,19}-[0-9]{1,19}$"},
+                },
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "description": "At most this many entries (the newest).",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 100},
+                },
+            ],
+        }
+    }
+
+
+def _debugger_schemas() -> dict[str, Any]:
+    json_object = {"type": ["object", "null"]}
+    return {
+        "DebuggerSources": {
+            "type": "object",
+            "properties": {
+                "admin": {"type": "boolean"},
+                "retentionSeconds": {"type": "integer"},
+                "sources": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {"id": {"type": "string"}, "name": {"type": "string"}},
+                        "required": ["id", "name"],
+                    },
+                },
+            },
+            "required": ["admin", "retentionSeconds", "sources"],
+        },
+        "DebuggerEntry": {
+            "type": "object",
+            "description": "One event as the workers made it, or (status skipped) how many "
+            "events of a busy source were left out.",
+            "properties": {
+                "id": {"type": "string", "description": "Entry id: the cursor."},
+                "at": {"type": "string", "description": "When the workers recorded it."},
+                "status": {"enum": ["published", "dead_lettered", "skipped"]},
+                "count": {"type": "integer", "description": "skipped: events left out."},
+                "messageId": {"type": ["string", "null"]},
+                "type": {"type": ["string", "null"]},
+                "name": {"type": ["string", "null"]},
+                "schema": {"type": ["string", "null"]},
+                "receivedAt": {"type": ["string", "null"]},
+                "reason": {"type": ["string", "null"]},
+                "errors": {"type": "array", "items": _ref("ValidationError")},
+                "raw": {
+                    **json_object,
+                    "description": "As received, IP anonymised and fields pseudonymised.",
+                },
+                "enriched": {**json_object, "description": "As published (null: dead letter)."},
+            },
+            "required": ["id", "at", "status"],
+        },
+        "DebuggerEvents": {
+            "type": "object",
+            "properties": {
+                "sourceId": {"type": "string"},
+                "retentionSeconds": {"type": "integer"},
+                "watchSeconds": {"type": "integer"},
+                "cursor": {"type": ["string", "null"]},
+                "events": {"type": "array", "items": _ref("DebuggerEntry")},
+            },
+            "required": ["sourceId", "retentionSeconds", "watchSeconds", "cursor", "events"],
         },
     }
 
@@ -485,6 +661,37 @@ def _schemas() -> dict[str, Any]:
             "type": "object",
             "properties": {"status": {"const": "ok"}},
             "required": ["status"],
+        },
+        **_debugger_schemas(),
+        "SourceConfig": {
+            "type": "object",
+            "properties": {
+                "isHosted": {"const": False},
+                "source": {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "string"},
+                        "name": {"type": "string"},
+                        "writeKey": {"type": "string"},
+                        "enabled": {"const": True},
+                        "workspaceId": {"type": "string"},
+                        "config": {"type": "object"},
+                        "destinations": {"type": "array", "maxItems": 0},
+                        "updatedAt": {"type": "string"},
+                    },
+                    "required": [
+                        "id",
+                        "name",
+                        "writeKey",
+                        "enabled",
+                        "workspaceId",
+                        "config",
+                        "destinations",
+                        "updatedAt",
+                    ],
+                },
+            },
+            "required": ["source"],
         },
         "Readiness": {
             "type": "object",

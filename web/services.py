@@ -27,6 +27,8 @@ class Enqueuer(Protocol):
 class SourceLookup(Protocol):
     def by_write_key(self, key: str) -> Source | None: ...
 
+    def listing(self) -> list[Source]: ...
+
 
 class Sessions(Protocol):
     timeout_seconds: int
@@ -36,6 +38,16 @@ class Sessions(Protocol):
     def get(self, session_id: str) -> SessionView | None: ...
 
     def end(self, session_id: str) -> bool: ...
+
+
+class DebugEvents(Protocol):
+    """The live debugger's feed (``clicktrail.debugger.DebugFeed``)."""
+
+    retention_seconds: int
+
+    def watch(self, source_id: str) -> None: ...
+
+    def read(self, source_id: str, after: str | None, limit: int) -> list[dict[str, Any]]: ...
 
 
 class Profiles(Protocol):
@@ -53,12 +65,15 @@ class Services:
     profiles: Profiles
     admin_token: str | None = None
     admission: Admission | None = None
+    # None: the debugger is off (DEBUGGER_RETENTION_SECONDS=0).
+    debugger: DebugEvents | None = None
     checks: dict[str, Check] = field(default_factory=dict)
     clock: Clock = field(default_factory=SystemClock)
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
         """The real services; nothing connects until first used."""
+        from clicktrail.debugger import DebugFeed
         from clicktrail.profiles import ProfileStore
         from web.enqueue import CeleryEnqueuer
 
@@ -66,13 +81,22 @@ class Services:
         enqueuer = CeleryEnqueuer(settings)
         checks = dependency_checks(settings, db)
         checks["workers"] = workers_check(enqueuer.ping_workers)
+        clock = SystemClock()
+        redis_client = pipeline_redis(settings)
+        debugger = (
+            DebugFeed(redis_client, clock, settings.debugger_retention_seconds)
+            if settings.debugger_retention_seconds > 0
+            else None
+        )
         return cls(
             sources=SourceStore(db, settings.source_cache_seconds),
             enqueuer=enqueuer,
             validator=EventValidator(make_registry(settings)),
-            sessions=SessionStore(pipeline_redis(settings), settings.session_timeout_seconds),
+            sessions=SessionStore(redis_client, settings.session_timeout_seconds),
             profiles=ProfileStore(db),
             admin_token=settings.admin_token,
             admission=Admission(settings, queue_redis(settings, timeout=2)),
             checks=checks,
+            clock=clock,
+            debugger=debugger,
         )

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from clicktrail.clock import SystemClock
 from clicktrail.config import Settings
 from clicktrail.db import Database
+from clicktrail.debugger import DebugTap
 from clicktrail.delivery import Deliveries, SeenIds
 from clicktrail.enrich import Enricher, open_geoip
 from clicktrail.kafka import KafkaPublisher
@@ -46,16 +47,18 @@ class Runtime:
         redis_client = pipeline_redis(settings)
         sessions = SessionStore(redis_client, settings.session_timeout_seconds)
         geoip = open_geoip(settings.geoip_database) if settings.geoip_database else None
+        enricher = Enricher(geoip, settings.pseudonymization_key)
         pipeline = Pipeline(
             validator=EventValidator(make_registry(settings)),
             sessions=sessions,
             publisher=publisher,
             topics=Topics(events=settings.topic_events, deadletter=settings.topic_deadletter),
             clock=clock,
-            enricher=Enricher(geoip, settings.pseudonymization_key),
+            enricher=enricher,
             profiles=ProfileStore(db),
             seen=SeenIds(redis_client, settings.dedupe_window_seconds),
             log_requests=settings.log_requests,
+            tap=_debug_tap(settings, enricher, clock),
         )
         purger = Purger(
             db, sessions, publisher, settings.topic_profiles, clock, settings.profile_retention_days
@@ -66,6 +69,21 @@ class Runtime:
     def close(self) -> None:
         self.publisher.close()
         self.db.close()
+
+
+def _debug_tap(settings: Settings, enricher: Enricher, clock: SystemClock) -> DebugTap | None:
+    """The live debugger's tap, unless the debugger is off. Its own client with a short timeout:
+    a slow Redis must not hold a task up for the debugger's sake."""
+    if settings.debugger_retention_seconds <= 0:
+        return None
+    return DebugTap(
+        pipeline_redis(settings, timeout=1.0),
+        enricher.protect,
+        retention_seconds=settings.debugger_retention_seconds,
+        max_events=settings.debugger_max_events,
+        per_second=settings.debugger_events_per_second,
+        clock=clock,
+    )
 
 
 _lock = threading.Lock()

@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 import requests
+from confluent_kafka.schema_registry import SchemaRegistryClient
 
+from clicktrail.config import PROJECT_ROOT
 from clicktrail.db import Database
+from clicktrail.profiles import ProfileWriter
 from clicktrail.sources import SourceStore, new_write_key
 from tests.integration.conftest import FlaskCli, TopicNames
-from tests.support.infra import KafkaCollector, wait_for
+from tests.support.catalogue import copy_catalogue, evolved, require_sku
+from tests.support.infra import KafkaCollector, free_port, wait_for
+from tests.support.registry_server import RegistryServer
 
 
 def test_sources_plan_shows_and_changes_a_tracking_plan(
@@ -164,3 +172,165 @@ def test_dead_letters_are_listed_and_replayed_once_after_a_plan_fix(
     assert record.value["receivedAt"] == dead.value["event"]["receivedAt"]
     assert record.value["event"] == "Coupon Clipped"
     assert len([m for m in kafka.records(message_id) if m.topic == topics.events]) == 1
+
+
+def flask_with(
+    env: dict[str, str], *args: str, stdin: str = ""
+) -> subprocess.CompletedProcess[str]:
+    """``flask --app web <args>`` with an environment of the test's making."""
+    return subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "web", *args],
+        env=env,
+        cwd=PROJECT_ROOT,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    ("command", "says"),
+    [
+        (("sources",), "Sources and their write keys."),
+        (("schemas", "check"), "every new version backward compatible"),
+        (("schemas", "register"), "SCHEMA_REGISTRY_URL"),
+        (("deadletters", "replay"), "Send dead-lettered events through the pipeline again"),
+        (("users", "show"), "an alias finds its user"),
+        (("users", "erase"), "File an erasure request"),
+        (("doctor",), "say what to fix"),
+    ],
+)
+def test_every_command_explains_itself(
+    flask_cli: FlaskCli, command: tuple[str, ...], says: str
+) -> None:
+    result = flask_cli(*command, "--help")
+
+    assert result.returncode == 0, result.stderr
+    assert says in " ".join(result.stdout.split())
+
+
+def test_schemas_check_passes_the_catalogue_and_fails_a_breaking_change(
+    flask_cli: FlaskCli, tmp_path: Path
+) -> None:
+    breaking = copy_catalogue(tmp_path / "schemas")
+    evolved(breaking, "events/product_viewed", "1-0-1", require_sku)
+
+    shipped = flask_cli("schemas", "check")
+    broken = flask_cli("schemas", "check", "--dir", str(breaking))
+
+    assert shipped.returncode == 0, shipped.stdout + shipped.stderr
+    assert "every version is backward compatible" in shipped.stdout
+    assert broken.returncode == 1
+    assert "FAIL  events/product_viewed 1-0-0 -> 1-0-1 is not backward compatible" in broken.stdout
+    assert "/sku: new required field" in broken.stdout
+
+
+def test_schemas_register_fills_the_registry_and_needs_one(
+    stack_env: dict[str, str], flask_cli: FlaskCli, run_id: str
+) -> None:
+    server = RegistryServer().start()
+    prefix = f"ct-cli-{run_id}"
+    try:
+        registered = flask_with(
+            {**stack_env, "SCHEMA_REGISTRY_URL": server.url, "SCHEMA_SUBJECT_PREFIX": prefix},
+            "schemas",
+            "register",
+        )
+        subjects = SchemaRegistryClient({"url": server.url}).get_subjects()
+    finally:
+        server.stop()
+    nowhere = flask_cli("schemas", "register")
+
+    assert registered.returncode == 0, registered.stdout + registered.stderr
+    assert f"ok      {prefix}.events.product_viewed.v1 v1" in registered.stdout
+    assert f"{prefix}.calls.track.v1" in subjects
+    assert nowhere.returncode == 2
+    assert "SCHEMA_REGISTRY_URL is not set" in nowhere.stderr
+
+
+def test_users_show_prints_a_profile_and_erase_files_a_request_once(
+    database_url: str, flask_cli: FlaskCli
+) -> None:
+    user = f"cli-user-{uuid.uuid4().hex[:8]}"
+    db = Database(database_url)
+    try:
+        with db.connection() as conn, conn.transaction():
+            ProfileWriter().apply(
+                conn,
+                [
+                    {"type": "identify", "userId": user, "anonymousId": f"anon-{user}",
+                     "traits": {"plan": "pro"}, "receivedAt": "2026-01-02T03:04:05.678Z",
+                     "timestamp": "2026-01-02T03:04:05.678Z"},
+                ],
+            )  # fmt: skip
+
+        shown = flask_cli("users", "show", user)
+        by_alias = flask_cli("users", "show", f"anon-{user}")
+        unknown = flask_cli("users", "show", f"nobody-{user}")
+        unconfirmed = flask_cli("users", "erase", user)
+        erased = flask_cli("users", "erase", user, "--yes")
+        again = flask_cli("users", "erase", f"anon-{user}", "--yes")
+        with db.connection() as conn:
+            pending = conn.execute(
+                "SELECT id FROM erasure_requests WHERE user_id = %s AND completed_at IS NULL",
+                (user,),
+            ).fetchall()
+    finally:
+        db.close()
+
+    assert shown.returncode == 0, shown.stderr
+    profile = orjson.loads(shown.stdout)
+    assert (profile["userId"], profile["traits"]) == (user, {"plan": "pro"})
+    assert profile["aliases"] == [f"anon-{user}"]
+    assert orjson.loads(by_alias.stdout)["userId"] == user
+    assert unknown.returncode == 1
+    assert f"no profile for 'nobody-{user}'" in unknown.stderr
+    assert unconfirmed.returncode == 1  # no answer to the question: nothing filed
+    assert "Aborted" in unconfirmed.stderr
+    request = orjson.loads(erased.stdout)
+    assert request == {"erasureId": pending[0][0], "userId": user, "status": "pending", "new": True}
+    assert orjson.loads(again.stdout) | {"new": True} == request
+    assert orjson.loads(again.stdout)["new"] is False
+    assert len(pending) == 1
+
+
+def test_doctor_passes_a_healthy_stack(pipeline: str, flask_cli: FlaskCli) -> None:
+    result = flask_cli("doctor")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    for line in ("ok    redis", "ok    postgres", "ok    kafka", "ok    workers",
+                 "ok    migrations", "ok    topics"):  # fmt: skip
+        assert line in result.stdout, result.stdout
+
+
+def test_doctor_names_each_problem_and_its_fix(stack_env: dict[str, str], run_id: str) -> None:
+    nothing_there = f"127.0.0.1:{free_port()}"
+    broken = flask_with(
+        {**stack_env, "SESSION_TIMEOUT_SECONDS": "soon", "MAX_DELIVERIES": "0"}, "doctor"
+    )
+    unreachable = flask_with(
+        {
+            **stack_env,
+            "KAFKA_BOOTSTRAP_SERVERS": nothing_there,
+            "DATABASE_URL": f"postgresql://postgres@127.0.0.1:5432/missing_{run_id}",
+            "REDIS_URL": "redis://:hunter2@127.0.0.1:6379/0",
+            "ADMIN_TOKEN": "",
+        },
+        "doctor",
+    )
+
+    assert broken.returncode == 1
+    assert "FAIL  SESSION_TIMEOUT_SECONDS must be an integer, got 'soon'" in broken.stdout
+    assert "FAIL  MAX_DELIVERIES must be at least 1, got 0" in broken.stdout
+    assert "fix: correct SESSION_TIMEOUT_SECONDS, or unset it" in broken.stdout
+    assert "not checked until the configuration is fixed" in broken.stdout
+
+    assert unreachable.returncode == 1, unreachable.stdout
+    out = unreachable.stdout
+    assert f'database "missing_{run_id}" does not exist' in out
+    assert "fix: create it and its tables: make migrate" in out
+    assert "FAIL  kafka:" in out
+    assert f"point KAFKA_BOOTSTRAP_SERVERS at one (now {nothing_there})" in out
+    assert "WARN  ADMIN_TOKEN" in out
+    assert "hunter2" not in out + unreachable.stderr

@@ -152,6 +152,7 @@ def start(env: dict[str, str], ports: dict[str, int], log: Path) -> Stack:
     text = log.read_text()
     assert stack.key in text, "the development write key is printed"
     assert "admin token:" in text
+    assert f"live debugger: http://127.0.0.1:{ports['api']}/debugger#key={stack.key}" in text
     return stack
 
 

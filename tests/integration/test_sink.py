@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from confluent_kafka import Consumer, TopicPartition
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from clicktrail.db import Database
@@ -51,6 +52,23 @@ def sink_env(stack_env: dict[str, str], database_url: str, group: str) -> dict[s
     }
 
 
+def from_now_on(bootstrap: str, topic: str, group: str) -> None:
+    """Commit the group's offsets at the end of the topic, so that its sink reads what the test
+    sends next rather than every event the test session sent before (the topic is shared)."""
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False}
+    )
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        ends = [
+            TopicPartition(topic, p, consumer.get_watermark_offsets(TopicPartition(topic, p))[1])
+            for p in partitions
+        ]
+        consumer.commit(offsets=ends, asynchronous=False)
+    finally:
+        consumer.close()
+
+
 def send_batches(
     pipeline: str, source: SourceUnderTest, batches: int, size: int, pause: float = 0.0
 ) -> list[str]:
@@ -85,6 +103,7 @@ def test_killed_and_restarted_the_sink_writes_every_event_exactly_once(
     stack_env: dict[str, str], own_database: str, logs_dir: Path,
 ) -> None:  # fmt: skip
     env = sink_env(stack_env, own_database, f"sink-kill-{uuid.uuid4().hex[:6]}")
+    from_now_on(stack_env["KAFKA_BOOTSTRAP_SERVERS"], topics.events, env["SINK_GROUP_ID"])
     first = start_sink(env, logs_dir / "sink-killed.log", name="sink-killed")
     ids = send_batches(pipeline, source, batches=12, size=50, pause=0.2)
     wait_for(
@@ -111,6 +130,7 @@ def test_the_sink_rides_out_postgres_going_away_and_coming_back(
 ) -> None:  # fmt: skip
     through_proxy = make_conninfo(own_database, port=postgres_proxy.port)
     env = sink_env(stack_env, through_proxy, f"sink-outage-{uuid.uuid4().hex[:6]}")
+    from_now_on(stack_env["KAFKA_BOOTSTRAP_SERVERS"], topics.events, env["SINK_GROUP_ID"])
     sink = start_sink(env, logs_dir / "sink-outage.log", name="sink-outage")
     try:
         before = send_batches(pipeline, source, batches=2, size=50)
@@ -157,14 +177,12 @@ def test_a_record_postgres_refuses_is_skipped_and_the_rest_flow(
         {"type": "track", "userId": "ok", "messageId": good, "receivedAt": received,
          "event": "Good"},
     ]  # fmt: skip
+    env = sink_env(stack_env, own_database, f"sink-refused-{uuid.uuid4().hex[:6]}")
+    from_now_on(kafka_bootstrap, topics.events, env["SINK_GROUP_ID"])
     KafkaPublisher({"bootstrap.servers": kafka_bootstrap}).publish(
         [Record(topics.events, e["userId"], e, {"source-id": "src"}) for e in events]
     )
-    sink = start_sink(
-        sink_env(stack_env, own_database, f"sink-refused-{uuid.uuid4().hex[:6]}"),
-        logs_dir / "sink-refused.log",
-        name="sink-refused",
-    )
+    sink = start_sink(env, logs_dir / "sink-refused.log", name="sink-refused")
     try:
         written = wait_for(lambda: complete(own_database, [good, nul]), "the good rows", timeout=60)
         sink.wait_for_output("refused by postgres, skipped")

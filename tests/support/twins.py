@@ -125,6 +125,11 @@ class MemorySources:
             raise DependencyUnavailable("postgres", "connection refused")
         return self.sources.get(key)
 
+    def listing(self) -> list[Source]:
+        if self.down:
+            raise DependencyUnavailable("postgres", "connection refused")
+        return sorted({s.id: s for s in self.sources.values()}.values(), key=lambda s: s.name)
+
 
 class MemorySeenIds:
     """Delivered messageIds without a window."""
@@ -156,3 +161,24 @@ class MemoryRateCounter:
         granted = min(wanted, limit - used)
         self.counts[source_id, second] = self.counts.get((source_id, second), 0) + granted
         return granted
+
+
+class MemoryDebugFeed:
+    """A debugger feed: entries per source, newest first; remembers which sources were watched."""
+
+    retention_seconds = 300
+
+    def __init__(self, entries: dict[str, list[dict[str, Any]]] | None = None) -> None:
+        self.entries = entries or {}
+        self.watched: list[str] = []
+        self.down = False
+
+    def watch(self, source_id: str) -> None:
+        if self.down:
+            raise DependencyUnavailable("redis", "connection refused")
+        self.watched.append(source_id)
+
+    def read(self, source_id: str, after: str | None, limit: int) -> list[dict[str, Any]]:
+        newest_first = self.entries.get(source_id, [])
+        newer = [e for e in newest_first if after is None or e["id"] > after]
+        return newer[:limit]

@@ -2,12 +2,14 @@ from __future__ import annotations
 
 import copy
 import itertools
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
 from clicktrail.config import PROJECT_ROOT
 from clicktrail.enrich import Enricher
+from clicktrail.kafka import Record
 from clicktrail.pipeline import Pipeline, PublishIncomplete, Topics
 from clicktrail.queue import group_payload, ingest_payload
 from clicktrail.schemas import FileSchemaRegistry
@@ -287,3 +289,29 @@ def test_duplicates_are_dropped_per_source_across_a_group() -> None:
 
     assert outcome.published == 1  # the same messageId from another source is another event
     assert [r.headers["source-id"] for r in publisher.published] == ["src-1", "src-2"]
+
+
+class RecordingTap:
+    def __init__(self) -> None:
+        self.offered: list[list[tuple[str, list[str]]]] = []
+
+    def offer(self, prepared: Sequence[tuple[dict[str, Any], list[Record]]]) -> None:
+        self.offered.append(
+            [(part["source"]["id"], [r.headers["event-id"] for r in rs]) for part, rs in prepared]
+        )
+
+
+def test_the_tap_sees_each_prepared_request_once_and_never_a_retry() -> None:
+    tap = RecordingTap()
+    publisher = MemoryPublisher(fail_ids={"m-1"})
+    pipeline = Pipeline(VALIDATOR, MemorySessions(), publisher, TOPICS, FixedClock(), tap=tap)
+    good = valid_events()["track_product_viewed"]
+    bad, _ = invalid_events()["track_without_event"]
+    other = ingest_payload("src-2", {}, [copy.deepcopy(valid_events()["identify"])], None)
+
+    with pytest.raises(PublishIncomplete) as caught:
+        pipeline.process(group_payload([payload(good, bad), other]))
+    pipeline.process(caught.value.retry_payload)
+
+    assert tap.offered == [[("src-1", ["m-1", "m-9"]), ("src-2", ["m-6"])]]
+    assert sorted(r.headers["event-id"] for r in publisher.published) == ["m-1", "m-6", "m-9"]

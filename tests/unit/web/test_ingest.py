@@ -282,3 +282,40 @@ def test_validate_applies_the_source_tracking_plan(queue: RecordingEnqueuer) -> 
     [result] = response.json["results"]
     assert (result["valid"], result["reason"]) == (False, "unplanned")
     assert result["errors"][0]["keyword"] == "trackingPlan"
+
+
+@pytest.mark.parametrize(
+    ("path", "call_type"),
+    [("/v1/t", "track"), ("/v1/p", "page"), ("/v1/s", "screen"), ("/v1/i", "identify"),
+     ("/v1/g", "group"), ("/v1/a", "alias")],
+)  # fmt: skip
+def test_segments_short_paths_are_the_calls_they_stand_for(
+    client: FlaskClient, queue: RecordingEnqueuer, path: str, call_type: str
+) -> None:
+    # What Segment's browser library sends: text/plain (no preflight for the type) and the key
+    # in the body as well as in the Authorization header.
+    body = {"type": call_type, "anonymousId": "a-1", "writeKey": KEY}
+
+    response = client.post(
+        path, data=orjson.dumps(body), headers={**basic(KEY), "Content-Type": "text/plain"}
+    )
+
+    assert response.status_code == 200, response.json
+    [payload] = queue.payloads
+    [event] = payload["events"]
+    assert event["type"] == call_type
+    assert "writeKey" not in event
+
+
+def test_the_short_batch_path_is_a_batch_and_a_short_path_checks_the_type(
+    client: FlaskClient, queue: RecordingEnqueuer
+) -> None:
+    batch = {"batch": [{"type": "page", "anonymousId": "a"}, {"type": "track", "userId": "u",
+             "event": "E"}], "writeKey": KEY}  # fmt: skip
+
+    accepted = client.post("/v1/b", json=batch)
+    mismatched = client.post("/v1/t", json={"type": "page", "userId": "u"}, headers=basic(KEY))
+
+    assert accepted.status_code == 200
+    assert [e["type"] for e in queue.payloads[0]["events"]] == ["page", "track"]
+    assert (mismatched.status_code, mismatched.json["field"]) == (400, "type")

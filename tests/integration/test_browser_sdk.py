@@ -1,0 +1,118 @@
+"""Segment's own browser library (Analytics.js 2.0, vendored in examples/web) pointed at the
+running pipeline from the example page in headless Chromium: its page and track calls arrive in
+Kafka unchanged in meaning, and nothing is fetched from anywhere but this machine."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+from clicktrail.config import PROJECT_ROOT
+from tests.integration.conftest import SourceUnderTest, TopicNames
+from tests.support.browser import chromium, screenshot
+from tests.support.infra import KafkaCollector, free_port
+
+EXAMPLE = PROJECT_ROOT / "examples" / "web"
+
+
+class QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def example_site() -> Iterator[str]:
+    """examples/web served as a site of its own (another origin than the API's)."""
+    port = free_port()
+    server = ThreadingHTTPServer(("127.0.0.1", port), partial(QuietHandler, directory=EXAMPLE))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{port}"
+    server.shutdown()
+    thread.join(5)
+
+
+@pytest.fixture
+def browser(tmp_path: Path, logs_dir: Path) -> Iterator[webdriver.Chrome]:
+    driver = chromium(tmp_path / "profile", logs_dir / f"chromedriver-{uuid.uuid4().hex[:6]}.log")
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def sent(driver: webdriver.Chrome, kind: str, count: int = 1) -> list[str]:
+    """The messageIds of the calls of one type the page says it sent, once it sent ``count``."""
+    selector = f'#sent li[data-type="{kind}"]'
+    WebDriverWait(driver, 30, poll_frequency=0.2).until(
+        lambda d: len(d.find_elements(By.CSS_SELECTOR, selector)) >= count
+    )
+    items = driver.find_elements(By.CSS_SELECTOR, selector)
+    assert not [i.text for i in items if "not delivered" in i.text]
+    return [str(i.get_attribute("data-message-id")) for i in items]
+
+
+def test_the_example_page_sends_page_and_track_calls_with_segments_library(
+    pipeline: str,
+    source: SourceUnderTest,
+    kafka: KafkaCollector,
+    topics: TopicNames,
+    example_site: str,
+    browser: webdriver.Chrome,
+) -> None:
+    browser.get(f"{example_site}/?host={pipeline}&writeKey={source.write_key}")
+    [page_id] = sent(browser, "page")
+    browser.find_element(By.ID, "view").click()
+    browser.find_element(By.ID, "invalid").click()
+    track_ids = sent(browser, "track", count=2)
+    screenshot(browser, "example-shop")
+
+    got = kafka.wait_for([page_id, *track_ids])
+    page = got[page_id][0]
+    records = [got[i][0] for i in track_ids]
+    by_event = {
+        (r.value["event"]["event"] if r.topic == topics.deadletter else r.value["event"]): r
+        for r in records
+    }
+    viewed, invalid = by_event["Product Viewed"], by_event["Order Completed"]
+
+    assert page.topic == topics.events
+    assert (page.value["type"], page.value["category"], page.value["name"]) == (
+        "page",
+        "Shop",
+        "Home",
+    )
+    assert page.value["properties"]["url"].startswith(example_site)
+    assert page.value["context"]["library"]["name"] == "analytics.js"
+    assert "1.84.3" in page.value["context"]["library"]["version"]
+    assert page.value["context"]["userAgent"].startswith("Mozilla/")
+    assert viewed.topic == topics.events
+    assert viewed.headers["schema"] == "events/product_viewed/1-0-0"
+    assert viewed.value["properties"] == {
+        "product_id": "mug-blue", "name": "Blue mug", "price": 12.5, "currency": "EUR",
+    }  # fmt: skip
+    assert viewed.value["anonymousId"] == page.value["anonymousId"]
+    assert viewed.value["context"]["session"]["id"] == page.value["context"]["session"]["id"]
+    assert invalid.topic == topics.deadletter
+    paths = {error["path"] for error in invalid.value["errors"]}
+    assert {"/properties/order_id", "/properties/total"} <= paths
+
+    fetched = browser.execute_script(
+        "return performance.getEntriesByType('resource').map((e) => e.name)"
+    )
+    assert fetched, "the page fetched nothing: the library did not load"
+    assert [url for url in fetched if not url.startswith("http://127.0.0.1:")] == []
+    assert any(url.endswith("/v1/p") for url in fetched)
+    assert any(url.endswith("/v1/t") for url in fetched)
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert errors == []

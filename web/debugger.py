@@ -1,0 +1,150 @@
+"""The live debugger: a page at /debugger and the JSON feed it polls.
+
+The page is static (HTML, CSS and JavaScript in web/static/debugger, nothing from elsewhere) and
+holds no data; the feed wants credentials. A source's write key (HTTP Basic) sees that source
+only; the admin token (Bearer) sees every source and picks one. Each poll of
+``GET /v1/debugger/events`` marks its source as watched for a few seconds, which is what makes
+the workers write its events to the debugger stream (see clicktrail.debugger). The page polls
+once a second rather than holding a server-sent-events stream open: an open stream would take
+one of the API's few threads away from ingest for as long as the page stays open.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from clicktrail.debugger import ENTRY_ID, WATCH_SECONDS
+from clicktrail.errors import Forbidden, InvalidInput, NotFound
+from clicktrail.sources import Source
+from web.auth import source_or_admin
+from web.services import DebugEvents, Services
+
+bp = Blueprint("debugger", __name__)
+
+STATIC = Path(__file__).resolve().parent / "static" / "debugger"
+MAX_LIMIT = 500
+_DIGITS = re.compile(r"^[0-9]{1,4}$")
+# The page loads nothing but its own files and talks to nothing but this API.
+_PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
+    "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+_ASSETS = {
+    "index.html": "text/html; charset=utf-8",
+    "debugger.js": "text/javascript; charset=utf-8",
+    "debugger.css": "text/css; charset=utf-8",
+}
+
+
+def _asset(name: str) -> Response:
+    return Response((STATIC / name).read_bytes(), mimetype=_ASSETS[name], headers=_PAGE_HEADERS)
+
+
+@bp.get("/debugger")
+def page() -> Response:
+    return _asset("index.html")
+
+
+@bp.get("/debugger/debugger.js")
+def script() -> Response:
+    return _asset("debugger.js")
+
+
+@bp.get("/debugger/debugger.css")
+def stylesheet() -> Response:
+    return _asset("debugger.css")
+
+
+def _feed(services: Services) -> DebugEvents:
+    if services.debugger is None:
+        raise Forbidden(
+            "debugger_disabled",
+            "the debugger is off: set DEBUGGER_RETENTION_SECONDS above 0 to turn it on",
+        )
+    return services.debugger
+
+
+def _no_store(body: dict[str, Any]) -> Response:
+    """Debugger answers hold events: no cache may keep them."""
+    response = jsonify(body)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.get("/v1/debugger/sources")
+def sources() -> Response:
+    """The sources the caller may watch: its own, or every one for the admin token."""
+    services: Services = current_app.extensions["clicktrail"]
+    feed = _feed(services)
+    caller = source_or_admin(services)
+    listed = [caller] if caller is not None else services.sources.listing()
+    return _no_store(
+        {
+            "admin": caller is None,
+            "retentionSeconds": feed.retention_seconds,
+            "sources": [{"id": s.id, "name": s.name} for s in listed],
+        }
+    )
+
+
+@bp.get("/v1/debugger/events")
+def events() -> Response:
+    """A source's latest events newer than ``after``, newest first; marks the source as watched
+    for the next ``watchSeconds``."""
+    services: Services = current_app.extensions["clicktrail"]
+    feed = _feed(services)
+    caller = source_or_admin(services)
+    source_id = _source_id(services, caller, request.args.get("sourceId") or None)
+    after = request.args.get("after") or None
+    if after is not None and not ENTRY_ID.match(after):
+        raise InvalidInput(
+            "invalid_cursor", "after must be an entry id such as 1767236645678-0", field="after"
+        )
+    limit = _limit(request.args.get("limit"))
+    feed.watch(source_id)
+    entries = feed.read(source_id, after, limit)
+    return _no_store(
+        {
+            "sourceId": source_id,
+            "retentionSeconds": feed.retention_seconds,
+            "watchSeconds": WATCH_SECONDS,
+            "cursor": entries[0]["id"] if entries else after,
+            "events": entries,
+        }
+    )
+
+
+def _source_id(services: Services, caller: Source | None, wanted: str | None) -> str:
+    """The source to watch: a write key's own (404 alike for any other: ids are not secrets,
+    but which exist is none of another source's business), or the one the admin names."""
+    if caller is not None:
+        if wanted not in (None, caller.id):
+            raise NotFound("source_not_found", "no such source for this write key")
+        return caller.id
+    if wanted is None:
+        raise InvalidInput(
+            "missing_source",
+            "name the source to watch (GET /v1/debugger/sources lists them)",
+            field="sourceId",
+        )
+    if wanted not in {source.id for source in services.sources.listing()}:
+        raise NotFound("source_not_found", "no source with that id")
+    return wanted
+
+
+def _limit(raw: str | None) -> int:
+    if raw is None or raw == "":
+        return 100
+    if not _DIGITS.match(raw) or not 1 <= int(raw) <= MAX_LIMIT:
+        raise InvalidInput(
+            "invalid_limit", f"limit must be a whole number from 1 to {MAX_LIMIT}", field="limit"
+        )
+    return int(raw)
