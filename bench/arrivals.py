@@ -1,10 +1,12 @@
 """What reached Kafka, seen by a consumer of the events topic running beside the benchmark.
 
 Counts records per run (the messageId's first part, from the ``event-id`` header: no value is
-parsed)
-and notes when the last one arrived; for the latency run it also parses ``receivedAt`` and keeps
-arrival minus receipt. The consumer fetches with a 5 ms wait, so an arrival time is at most a
-few milliseconds after the delivery report.
+parsed) and notes when the last one arrived; for a latency run it also parses ``receivedAt`` and
+keeps arrival minus receipt. A consumer's fetches wait up to ``wait_ms`` for records: the
+counting one waits 100 ms (an end of run noted up to 100 ms late, on runs of several seconds),
+the latency one 5 ms (an arrival noted a few milliseconds after its delivery report). Fetching
+every 5 ms keeps a broker busy, so that one runs only during the latency run and reads from the
+end of the topic.
 """
 
 from __future__ import annotations
@@ -15,22 +17,30 @@ from collections import Counter
 from datetime import datetime
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
 
 
 class Arrivals:
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(
+        self, bootstrap: str, topic: str, wait_ms: int = 100, from_end: bool = False
+    ) -> None:
         self.counts: Counter[str] = Counter()
         self.last_arrival: dict[str, float] = {}
         self.latencies: dict[str, list[float]] = {}
         self._topic = topic
         self._bootstrap = bootstrap
+        self._wait_ms = wait_ms
+        self._start_at = OFFSET_END if from_end else OFFSET_BEGINNING
         self._stop = threading.Event()
+        self._assigned = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def start(self) -> Arrivals:
+    def start(self, timeout: float = 10.0) -> Arrivals:
+        """Start consuming; returns once partitions are assigned."""
         self._thread.start()
+        if not self._assigned.wait(timeout):
+            raise RuntimeError("the arrivals consumer got no partitions")
         return self
 
     def stop(self) -> None:
@@ -61,7 +71,7 @@ class Arrivals:
                 "bootstrap.servers": self._bootstrap,
                 "group.id": "clicktrail-bench",
                 "enable.auto.commit": False,
-                "fetch.wait.max.ms": 5,
+                "fetch.wait.max.ms": self._wait_ms,
                 "fetch.min.bytes": 1,
                 # A fetch past what the broker reports as the end (its watermark can lag behind
                 # what it stored) starts again from the beginning, not from the end; records
@@ -71,8 +81,9 @@ class Arrivals:
         )
         metadata = consumer.list_topics(self._topic, timeout=10).topics[self._topic]
         consumer.assign(
-            [TopicPartition(self._topic, p, OFFSET_BEGINNING) for p in metadata.partitions]
+            [TopicPartition(self._topic, p, self._start_at) for p in metadata.partitions]
         )
+        self._assigned.set()
         next_offset: dict[int, int] = {}
         try:
             while not self._stop.is_set():

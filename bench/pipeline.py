@@ -186,10 +186,14 @@ def measure(
         }
 
         stack.start_workers(1)
-        arrivals.measure_latency("latency")
+        timing = Arrivals(
+            stack.settings.kafka_bootstrap_servers, stack.topic, wait_ms=5, from_end=True
+        ).start()
+        timing.measure_latency("latency")
         paced = load(stack, "latency", rate=1000, seconds=15, connections=64)
         drain(stack, arrivals, "latency", paced["events"], timeout=600)
-        latencies = sorted(arrivals.latencies["latency"])
+        timing.stop()
+        latencies = sorted(timing.latencies["latency"])
         figures["latency_e2e"] = {
             "events_per_s": round(paced["events"] / paced["seconds"]),
             "p50_ms": round(latencies[len(latencies) // 2] * 1000, 1),

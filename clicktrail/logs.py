@@ -100,6 +100,12 @@ def configure_logging(settings: Settings) -> None:
         library = logging.getLogger(name)
         library.handlers = []
         library.propagate = True
+    # Celery's two lines a task (received, succeeded) are request lines too: a busy worker runs
+    # thousands of small tasks a second. Failures and retries are logged whatever this says.
+    for name in ("celery.worker.strategy", "celery.app.trace"):
+        logging.getLogger(name).setLevel(
+            logging.NOTSET if settings.log_requests else max(logging.WARNING, root.level)
+        )
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
