@@ -1,6 +1,6 @@
 """`make bench`: run every benchmark and print one JSON document.
 
-python -m bench                       # the full run (about 10 minutes on 2 cores)
+python -m bench                       # the full run (about 6 minutes on 2 cores)
 python -m bench --events 20000 --backlog 100000 --ack-seconds 5    # a quick one
 """
 
@@ -21,7 +21,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description="Clicktrail's benchmark: one JSON document.")
     parser.add_argument("--events", type=int, default=100_000, help="events per e2e_batch run")
     parser.add_argument("--backlog", type=int, default=1_000_000, help="events of the backlog")
-    parser.add_argument("--ack-seconds", type=float, default=10.0, help="length of each ack run")
+    parser.add_argument("--ack-seconds", type=float, default=6.0, help="length of each ack run")
     args = parser.parse_args()
     started = time.time()
     figures = {

@@ -175,6 +175,8 @@ class Settings:
     admin_token: str | None = None
     dev_write_key: str | None = None
     api_bind: str = "127.0.0.1:8000"
+    # How long an API process may hold a request to send it with others in one queue message.
+    api_group_linger_ms: int = 5
     # How long the API trusts a cached source (write key -> source) before asking Postgres again.
     source_cache_seconds: int = 60
     # How many reverse proxies in front of the API set X-Forwarded-For (0: use the peer address).
@@ -308,6 +310,9 @@ class Settings:
             admin_token=_optional(env, "ADMIN_TOKEN"),
             dev_write_key=_optional(env, "DEV_WRITE_KEY"),
             api_bind=env.get("API_BIND") or cls.api_bind,
+            api_group_linger_ms=_int(
+                env, "API_GROUP_LINGER_MS", cls.api_group_linger_ms, minimum=0
+            ),
             trusted_proxy_count=_int(
                 env, "TRUSTED_PROXY_COUNT", cls.trusted_proxy_count, minimum=0
             ),

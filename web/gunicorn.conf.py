@@ -6,6 +6,7 @@ these with GUNICORN_CMD_ARGS, e.g. ``--workers 4``. With several workers, /metri
 PROMETHEUS_MULTIPROC_DIR (a directory of the API's own, emptied here at start).
 """
 
+import gc
 from typing import Any
 
 from clicktrail.config import Settings
@@ -36,3 +37,9 @@ def on_starting(server: Any) -> None:
 
 def child_exit(server: Any, worker: Any) -> None:
     mark_dead(worker.pid, _settings.prometheus_multiproc_dir)
+
+
+def post_worker_init(worker: Any) -> None:
+    # What the app built at start lives as long as the process: out of the collector's sight, a
+    # full collection no longer walks it (about a twentieth of a request's time, measured).
+    gc.freeze()

@@ -141,3 +141,24 @@ def test_under_contention_every_payload_is_sent_once_before_its_request_returns(
     assert groups < 2000  # they did share messages
     assert not group._pending
     assert not group._leading
+
+
+def test_a_leader_lingers_for_company_but_no_longer_than_its_linger() -> None:
+    sender = Sender()
+    group = GroupCommit(sender, linger=0.5, target=3)
+    with ThreadPoolExecutor(3) as pool:
+        started = time.monotonic()
+        first = pool.submit(group.submit, payload(1))
+        time.sleep(0.05)
+        others = [pool.submit(group.submit, payload(n)) for n in (2, 3)]
+        for future in [first, *others]:
+            future.result(5)
+        together = time.monotonic() - started
+    started = time.monotonic()
+    group.submit(payload(4))  # alone: it waits out the linger, then goes
+    alone = time.monotonic() - started
+
+    assert sorted(sender.groups[0]) == [1, 2, 3]  # the target was reached: sent at once
+    assert together < 0.4
+    assert sender.groups[1] == [4]
+    assert 0.45 <= alone < 1.5
