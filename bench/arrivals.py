@@ -75,7 +75,7 @@ class Arrivals:
                 "fetch.min.bytes": 1,
                 # A fetch past what the broker reports as the end (its watermark can lag behind
                 # what it stored) starts again from the beginning, not from the end; records
-                # read twice are skipped by offset.
+                # read twice are counted once, by their event id.
                 "auto.offset.reset": "earliest",
             }
         )
@@ -84,7 +84,7 @@ class Arrivals:
             [TopicPartition(self._topic, p, self._start_at) for p in metadata.partitions]
         )
         self._assigned.set()
-        next_offset: dict[int, int] = {}
+        seen: set[bytes] = set()
         try:
             while not self._stop.is_set():
                 messages = consumer.consume(num_messages=5000, timeout=0.1)
@@ -93,15 +93,13 @@ class Arrivals:
                     for message in messages:
                         if message.error():
                             continue
-                        partition, offset = message.partition(), message.offset()
-                        if offset < next_offset.get(partition, 0):
-                            continue
-                        next_offset[partition] = offset + 1
                         event_id = next(
                             (v for k, v in message.headers() or [] if k == "event-id"), None
                         )
-                        if not isinstance(event_id, bytes):
+                        # A record read twice (after a reset to the beginning) counts once.
+                        if not isinstance(event_id, bytes) or event_id in seen:
                             continue
+                        seen.add(event_id)
                         run = event_id.split(b"-", 1)[0].decode()
                         self.counts[run] += 1
                         self.last_arrival[run] = now
