@@ -13,12 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from selenium import webdriver
 
 from clicktrail.config import PROJECT_ROOT, Settings
 from clicktrail.db import Database
 from clicktrail.devstack import host_port, listening
 from clicktrail.kafka import ensure_topics
 from clicktrail.sources import SourceStore, new_write_key
+from tests.support.browser import chromium
 from tests.support.infra import (
     KafkaCollector,
     Service,
@@ -205,3 +207,13 @@ def kafka(kafka_bootstrap: str, topics: TopicNames) -> Iterator[KafkaCollector]:
 def pipeline(api: str, worker: Service, kafka: KafkaCollector) -> str:
     """The whole pipeline running; the API's base URL."""
     return api
+
+
+@pytest.fixture
+def browser(tmp_path: Path, logs_dir: Path) -> Iterator[webdriver.Chrome]:
+    """Headless Chromium, driven through Debian's chromedriver."""
+    driver = chromium(tmp_path / "profile", logs_dir / f"chromedriver-{uuid.uuid4().hex[:6]}.log")
+    try:
+        yield driver
+    finally:
+        driver.quit()

@@ -5,11 +5,9 @@ Kafka unchanged in meaning, and nothing is fetched from anywhere but this machin
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Iterator
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +17,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from clicktrail.config import PROJECT_ROOT
 from tests.integration.conftest import SourceUnderTest, TopicNames
-from tests.support.browser import chromium, screenshot
+from tests.support.browser import screenshot
 from tests.support.infra import KafkaCollector, free_port
 
 EXAMPLE = PROJECT_ROOT / "examples" / "web"
@@ -40,15 +38,6 @@ def example_site() -> Iterator[str]:
     yield f"http://127.0.0.1:{port}"
     server.shutdown()
     thread.join(5)
-
-
-@pytest.fixture
-def browser(tmp_path: Path, logs_dir: Path) -> Iterator[webdriver.Chrome]:
-    driver = chromium(tmp_path / "profile", logs_dir / f"chromedriver-{uuid.uuid4().hex[:6]}.log")
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 def sent(driver: webdriver.Chrome, kind: str, count: int = 1) -> list[str]:

@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 import requests
 from selenium import webdriver
 from selenium.webdriver.common.by import By
@@ -18,20 +15,11 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from tests.integration.conftest import ADMIN_TOKEN, SourceUnderTest, TopicNames
-from tests.support.browser import chromium, screenshot
+from tests.support.browser import screenshot
 from tests.support.infra import KafkaCollector
 
 # Workers look up which sources are watched at most once a second.
 WATCH_NOTICED = 1.5
-
-
-@pytest.fixture
-def browser(tmp_path: Path, logs_dir: Path) -> Iterator[webdriver.Chrome]:
-    driver = chromium(tmp_path / "profile", logs_dir / f"chromedriver-{uuid.uuid4().hex[:6]}.log")
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 def wait(driver: webdriver.Chrome, timeout: float = 30) -> WebDriverWait[webdriver.Chrome]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -39,6 +39,14 @@ class Sender:
             self.groups.append([p["n"] for p in payloads])
 
 
+def held_leader(pool: ThreadPoolExecutor, group: GroupCommit, sender: Sender) -> Future[None]:
+    """A first request, leading, its send begun and held by ``sender``."""
+    first = pool.submit(group.submit, payload(0))
+    while not sender.groups:
+        time.sleep(0.001)
+    return first
+
+
 def wait_for_pending(group: GroupCommit, count: int) -> None:
     deadline = time.monotonic() + 5
     while len(group._pending) < count:
@@ -57,9 +65,7 @@ def test_requests_arriving_during_a_commit_go_out_together_in_the_next_one() -> 
     sender = Sender(hold_first=release)
     group = GroupCommit(sender)
     with ThreadPoolExecutor(8) as pool:
-        first = pool.submit(group.submit, payload(0))
-        while not sender.groups:
-            time.sleep(0.001)
+        first = held_leader(pool, group, sender)
         rest = [pool.submit(group.submit, payload(n)) for n in range(1, 8)]
         wait_for_pending(group, 7)
         assert not any(f.done() for f in [first, *rest])  # nobody answered before their send
@@ -77,9 +83,7 @@ def test_a_group_holds_at_most_max_events_but_a_larger_request_goes_alone() -> N
     sender = Sender(hold_first=release)
     group = GroupCommit(sender, max_events=10)
     with ThreadPoolExecutor(8) as pool:
-        first = pool.submit(group.submit, payload(0))
-        while not sender.groups:
-            time.sleep(0.001)
+        first = held_leader(pool, group, sender)
         sizes = {1: 4, 2: 4, 3: 4, 4: 25, 5: 1}
         futures = []
         for n, size in sizes.items():
@@ -97,9 +101,7 @@ def test_a_failed_send_fails_every_request_of_its_group_and_no_other() -> None:
     sender = Sender(hold_first=release)
     group = GroupCommit(sender)
     with ThreadPoolExecutor(8) as pool:
-        first = pool.submit(group.submit, payload(0))
-        while not sender.groups:
-            time.sleep(0.001)
+        first = held_leader(pool, group, sender)
         failing = [pool.submit(group.submit, payload(n)) for n in range(1, 4)]
         wait_for_pending(group, 3)
         sender.fail_next = True
