@@ -21,8 +21,10 @@ pytestmark = pytest.mark.integration
 EVENTS = 3000
 # A client's retry of a request whose answer was lost, and a message handed out again after its
 # worker died having published part of it, are dropped by messageId. What can still come twice:
-# records whose delivery report was lost with the broker (published, but reported failed).
-MAX_DUPLICATE_SHARE = 0.02
+# records whose delivery report was lost with the broker (published, but reported failed): at
+# most the records in flight when it froze, those of the messages the pool processes were
+# publishing, each holding the requests that reached the API together.
+MAX_DUPLICATE_SHARE = 0.05
 
 
 def run(
@@ -158,6 +160,7 @@ def test_the_api_restarted_with_requests_in_flight(
     def kill_and_restart_api() -> None:
         assert running.api is not None
         running.api.stop(sig=9)
+        time.sleep(1)  # long enough for the client's next requests to find nobody listening
         running.ensure_running()
 
     tally, sender = run("API SIGKILL + restart", running, kafka, write_key, kill_and_restart_api)
