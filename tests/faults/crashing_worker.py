@@ -1,4 +1,4 @@
-"""The real worker, plus one fault: a request holding an event whose ``properties.crashWorker``
+"""The real worker, plus one fault: a message holding an event whose ``properties.crashWorker``
 is true kills the pool process that handles it (SIGKILL), every time, as a segfault in a C
 extension or the OOM killer would. Started as ``celery --app tests.faults.crashing_worker``."""
 
@@ -9,6 +9,7 @@ import signal
 from typing import Any
 
 from clicktrail.pipeline import Outcome, Pipeline
+from clicktrail.queue import payload_parts
 from workers.celery_app import app
 
 __all__ = ["app"]
@@ -17,10 +18,11 @@ _process = Pipeline.process
 
 
 def _crashing_process(self: Pipeline, payload: dict[str, Any]) -> Outcome:
-    for event in payload.get("events") or []:
-        properties = event.get("properties") if isinstance(event, dict) else None
-        if isinstance(properties, dict) and properties.get("crashWorker") is True:
-            os.kill(os.getpid(), signal.SIGKILL)
+    for part in payload_parts(payload):
+        for event in part.get("events") or []:
+            properties = event.get("properties") if isinstance(event, dict) else None
+            if isinstance(properties, dict) and properties.get("crashWorker") is True:
+                os.kill(os.getpid(), signal.SIGKILL)
     return _process(self, payload)
 
 

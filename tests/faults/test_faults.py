@@ -10,7 +10,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import requests
+from celery import Celery
 
+from clicktrail.config import Settings
+from clicktrail.queue import INGEST_TASK, QUEUE, celery_settings, group_payload, ingest_payload
 from tests.faults.conftest import TALLIES, TIMEOUTS
 from tests.faults.harness import FaultStack, Sender, Tally, wait_until_delivered
 from tests.support.infra import KafkaCollector, Service, history_counts, start_sink, wait_for
@@ -254,4 +257,42 @@ def test_a_poison_request_is_dead_lettered_after_a_bounded_number_of_attempts(
     assert dead.value["event"]["messageId"] == poison_id
     assert not [m for m in kafka.records(poison_id) if m.topic == running.env["KAFKA_TOPIC_EVENTS"]]
     deaths = running.worker.output()[log_before:].count("exited with 'signal 9 (SIGKILL)'")
-    assert deaths == int(TIMEOUTS["MAX_DELIVERIES"])
+    # One more when the poison first came in a message shared with other requests (then split).
+    assert int(TIMEOUTS["MAX_DELIVERIES"]) <= deaths <= int(TIMEOUTS["MAX_DELIVERIES"]) + 1
+
+
+def test_a_message_shared_with_a_poison_request_is_split_and_the_others_go_through(
+    running: FaultStack, kafka: KafkaCollector
+) -> None:
+    run_id = time.time_ns()
+    good = [
+        {"type": "track", "userId": f"u{n}", "event": "Signed Up", "messageId": f"ok-{run_id}-{n}"}
+        for n in range(20)
+    ]
+    poison = {
+        "type": "track",
+        "userId": "poison",
+        "event": "Crash",
+        "messageId": f"poison-{run_id}",
+        "properties": {"crashWorker": True},
+    }
+    received = "2026-01-01T00:00:00.000Z"
+    parts = [
+        ingest_payload("split-good", {}, [{**e, "receivedAt": received} for e in good], None),
+        ingest_payload("split-poison", {}, [{**poison, "receivedAt": received}], None),
+    ]
+    assert running.worker is not None
+    log_before = len(running.worker.output())
+    celery = Celery("split-test", set_as_current=False)
+    celery.conf.update(celery_settings(Settings.from_env(running.env)))
+
+    celery.send_task(INGEST_TASK, args=[group_payload(parts)], queue=QUEUE)
+
+    events, deadletters = running.env["KAFKA_TOPIC_EVENTS"], running.env["KAFKA_TOPIC_DEADLETTER"]
+    got = kafka.wait_for([e["messageId"] for e in good], topic=events, timeout=90)
+    [dead] = kafka.wait_for([poison["messageId"]], topic=deadletters, timeout=90)[
+        poison["messageId"]
+    ]
+    assert all(len(records) == 1 for records in got.values())
+    assert dead.headers["error-kind"] == "poison"
+    assert "splitting into 2 requests" in running.worker.output()[log_before:]
