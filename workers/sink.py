@@ -64,7 +64,11 @@ class HistorySink:
     def run(
         self, stop: threading.Event, on_batch: Callable[[BatchResult], None] | None = None
     ) -> None:
-        self._consumer.subscribe([self._topic])
+        self._consumer.subscribe(
+            [self._topic],
+            on_assign=_log_partitions("assigned"),
+            on_revoke=_log_partitions("revoked"),
+        )
         delay = BACKOFF_START
         try:
             while not stop.is_set():
@@ -184,6 +188,13 @@ class HistorySink:
                 self._consumer.seek(TopicPartition(self._topic, partition, offset))
             except KafkaException as exc:  # no longer ours: its new owner starts from the commit
                 log.info("could not rewind partition %s: %s", partition, exc)
+
+
+def _log_partitions(what: str) -> Callable[[Consumer, list[TopicPartition]], None]:
+    def log_them(_: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("partitions %s: %s", what, sorted(p.partition for p in partitions))
+
+    return log_them
 
 
 def main() -> int:

@@ -8,6 +8,7 @@ import signal
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -70,9 +71,15 @@ def from_now_on(bootstrap: str, topic: str, group: str) -> None:
 
 
 def send_batches(
-    pipeline: str, source: SourceUnderTest, batches: int, size: int, pause: float = 0.0
+    pipeline: str,
+    source: SourceUnderTest,
+    batches: int,
+    size: int,
+    pause: float = 0.0,
+    ids: list[str] | None = None,
 ) -> list[str]:
-    ids = []
+    """Post batches of events; their ids go into `ids` as each batch is accepted."""
+    ids = [] if ids is None else ids
     for _ in range(batches):
         batch = [
             {
@@ -83,11 +90,11 @@ def send_batches(
             }
             for i in range(size)
         ]
-        ids += [event["messageId"] for event in batch]
         response = requests.post(
             f"{pipeline}/v1/batch", json={"batch": batch}, auth=(source.write_key, ""), timeout=10
         )
         assert response.status_code == 200
+        ids += [event["messageId"] for event in batch]
         time.sleep(pause)
     return ids
 
@@ -105,13 +112,20 @@ def test_killed_and_restarted_the_sink_writes_every_event_exactly_once(
     env = sink_env(stack_env, own_database, f"sink-kill-{uuid.uuid4().hex[:6]}")
     from_now_on(stack_env["KAFKA_BOOTSTRAP_SERVERS"], topics.events, env["SINK_GROUP_ID"])
     first = start_sink(env, logs_dir / "sink-killed.log", name="sink-killed")
-    ids = send_batches(pipeline, source, batches=12, size=50, pause=0.2)
-    wait_for(
-        lambda: len(history_counts(own_database, ids)) >= 50, "a first share written", timeout=60
-    )
-
-    first.stop(signal.SIGKILL)
-    at_kill = len(history_counts(own_database, ids))
+    first.wait_for_output("partitions assigned")
+    # Events keep coming while the sink dies, and more come while it is gone.
+    with ThreadPoolExecutor(max_workers=1) as sender:
+        sent: list[str] = []
+        streaming = sender.submit(send_batches, pipeline, source, 12, 50, pause=0.2, ids=sent)
+        wait_for(
+            lambda: len(history_counts(own_database, list(sent))) >= 50,
+            "a first share written",
+            timeout=60,
+        )
+        killed_mid_stream = not streaming.done()
+        first.stop(signal.SIGKILL)
+        ids = streaming.result()
+    ids += send_batches(pipeline, source, batches=4, size=50)
     second = start_sink(env, logs_dir / "sink-restarted.log", name="sink-restarted")
     try:
         kafka.wait_for(ids, topic=topics.events, timeout=60)
@@ -119,7 +133,7 @@ def test_killed_and_restarted_the_sink_writes_every_event_exactly_once(
     finally:
         second.stop()
 
-    assert at_kill < len(ids), "the sink was killed before it had written everything"
+    assert killed_mid_stream, "the sink was killed after the events had stopped coming"
     assert set(written) == {m for m in ids if kafka.records(m)}
     assert set(written.values()) == {1}
 
