@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import gzip
 import hmac
 import time
@@ -20,6 +21,7 @@ from tests.integration.conftest import (
     SourceUnderTest,
     TopicNames,
 )
+from tests.support.data import valid_events
 from tests.support.infra import KafkaCollector
 
 CALLS = {
@@ -67,8 +69,11 @@ def test_each_call_type_arrives_in_kafka_enriched(
     assert record.key == user
     assert record.headers["event-id"] == message_id
     assert record.headers["event-type"] == call_type
-    kind = "traits" if call_type in ("identify", "group") else "calls"
-    assert record.headers["schema"] == f"{kind}/{call_type}/1-0-0"
+    assert record.headers["schema"] == (
+        f"traits/{call_type}/1-0-0"
+        if call_type in ("identify", "group")
+        else f"calls/{call_type}/1-0-1"
+    )
     assert record.headers["source-id"] == source.id
     assert record.headers["traceparent"].startswith("00-")
     event = record.value
@@ -198,6 +203,32 @@ def test_batch_splits_valid_and_invalid_events_one_dead_letter_each(
         assert all(m.topic == topics.events for m in kafka.records(valid))
     for invalid in (ids[1], ids[3]):
         assert all(m.topic == topics.deadletter for m in kafka.records(invalid))
+
+
+def test_rudderstacks_anonymous_event_shape_flows_unchanged(
+    pipeline: str, kafka: KafkaCollector, source: SourceUnderTest, topics: TopicNames
+) -> None:
+    """RudderStack's JavaScript SDK: an empty userId beside the anonymousId, a numeric
+    context.sessionId of its own."""
+    event = copy.deepcopy(valid_events()["track_rudderstack_anonymous"])
+    del event["receivedAt"]
+    device = f"rs-{uuid.uuid4()}"
+    event.update(messageId=mid(), anonymousId=device)
+    first = copy.deepcopy(event)
+    second = {**copy.deepcopy(event), "messageId": mid()}
+
+    for body in (first, second):
+        assert post(pipeline, "/v1/track", body, source.write_key).status_code == 200
+    got = kafka.wait_for([first["messageId"], second["messageId"]], topic=topics.events)
+    one, two = (got[e["messageId"]][0] for e in (first, second))
+
+    assert one.key == device
+    assert one.headers["schema"] == "calls/track/1-0-1"
+    assert (one.value["userId"], one.value["anonymousId"]) == ("", device)
+    assert one.value["context"]["sessionId"] == event["context"]["sessionId"]
+    assert one.value["properties"] == event["properties"]
+    assert one.value["context"]["session"]["id"] == two.value["context"]["session"]["id"]
+    assert [r.topic for r in kafka.records(first["messageId"])] == [topics.events]
 
 
 def test_two_events_share_a_session_which_ends_after_the_timeout(

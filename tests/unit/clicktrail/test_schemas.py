@@ -41,11 +41,11 @@ def test_record_schemas_are_self_contained(registry: FileSchemaRegistry) -> None
 
     # Every document it refers to is embedded, so a registry or a deserializer needs nothing else.
     assert set(record.document["$defs"]) == {
-        "urn:clicktrail:calls/track/1-0-0",
-        "urn:clicktrail:common/segment/1-0-0",
+        "urn:clicktrail:calls/track/1-0-1",
+        "urn:clicktrail:common/segment/1-0-1",
         "urn:clicktrail:events/product_viewed/1-0-0",
     }
-    assert record.document["self"]["envelope"] == "calls/track/1-0-0"
+    assert record.document["self"]["envelope"] == "calls/track/1-0-1"
     assert "urn:clicktrail:events/product_viewed/1-0-0" in text
 
 
@@ -83,7 +83,7 @@ def test_errors_point_at_the_missing_field_and_stay_short(registry: FileSchemaRe
     identity = [e for e in errors if e["keyword"] == "anyOf"]
     assert identity[0]["message"] == "every event needs a userId or an anonymousId"
     assert all(len(e["message"]) <= 300 for e in errors)
-    assert {e["schema"] for e in errors} == {"calls/alias/1-0-0"}
+    assert {e["schema"] for e in errors} == {"calls/alias/1-0-1"}
 
 
 @pytest.mark.parametrize(

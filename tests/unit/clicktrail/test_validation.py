@@ -57,10 +57,10 @@ def test_invalid_sample_events_report_every_error_with_its_path(
     ("sample", "schema"),
     [
         ("track_product_viewed", "events/product_viewed/1-0-0"),
-        ("track_unplanned", "calls/track/1-0-0"),
+        ("track_unplanned", "calls/track/1-0-1"),
         ("identify", "traits/identify/1-0-0"),
         ("group", "traits/group/1-0-0"),
-        ("page", "calls/page/1-0-0"),
+        ("page", "calls/page/1-0-1"),
     ],
 )
 def test_each_event_is_checked_against_its_most_specific_schema(

@@ -261,7 +261,7 @@ def test_validate_takes_one_event_naming_its_type(client: FlaskClient) -> None:
     assert one.status_code == 200
     assert one.json is not None
     assert one.json["valid"] is True
-    assert one.json["results"][0]["schema"] == "calls/page/1-0-0"
+    assert one.json["results"][0]["schema"] == "calls/page/1-0-1"
     assert (untyped.status_code, untyped.json["code"]) == (400, "invalid_type")  # type: ignore[index]
     assert unauthorised.status_code == 401
 
