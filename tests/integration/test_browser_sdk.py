@@ -1,6 +1,7 @@
-"""Segment's own browser library (Analytics.js 2.0, vendored in examples/web) pointed at the
-running pipeline from the example page in headless Chromium: its page and track calls arrive in
-Kafka unchanged in meaning, and nothing is fetched from anywhere but this machine."""
+"""The browser SDKs front-ends already use (Segment's Analytics.js 2.0 and RudderStack's
+JavaScript SDK v3, vendored in examples/web) pointed at the running pipeline from the example page
+in headless Chromium: their page and track calls arrive in Kafka unchanged in meaning, and nothing
+is fetched from anywhere but this machine."""
 
 from __future__ import annotations
 
@@ -103,5 +104,64 @@ def test_the_example_page_sends_page_and_track_calls_with_segments_library(
     assert [url for url in fetched if not url.startswith("http://127.0.0.1:")] == []
     assert any(url.endswith("/v1/p") for url in fetched)
     assert any(url.endswith("/v1/t") for url in fetched)
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert errors == []
+
+
+def test_the_example_page_sends_page_and_track_calls_with_rudderstacks_sdk(
+    pipeline: str,
+    source: SourceUnderTest,
+    kafka: KafkaCollector,
+    topics: TopicNames,
+    example_site: str,
+    browser: webdriver.Chrome,
+) -> None:
+    browser.get(f"{example_site}/?sdk=rudderstack&host={pipeline}&writeKey={source.write_key}")
+    [page_id] = sent(browser, "page")
+    browser.find_element(By.ID, "view").click()
+    browser.find_element(By.ID, "invalid").click()
+    track_ids = sent(browser, "track", count=2)
+    screenshot(browser, "example-shop-rudderstack")
+
+    got = kafka.wait_for([page_id, *track_ids])
+    page = got[page_id][0]
+    records = [got[i][0] for i in track_ids]
+    by_event = {
+        (r.value["event"]["event"] if r.topic == topics.deadletter else r.value["event"]): r
+        for r in records
+    }
+    viewed, invalid = by_event["Product Viewed"], by_event["Order Completed"]
+
+    assert page.topic == topics.events
+    assert (page.value["type"], page.value["category"], page.value["name"]) == (
+        "page",
+        "Shop",
+        "Home",
+    )
+    assert page.value["properties"]["url"].startswith(example_site)
+    assert page.value["context"]["library"]["name"] == "RudderLabs JavaScript SDK"
+    assert page.value["context"]["library"]["version"] == "3.34.1"
+    # Anonymous: an empty userId beside the anonymousId, and RudderStack's own numeric session
+    # id, kept as sent beside the pipeline's session.
+    assert page.value["userId"] == ""
+    assert isinstance(page.value["context"]["sessionId"], int)
+    assert viewed.topic == topics.events
+    assert viewed.headers["schema"] == "events/product_viewed/1-0-0"
+    assert viewed.value["properties"] == {
+        "product_id": "mug-blue", "name": "Blue mug", "price": 12.5, "currency": "EUR",
+    }  # fmt: skip
+    assert viewed.key == viewed.value["anonymousId"] == page.value["anonymousId"]
+    assert viewed.value["context"]["sessionId"] == page.value["context"]["sessionId"]
+    assert viewed.value["context"]["session"]["id"] == page.value["context"]["session"]["id"]
+    assert invalid.topic == topics.deadletter
+    paths = {error["path"] for error in invalid.value["errors"]}
+    assert {"/properties/order_id", "/properties/total"} <= paths
+
+    fetched = browser.execute_script(
+        "return performance.getEntriesByType('resource').map((e) => e.name)"
+    )
+    assert [url for url in fetched if not url.startswith("http://127.0.0.1:")] == []
+    assert any("/sourceConfig" in url for url in fetched)
+    assert any(url.endswith("/v1/track") for url in fetched)
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert errors == []
