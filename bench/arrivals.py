@@ -87,7 +87,9 @@ class Arrivals:
         seen: set[bytes] = set()
         try:
             while not self._stop.is_set():
-                messages = consumer.consume(num_messages=5000, timeout=0.1)
+                # consume() returns when it has num_messages or when the timeout is up, so the
+                # timeout is how late an arrival may be noted: the fetch wait, no more.
+                messages = consumer.consume(num_messages=5000, timeout=self._wait_ms / 1000)
                 now = time.time()
                 with self._lock:
                     for message in messages:

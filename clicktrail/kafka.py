@@ -151,6 +151,19 @@ class KafkaPublisher:
             self._fatal = False
         return self._producer
 
+    def connect(self, topics: list[str], timeout: float = 5.0) -> bool:
+        """Connect now and fetch the topics' metadata, so that the first publish does not wait
+        for the connection, the metadata and the idempotent producer's id; False when Kafka did
+        not answer in time (the first publish then connects)."""
+        producer = self._get()
+        try:
+            for topic in topics:
+                producer.list_topics(topic, timeout=timeout)
+        except KafkaException as exc:
+            log.warning("kafka did not answer at start, the first publish will connect: %s", exc)
+            return False
+        return True
+
     def publish(self, records: list[Record]) -> list[Delivery]:
         """Produce every record and wait for its report."""
         producer = self._get()

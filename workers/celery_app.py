@@ -101,7 +101,7 @@ def _start_child(**_: Any) -> None:
     settings = Settings.from_env()
     setup_tracing(settings, "clicktrail-worker")
     _sentry(settings)
-    runtime()
+    runtime().warm_up()
     # The schemas, clients and caches built so far live as long as the process: keep them out of
     # the garbage collector's full passes.
     gc.freeze()

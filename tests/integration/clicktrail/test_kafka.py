@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import Any
 
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
 from clicktrail.kafka import KafkaPublisher, Record, ensure_topics
@@ -62,6 +64,37 @@ def test_an_unreachable_broker_fails_every_record_once_the_timeout_passes() -> N
     assert [d.record for d in deliveries] == records
     assert all("timed out" in (d.error or "").lower() for d in deliveries)
     assert elapsed < 1.5 + 5 + 2
+
+
+def test_connect_fetches_the_topics_and_publishing_goes_on_with_that_producer(
+    kafka_bootstrap: str, topics: TopicNames, kafka: KafkaCollector
+) -> None:
+    built: list[Producer] = []
+
+    def factory(config: dict[str, Any]) -> Producer:
+        built.append(Producer(config))
+        return built[-1]
+
+    publisher = KafkaPublisher({"bootstrap.servers": kafka_bootstrap}, producer_factory=factory)
+
+    assert publisher.connect([topics.events, topics.deadletter])
+    message_id = f"warm-{uuid.uuid4()}"
+    [delivery] = publisher.publish(
+        [Record(topics.events, "k", {"m": message_id}, {"event-id": message_id})]
+    )
+    publisher.close()
+
+    assert delivery.error is None
+    assert len(built) == 1
+    kafka.wait_for([message_id], topic=topics.events)
+
+
+def test_connect_to_an_unreachable_broker_gives_up_and_says_so() -> None:
+    publisher = KafkaPublisher({"bootstrap.servers": f"127.0.0.1:{free_port()}"})
+
+    started = time.monotonic()
+    assert not publisher.connect(["nowhere"], timeout=1.0)
+    assert time.monotonic() - started < 5
 
 
 def test_ensure_topics_creates_missing_ones_with_partitions(kafka_bootstrap: str) -> None:
