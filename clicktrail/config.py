@@ -176,7 +176,7 @@ class Settings:
     dev_write_key: str | None = None
     api_bind: str = "127.0.0.1:8000"
     # How long an API process may hold a request to send it with others in one queue message.
-    api_group_linger_ms: int = 5
+    api_group_linger_ms: int = 20
     # How long the API trusts a cached source (write key -> source) before asking Postgres again.
     source_cache_seconds: int = 60
     # How many reverse proxies in front of the API set X-Forwarded-For (0: use the peer address).

@@ -10,6 +10,7 @@ small ones (which the workers also handle faster).
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import threading
@@ -53,6 +54,8 @@ class _Ticket:
     committed: bool = False
     error: BaseException | None = None
     lead: bool = False
+    # Another request arrived less than a linger before this one: the process is busy.
+    busy: bool = False
 
 
 class GroupCommit:
@@ -63,7 +66,9 @@ class GroupCommit:
     is pending until its own payload is sent, then hands the lead to the oldest waiting request.
     Before it commits, a leader waits up to ``linger`` seconds for ``target`` payloads, so that
     requests arriving a few milliseconds apart (single events from browsers) still share a
-    message; a worker spends about as much on a message as on a hundred events in it.
+    message; a worker spends about as much on a message as on a hundred events in it. It waits
+    only while requests keep coming (the one before it arrived less than a linger earlier): a
+    request to an idle process goes at once.
     A group holds at most ``max_events`` events (one payload bigger than that goes alone), so a
     group's task is never larger than the largest request's.
     """
@@ -84,10 +89,14 @@ class GroupCommit:
         self._pending: list[_Ticket] = []
         self._pending_events = 0
         self._leading = False
+        self._last_arrival = -math.inf
 
     def submit(self, payload: dict[str, Any]) -> None:
         ticket = _Ticket(payload, len(payload.get("events") or ()))
         with self._lock:
+            now = time.monotonic()
+            ticket.busy = now - self._last_arrival < self._linger
+            self._last_arrival = now
             self._pending.append(ticket)
             self._pending_events += ticket.size
             self._arrived.notify()
@@ -98,7 +107,7 @@ class GroupCommit:
                 self._outcome(ticket)
                 return
         try:
-            self._gather()
+            self._gather(ticket)
             while not ticket.committed:
                 self._commit(self._take())
         finally:
@@ -111,9 +120,9 @@ class GroupCommit:
                     self._leading = False
         self._outcome(ticket)
 
-    def _gather(self) -> None:
-        """Wait (a leader, at most ``linger``) for a group worth sending."""
-        if self._linger <= 0:
+    def _gather(self, leader: _Ticket) -> None:
+        """Wait (a leader of a busy process, at most ``linger``) for a group worth sending."""
+        if self._linger <= 0 or not leader.busy:
             return
         deadline = time.monotonic() + self._linger
         with self._lock:

@@ -145,22 +145,34 @@ def test_under_contention_every_payload_is_sent_once_before_its_request_returns(
     assert not group._leading
 
 
-def test_a_leader_lingers_for_company_but_no_longer_than_its_linger() -> None:
+def timed(group: GroupCommit, n: int) -> float:
+    started = time.monotonic()
+    group.submit(payload(n))
+    return time.monotonic() - started
+
+
+def test_a_busy_leader_lingers_for_company_but_no_longer_than_its_linger() -> None:
     sender = Sender()
     group = GroupCommit(sender, linger=0.5, target=3)
+
+    first = timed(group, 0)  # an idle process: it goes at once
     with ThreadPoolExecutor(3) as pool:
         started = time.monotonic()
-        first = pool.submit(group.submit, payload(1))
+        leader = pool.submit(group.submit, payload(1))  # right after another: it lingers
         time.sleep(0.05)
         others = [pool.submit(group.submit, payload(n)) for n in (2, 3)]
-        for future in [first, *others]:
+        for future in [leader, *others]:
             future.result(5)
         together = time.monotonic() - started
-    started = time.monotonic()
-    group.submit(payload(4))  # alone: it waits out the linger, then goes
-    alone = time.monotonic() - started
+    alone = timed(group, 4)  # busy, but no company comes: it waits out the linger
+    time.sleep(0.6)
+    after_a_pause = timed(group, 5)
 
-    assert sorted(sender.groups[0]) == [1, 2, 3]  # the target was reached: sent at once
+    assert sender.groups[0] == [0]
+    assert first < 0.3
+    assert sorted(sender.groups[1]) == [1, 2, 3]  # the target was reached: sent at once
     assert together < 0.4
-    assert sender.groups[1] == [4]
+    assert sender.groups[2] == [4]
     assert 0.45 <= alone < 1.5
+    assert sender.groups[3] == [5]
+    assert after_a_pause < 0.3
