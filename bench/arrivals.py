@@ -11,6 +11,7 @@ end of the topic.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections import Counter
@@ -18,6 +19,9 @@ from datetime import datetime
 
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
+
+# Seconds without a new record, while some are still expected, before the topic is read again.
+STALL_SECONDS = 10.0
 
 
 class Arrivals:
@@ -33,6 +37,7 @@ class Arrivals:
         self._start_at = OFFSET_END if from_end else OFFSET_BEGINNING
         self._stop = threading.Event()
         self._assigned = threading.Event()
+        self._reread = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -56,12 +61,26 @@ class Arrivals:
             return self.counts[run]
 
     def wait_for(self, run: str, expected: int, timeout: float) -> float:
-        """Block until ``expected`` records of the run arrived; the time of the last one."""
+        """Block until ``expected`` records of the run arrived; the time of the last one.
+
+        A consumer of the broker used here can skip a few records when it fetches from an end the
+        broker reported before it had stored everything before it; after STALL_SECONDS without a
+        new record it reads the topic again from the beginning (counting each event once), and
+        the records it finds then count as arriving then."""
         deadline = time.monotonic() + timeout
-        while self.count(run) < expected:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{run}: {self.count(run)} of {expected} arrived in {timeout} s")
+        counted, progressed = self.count(run), time.monotonic()
+        while counted < expected:
+            now = time.monotonic()
+            if now > deadline:
+                raise RuntimeError(f"{run}: {counted} of {expected} arrived in {timeout} s")
+            if now - progressed > STALL_SECONDS:
+                print(f"{run}: {counted} of {expected} after {STALL_SECONDS} s without one more,"
+                      " reading the topic again", file=sys.stderr)  # fmt: skip
+                self._reread.set()
+                progressed = now
             time.sleep(0.05)
+            if self.count(run) != counted:
+                counted, progressed = self.count(run), time.monotonic()
         with self._lock:
             return self.last_arrival[run]
 
@@ -73,10 +92,15 @@ class Arrivals:
                 "enable.auto.commit": False,
                 "fetch.wait.max.ms": self._wait_ms,
                 "fetch.min.bytes": 1,
+                # After a fetch error (an offset past that lagging end), fetch again as soon as
+                # an ordinary fetch would (librdkafka waits 500 ms by default).
+                "fetch.error.backoff.ms": self._wait_ms,
                 # A fetch past what the broker reports as the end (its watermark can lag behind
                 # what it stored) starts again from the beginning, not from the end; records
-                # read twice are counted once, by their event id.
-                "auto.offset.reset": "earliest",
+                # read twice are counted once, by their event id. The latency consumer, which
+                # wants only what comes next, starts again from the end: going back to the
+                # beginning, it would note new records only after reading the whole topic.
+                "auto.offset.reset": "latest" if self._start_at == OFFSET_END else "earliest",
             }
         )
         metadata = consumer.list_topics(self._topic, timeout=10).topics[self._topic]
@@ -87,6 +111,14 @@ class Arrivals:
         seen: set[bytes] = set()
         try:
             while not self._stop.is_set():
+                if self._reread.is_set():
+                    self._reread.clear()
+                    consumer.assign(
+                        [
+                            TopicPartition(self._topic, p, OFFSET_BEGINNING)
+                            for p in metadata.partitions
+                        ]
+                    )
                 # consume() returns when it has num_messages or when the timeout is up, so the
                 # timeout is how late an arrival may be noted: the fetch wait, no more.
                 messages = consumer.consume(num_messages=5000, timeout=self._wait_ms / 1000)

@@ -225,7 +225,11 @@ class BenchStack:
             self.retired.append(self.api)
             self.api = None
 
-    def start_workers(self, count: int = 1, concurrency: int = 2) -> None:
+    def start_workers(
+        self, count: int = 1, concurrency: int = 2, events_topic: str | None = None
+    ) -> None:
+        """Worker processes as the Procfile runs them; ``events_topic`` instead of the stack's."""
+        topic = {"KAFKA_TOPIC_EVENTS": events_topic} if events_topic else {}
         for n in range(count):
             metrics = self.dir / f"metrics-worker-{time.monotonic_ns()}"
             metrics.mkdir()
@@ -235,7 +239,7 @@ class BenchStack:
                  "--loglevel", "WARNING", "--queues", QUEUE, "--concurrency", str(concurrency),
                  "--hostname", f"bench-{n}-{time.monotonic_ns()}@%h", "--without-mingle",
                  "--without-gossip"],
-                {"PROMETHEUS_MULTIPROC_DIR": str(metrics)},
+                {"PROMETHEUS_MULTIPROC_DIR": str(metrics), **topic},
             )  # fmt: skip
             self.workers.append(worker)
         wait_until(self._workers_ready, "the workers")
