@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -19,7 +20,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from clicktrail.config import PROJECT_ROOT
 from tests.integration.conftest import SourceUnderTest, TopicNames
 from tests.support.browser import screenshot
-from tests.support.infra import KafkaCollector, free_port
+from tests.support.infra import KafkaCollector, Message, free_port
 
 EXAMPLE = PROJECT_ROOT / "examples" / "web"
 
@@ -52,20 +53,29 @@ def sent(driver: webdriver.Chrome, kind: str, count: int = 1) -> list[str]:
     return [str(i.get_attribute("data-message-id")) for i in items]
 
 
-def test_the_example_page_sends_page_and_track_calls_with_segments_library(
-    pipeline: str,
-    source: SourceUnderTest,
-    kafka: KafkaCollector,
-    topics: TopicNames,
-    example_site: str,
-    browser: webdriver.Chrome,
-) -> None:
-    browser.get(f"{example_site}/?host={pipeline}&writeKey={source.write_key}")
+@dataclass
+class ShopVisit:
+    """What one visit of the example page sent, as Kafka holds it, and what the page fetched."""
+
+    page: Message
+    viewed: Message
+    invalid: Message
+    fetched: list[str]
+
+
+def visit_the_shop(
+    browser: webdriver.Chrome, url: str, kafka: KafkaCollector, topics: TopicNames, name: str
+) -> ShopVisit:
+    """Open the page, view the product, send the invalid order; check what every SDK must get
+    right: the page call, the track call validated against its event schema and joined to the
+    page's session, the invalid one dead-lettered with its errors, nothing fetched from
+    elsewhere, no error in the console."""
+    browser.get(url)
     [page_id] = sent(browser, "page")
     browser.find_element(By.ID, "view").click()
     browser.find_element(By.ID, "invalid").click()
     track_ids = sent(browser, "track", count=2)
-    screenshot(browser, "example-shop")
+    screenshot(browser, name)
 
     got = kafka.wait_for([page_id, *track_ids])
     page = got[page_id][0]
@@ -75,6 +85,9 @@ def test_the_example_page_sends_page_and_track_calls_with_segments_library(
         for r in records
     }
     viewed, invalid = by_event["Product Viewed"], by_event["Order Completed"]
+    fetched = browser.execute_script(
+        "return performance.getEntriesByType('resource').map((e) => e.name)"
+    )
 
     assert page.topic == topics.events
     assert (page.value["type"], page.value["category"], page.value["name"]) == (
@@ -82,9 +95,6 @@ def test_the_example_page_sends_page_and_track_calls_with_segments_library(
         "Shop",
         "Home",
     )
-    assert page.value["properties"]["url"].startswith(example_site)
-    assert page.value["context"]["library"]["name"] == "analytics.js"
-    assert "1.84.3" in page.value["context"]["library"]["version"]
     assert page.value["context"]["userAgent"].startswith("Mozilla/")
     assert viewed.topic == topics.events
     assert viewed.headers["schema"] == "events/product_viewed/1-0-0"
@@ -96,16 +106,30 @@ def test_the_example_page_sends_page_and_track_calls_with_segments_library(
     assert invalid.topic == topics.deadletter
     paths = {error["path"] for error in invalid.value["errors"]}
     assert {"/properties/order_id", "/properties/total"} <= paths
-
-    fetched = browser.execute_script(
-        "return performance.getEntriesByType('resource').map((e) => e.name)"
-    )
     assert fetched, "the page fetched nothing: the library did not load"
     assert [url for url in fetched if not url.startswith("http://127.0.0.1:")] == []
-    assert any(url.endswith("/v1/p") for url in fetched)
-    assert any(url.endswith("/v1/t") for url in fetched)
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert errors == []
+    return ShopVisit(page, viewed, invalid, fetched)
+
+
+def test_the_example_page_sends_page_and_track_calls_with_segments_library(
+    pipeline: str,
+    source: SourceUnderTest,
+    kafka: KafkaCollector,
+    topics: TopicNames,
+    example_site: str,
+    browser: webdriver.Chrome,
+) -> None:
+    url = f"{example_site}/?host={pipeline}&writeKey={source.write_key}"
+
+    visit = visit_the_shop(browser, url, kafka, topics, "example-shop")
+
+    assert visit.page.value["properties"]["url"].startswith(example_site)
+    assert visit.page.value["context"]["library"]["name"] == "analytics.js"
+    assert "1.84.3" in visit.page.value["context"]["library"]["version"]
+    assert any(url.endswith("/v1/p") for url in visit.fetched)
+    assert any(url.endswith("/v1/t") for url in visit.fetched)
 
 
 def test_the_example_page_sends_page_and_track_calls_with_rudderstacks_sdk(
@@ -116,52 +140,19 @@ def test_the_example_page_sends_page_and_track_calls_with_rudderstacks_sdk(
     example_site: str,
     browser: webdriver.Chrome,
 ) -> None:
-    browser.get(f"{example_site}/?sdk=rudderstack&host={pipeline}&writeKey={source.write_key}")
-    [page_id] = sent(browser, "page")
-    browser.find_element(By.ID, "view").click()
-    browser.find_element(By.ID, "invalid").click()
-    track_ids = sent(browser, "track", count=2)
-    screenshot(browser, "example-shop-rudderstack")
+    url = f"{example_site}/?sdk=rudderstack&host={pipeline}&writeKey={source.write_key}"
 
-    got = kafka.wait_for([page_id, *track_ids])
-    page = got[page_id][0]
-    records = [got[i][0] for i in track_ids]
-    by_event = {
-        (r.value["event"]["event"] if r.topic == topics.deadletter else r.value["event"]): r
-        for r in records
-    }
-    viewed, invalid = by_event["Product Viewed"], by_event["Order Completed"]
+    visit = visit_the_shop(browser, url, kafka, topics, "example-shop-rudderstack")
 
-    assert page.topic == topics.events
-    assert (page.value["type"], page.value["category"], page.value["name"]) == (
-        "page",
-        "Shop",
-        "Home",
-    )
-    assert page.value["properties"]["url"].startswith(example_site)
-    assert page.value["context"]["library"]["name"] == "RudderLabs JavaScript SDK"
-    assert page.value["context"]["library"]["version"] == "3.34.1"
+    page, viewed = visit.page.value, visit.viewed.value
+    assert page["properties"]["url"].startswith(example_site)
+    library = page["context"]["library"]
+    assert (library["name"], library["version"]) == ("RudderLabs JavaScript SDK", "3.34.1")
     # Anonymous: an empty userId beside the anonymousId, and RudderStack's own numeric session
     # id, kept as sent beside the pipeline's session.
-    assert page.value["userId"] == ""
-    assert isinstance(page.value["context"]["sessionId"], int)
-    assert viewed.topic == topics.events
-    assert viewed.headers["schema"] == "events/product_viewed/1-0-0"
-    assert viewed.value["properties"] == {
-        "product_id": "mug-blue", "name": "Blue mug", "price": 12.5, "currency": "EUR",
-    }  # fmt: skip
-    assert viewed.key == viewed.value["anonymousId"] == page.value["anonymousId"]
-    assert viewed.value["context"]["sessionId"] == page.value["context"]["sessionId"]
-    assert viewed.value["context"]["session"]["id"] == page.value["context"]["session"]["id"]
-    assert invalid.topic == topics.deadletter
-    paths = {error["path"] for error in invalid.value["errors"]}
-    assert {"/properties/order_id", "/properties/total"} <= paths
-
-    fetched = browser.execute_script(
-        "return performance.getEntriesByType('resource').map((e) => e.name)"
-    )
-    assert [url for url in fetched if not url.startswith("http://127.0.0.1:")] == []
-    assert any("/sourceConfig" in url for url in fetched)
-    assert any(url.endswith("/v1/track") for url in fetched)
-    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
-    assert errors == []
+    assert page["userId"] == ""
+    assert isinstance(page["context"]["sessionId"], int)
+    assert viewed["context"]["sessionId"] == page["context"]["sessionId"]
+    assert visit.viewed.key == viewed["anonymousId"]
+    assert any("/sourceConfig" in url for url in visit.fetched)
+    assert any(url.endswith("/v1/track") for url in visit.fetched)
