@@ -63,10 +63,10 @@ class Arrivals:
     def wait_for(self, run: str, expected: int, timeout: float) -> float:
         """Block until ``expected`` records of the run arrived; the time of the last one.
 
-        A consumer of the broker used here can skip a few records when it fetches from an end the
-        broker reported before it had stored everything before it; after STALL_SECONDS without a
-        new record it reads the topic again from the beginning (counting each event once), and
-        the records it finds then count as arriving then."""
+        A consumer of the broker used here has been seen to stop a few records short of the end
+        (while a new consumer read them all); after STALL_SECONDS without a new record it reads
+        the topic again from the beginning (counting each event once), and the records it finds
+        then count as arriving then."""
         deadline = time.monotonic() + timeout
         counted, progressed = self.count(run), time.monotonic()
         while counted < expected:
