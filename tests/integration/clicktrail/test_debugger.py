@@ -96,6 +96,11 @@ def payload(source_id: str, *events: dict[str, Any], **settings: Any) -> dict[st
     )
 
 
+def identifies(*message_ids: str) -> list[dict[str, Any]]:
+    """The sample identify event, once for each messageId."""
+    return [{**copy.deepcopy(valid_events()["identify"]), "messageId": m} for m in message_ids]
+
+
 def watch(client: redis.Redis, source_id: str) -> None:
     Watches(client, FixedClock()).watch(source_id)
 
@@ -162,9 +167,7 @@ def test_a_task_of_several_requests_keeps_only_the_watched_sources_events(
     watch(client, source_id)
     pipeline, publisher = pipeline_with(make_tap(client))
     feed = DebugFeed(client, FixedClock(), retention_seconds=300)
-    first, second, third = (copy.deepcopy(valid_events()["identify"]) for _ in range(3))
-    for event, message_id in ((first, "g-1"), (second, "g-2"), (third, "g-3")):
-        event["messageId"] = message_id
+    first, second, third = identifies("g-1", "g-2", "g-3")
 
     pipeline.process(
         group_payload(
@@ -180,11 +183,7 @@ def test_a_task_of_several_requests_keeps_only_the_watched_sources_events(
 def test_the_stream_keeps_at_most_max_events(client: redis.Redis, source_id: str) -> None:
     watch(client, source_id)
     pipeline, _ = pipeline_with(make_tap(client, max_events=5))
-    events = []
-    for n in range(8):
-        event = copy.deepcopy(valid_events()["identify"])
-        event["messageId"] = f"bounded-{n}"
-        events.append(event)
+    events = identifies(*(f"bounded-{n}" for n in range(8)))
 
     pipeline.process(payload(source_id, *events[:3]))
     pipeline.process(payload(source_id, *events[3:]))
@@ -220,11 +219,7 @@ def test_a_busy_source_is_sampled_and_says_how_much_it_left_out(
     ticks = Ticks()
     pipeline, _ = pipeline_with(make_tap(client, ticks, per_second=3))
     feed = DebugFeed(client, FixedClock(), retention_seconds=300)
-    events = []
-    for n in range(6):
-        event = copy.deepcopy(valid_events()["identify"])
-        event["messageId"] = f"busy-{n}"
-        events.append(event)
+    events = identifies(*(f"busy-{n}" for n in range(6)))
 
     pipeline.process(payload(source_id, *events[:5]))
     first = feed.read(source_id, None, 50)
