@@ -78,7 +78,15 @@ def schemas_register(settings: Settings, root: Path | None = None) -> int:
             print(f"REFUSED {result.subject} <- {result.schema}: {result.error}")
         else:
             where = f"{result.subject} v{result.version} (id {result.schema_id})"
-            print(f"ok      {where} <- {result.schema}")
+            note = f" ({result.note})" if result.note else ""
+            print(f"ok      {where} <- {result.schema}{note}")
+    if failed:
+        print(
+            f"{failed} version(s) not registered, though make schemas-check passed them: the "
+            "subject's compatibility level or the registry's rules are stricter than BACKWARD's "
+            "(README: When a registry refuses a version)",
+            file=sys.stderr,
+        )
     return 1 if failed else 0
 
 

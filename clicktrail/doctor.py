@@ -151,8 +151,11 @@ _DEPENDENCY_FIXES: dict[str, Callable[[Settings, str], str]] = {
         else "start a Kafka broker, or point KAFKA_BOOTSTRAP_SERVERS at one "
         f"(now {s.kafka_bootstrap_servers}); make run starts one when none answers"
     ),
-    "schema_registry": lambda s, _: (
-        "start the registry, or fix SCHEMA_REGISTRY_URL "
+    "schema_registry": lambda s, error: (
+        "register the catalogue: make schemas-register "
+        f"(SCHEMA_SUBJECT_PREFIX={s.schema_subject_prefix}, SCHEMAS_DIR={s.schemas_dir})"
+        if error.startswith("RuntimeError: missing subjects")
+        else "start the registry, or fix SCHEMA_REGISTRY_URL "
         f"(now {s.schema_registry_url}); unset it to read schemas/ instead"
     ),
     "workers": lambda _, __: (
@@ -186,8 +189,11 @@ def _postgres_error(url: str) -> str | None:
     return None
 
 
-def setup(settings: Settings, db: Database, postgres_up: bool, kafka_up: bool) -> list[Finding]:
-    """What ``make run`` sets up: the migrations, the topics and a source to send with."""
+def setup(
+    settings: Settings, db: Database, postgres_up: bool, kafka_up: bool, registry_up: bool = False
+) -> list[Finding]:
+    """What ``make run`` sets up: the migrations, the topics and a source to send with; with a
+    registry, the catalogue's versions registered there."""
     found = []
     if postgres_up:
         try:
@@ -206,7 +212,42 @@ def setup(settings: Settings, db: Database, postgres_up: bool, kafka_up: bool) -
                 if missing
                 else Finding("setup", "topics", "ok", ", ".join(settings.topics))
             )
+    if registry_up:
+        try:
+            found.append(_registry_setup(settings))
+        except Exception as exc:
+            found.append(Finding("setup", "schemas", "fail", f"{type(exc).__name__}: {exc}"))
     return found
+
+
+def _registry_setup(settings: Settings) -> Finding:
+    """Every version of the catalogue at SCHEMAS_DIR is in the registry."""
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
+    from clicktrail.registry import subject_name, subject_versions
+    from clicktrail.schemas import FileSchemaRegistry
+
+    catalogue = FileSchemaRegistry(settings.schemas_dir)
+    client = SchemaRegistryClient.new_client({**settings.schema_registry, "timeout": 5})
+    held: dict[str, set[str]] = {}
+    lacking, count = [], 0
+    for record in catalogue.records():
+        count += 1
+        subject = subject_name(
+            settings.schema_subject_prefix, record.kind, record.name, record.version.model
+        )
+        if subject not in held:
+            held[subject] = {str(v) for v in subject_versions(client, subject)}
+        if str(record.version) not in held[subject]:
+            lacking.append(f"{subject} {record.version}")
+    if lacking:
+        shown = ", ".join(lacking[:8]) + (
+            f" and {len(lacking) - 8} more" if len(lacking) > 8 else ""
+        )
+        return Finding(
+            "setup", "schemas", "fail", f"not registered: {shown}", "make schemas-register"
+        )
+    return Finding("setup", "schemas", "ok", f"all {count} record schema versions registered")
 
 
 def _database_setup(db: Database) -> list[Finding]:

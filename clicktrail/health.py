@@ -16,6 +16,7 @@ from clicktrail.config import Settings
 from clicktrail.db import Database
 from clicktrail.kafka import admin_client
 from clicktrail.redisconn import pipeline_redis, queue_redis
+from clicktrail.registry import expected_subjects, missing_subjects
 
 CHECK_TIMEOUT = 2.0
 
@@ -63,9 +64,17 @@ def dependency_checks(settings: Settings, db: Database) -> dict[str, Check]:
         registry = SchemaRegistryClient.new_client(
             {**settings.schema_registry, "timeout": CHECK_TIMEOUT, "max.retries": 0}
         )
+        expected = expected_subjects(settings.schemas_dir, settings.schema_subject_prefix)
 
         def check_schema_registry() -> None:
-            registry.get_subjects()
+            # A subject missing means its events are refused (an envelope's) or checked against
+            # less than their schema (an event's): not ready until the catalogue is registered.
+            missing = missing_subjects(registry.get_subjects(), expected)
+            if missing:
+                shown = ", ".join(missing[:8]) + (
+                    f" and {len(missing) - 8} more" if len(missing) > 8 else ""
+                )
+                raise RuntimeError(f"missing subjects: {shown}")
 
         checks["schema_registry"] = check_schema_registry
     return checks

@@ -4,9 +4,9 @@ Apicurio's ccompat API), and the command that registers the catalogue there.
 Subjects: one per record schema name and SchemaVer MODEL, ``<prefix>.<kind>.<name>.v<model>``
 (``clicktrail.events.product_viewed.v1``; the prefix is SCHEMA_SUBJECT_PREFIX). Within a
 subject, versions are registered in SchemaVer order under BACKWARD compatibility, so the registry
-enforces what ``make schemas-check`` checks; a breaking change is a new MODEL, hence a new
-subject. Each registered schema is the bundled, self-contained record schema, carrying its
-SchemaVer in ``self.version``.
+enforces what ``make schemas-check`` checks (the same rules); a breaking change is a new MODEL,
+hence a new subject. Each registered schema is the record schema as ``clicktrail.inline`` writes
+it (self-contained draft-07, no ``$ref``), carrying its SchemaVer in ``self.version``.
 
 Values on the events topic are then written in the Confluent JSON wire format with the id of the
 schema they were validated against, so standard deserializers read them.
@@ -17,8 +17,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -33,6 +34,7 @@ from confluent_kafka.schema_registry import (
 
 from clicktrail.config import Settings
 from clicktrail.errors import DependencyUnavailable
+from clicktrail.intake import CALL_TYPES
 from clicktrail.schemas import (
     FileSchemaRegistry,
     RecordSchema,
@@ -40,6 +42,7 @@ from clicktrail.schemas import (
     SchemaRegistry,
     SchemaVer,
     compile_record,
+    read_catalogue,
 )
 
 log = logging.getLogger(__name__)
@@ -49,6 +52,35 @@ COMPATIBILITY = ConfigCompatibilityLevel.BACKWARD
 
 def subject_name(prefix: str, kind: str, name: str, model: int) -> str:
     return f"{prefix}.{kind}.{name}.v{model}"
+
+
+def expected_subjects(schemas_dir: Path, prefix: str) -> list[str]:
+    """The subjects ``make schemas-register`` fills from the catalogue at ``schemas_dir``; without
+    a readable catalogue, the envelopes' of any MODEL (``<prefix>.calls.<type>.v*``)."""
+    try:
+        docs = read_catalogue(schemas_dir)
+    except SchemaCatalogueError:
+        return [f"{prefix}.calls.{call}.v*" for call in CALL_TYPES]
+    return sorted(
+        {
+            subject_name(prefix, doc.kind, doc.name, doc.version.model)
+            for doc in docs
+            if doc.kind != "common"
+        }
+    )
+
+
+def missing_subjects(present: Iterable[str], expected: Iterable[str]) -> list[str]:
+    held = set(present)
+    return [
+        subject
+        for subject in expected
+        if not (
+            any(s.startswith(subject[:-1]) for s in held)
+            if subject.endswith("*")
+            else subject in held
+        )
+    ]
 
 
 def make_registry(settings: Settings) -> SchemaRegistry:
@@ -127,35 +159,55 @@ class ConfluentSchemaRegistry:
         return self._subjects[1]
 
     def _subject_versions(self, subject: str) -> dict[SchemaVer, int]:
-        """SchemaVer -> schema id of a subject's versions (a later registration of the same
-        SchemaVer wins)."""
+        """SchemaVer -> schema id of a subject's versions, cached for ``refresh_seconds``."""
         now = self._clock()
         cached = self._versions.get(subject)
         if cached is not None and now - cached[0] <= self._refresh:
             return cached[1]
-        try:
-            numbers = sorted(self._client.get_versions(subject))
-        except SchemaRegistryError as exc:
-            if exc.http_status_code != 404:
-                raise
-            numbers = []
         versions: dict[SchemaVer, int] = {}
-        for number in numbers:
-            registered = self._client.get_version(subject, number)
-            assert registered.schema_id is not None
-            assert registered.schema is not None
-            document = orjson.loads(registered.schema.schema_str or "{}")
-            try:
-                schemaver = SchemaVer.parse(str((document.get("self") or {}).get("version")))
-            except SchemaCatalogueError:
-                log.warning(
-                    "%s version %s has no SchemaVer in self.version; ignored", subject, number
-                )
-                continue
+        for schemaver, registered in subject_versions(self._client, subject).items():
             versions[schemaver] = registered.schema_id
-            self._documents[registered.schema_id] = document
+            self._documents[registered.schema_id] = registered.document
         self._versions[subject] = (now, versions)
         return versions
+
+    def locate(self, kind: str, name: str, version: str | None = None) -> str:
+        model = version.split("-", 1)[0] if version else "<MODEL>"
+        subject = f"{self._prefix}.{kind}.{name}.v{model}"
+        return f"subject {subject}" + (f", version {version}" if version else "")
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    version: int
+    schema_id: int
+    document: dict[str, Any]
+
+
+def subject_versions(
+    client: SchemaRegistryClient, subject: str
+) -> dict[SchemaVer, RegisteredVersion]:
+    """What a subject holds, by the SchemaVer in each schema's ``self.version`` (a later
+    registration of the same SchemaVer wins); empty when the subject does not exist."""
+    try:
+        numbers = sorted(client.get_versions(subject))
+    except SchemaRegistryError as exc:
+        if exc.http_status_code != 404:
+            raise
+        return {}
+    found: dict[SchemaVer, RegisteredVersion] = {}
+    for number in numbers:
+        registered = client.get_version(subject, number)
+        assert registered.schema_id is not None
+        assert registered.schema is not None
+        document = orjson.loads(registered.schema.schema_str or "{}")
+        try:
+            schemaver = SchemaVer.parse(str((document.get("self") or {}).get("version")))
+        except SchemaCatalogueError:
+            log.warning("%s version %s has no SchemaVer in self.version; ignored", subject, number)
+            continue
+        found[schemaver] = RegisteredVersion(number, registered.schema_id, document)
+    return found
 
 
 @dataclass(frozen=True)
@@ -165,6 +217,7 @@ class Registration:
     schema_id: int | None
     version: int | None
     error: str | None = None
+    note: str = ""
 
 
 def register_catalogue(
@@ -173,32 +226,55 @@ def register_catalogue(
     """Register every record schema of the catalogue, oldest version first (idempotent).
 
     A subject without a compatibility level of its own gets BACKWARD; one that has a level keeps
-    it. A schema the registry refuses as incompatible is reported and the rest carry on.
+    it. A version the subject already holds is left as it is, unless it is the subject's newest
+    and has changed (its envelope did): that one is registered again, and checked again. A
+    schema the registry refuses is reported with the registry's reason, the later versions of
+    its subject are not tried, and the other subjects carry on.
     """
-    results: list[Registration] = []
-    configured: set[str] = set()
-    refused: set[str] = set()
+    subjects: dict[str, list[RecordSchema]] = {}
     for record in catalogue.records():
         subject = subject_name(subject_prefix, record.kind, record.name, record.version.model)
-        if subject in refused:
-            results.append(
-                Registration(subject, record.key, None, None, "an earlier version was refused")
-            )
-            continue
-        if subject not in configured:
-            _ensure_compatibility(client, subject)
-            configured.add(subject)
-        schema = Schema(orjson.dumps(record.document).decode(), "JSON")
-        try:
-            registered = client.register_schema_full_response(subject, schema)
-        except SchemaRegistryError as exc:
-            if exc.http_status_code not in (409, 422):
-                raise
-            refused.add(subject)
-            results.append(Registration(subject, record.key, None, None, str(exc)))
-            continue
-        results.append(Registration(subject, record.key, registered.schema_id, registered.version))
+        subjects.setdefault(subject, []).append(record)
+    results: list[Registration] = []
+    for subject, records in subjects.items():
+        _ensure_compatibility(client, subject)
+        held = subject_versions(client, subject)
+        refused: str | None = None
+        for record in records:
+            known = held.get(record.version)
+            if refused is not None:
+                results.append(
+                    Registration(
+                        subject, record.key, None, None, f"not tried: {refused} was refused"
+                    )
+                )
+            elif known is not None and (
+                known.document == record.document or record is not records[-1]
+            ):
+                note = "registered before" + (
+                    "" if known.document == record.document else " (with an earlier envelope)"
+                )
+                results.append(
+                    Registration(subject, record.key, known.schema_id, known.version, note=note)
+                )
+            else:
+                try:
+                    results.append(_register(client, subject, record))
+                except SchemaRegistryError as exc:
+                    if exc.http_status_code not in (409, 422):
+                        raise
+                    refused = record.key
+                    results.append(Registration(subject, record.key, None, None, str(exc)))
     return results
+
+
+def _register(client: SchemaRegistryClient, subject: str, record: RecordSchema) -> Registration:
+    schema = Schema(orjson.dumps(record.document).decode(), "JSON")
+    registered = client.register_schema_full_response(subject, schema)
+    version = registered.version
+    if version is None:  # Karapace and older Confluent answer the id alone
+        version = client.lookup_schema(subject, schema).version
+    return Registration(subject, record.key, registered.schema_id, version)
 
 
 def _ensure_compatibility(client: SchemaRegistryClient, subject: str) -> None:

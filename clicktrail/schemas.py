@@ -10,16 +10,17 @@ Kinds of authored schema:
 - ``traits``: the ``traits`` of ``identify`` (``traits/identify``) and ``group`` (``traits/group``).
 
 An event is validated against one *record schema*: the whole event. For a call type it is the
-envelope; for an event or traits schema it is the latest envelope of its call type combined
-with that schema on ``properties`` (or ``traits``). Record schemas are bundled into one
-self-contained document (what a schema registry stores) and compiled once, by jsonschema-rs,
-which both accepts valid events and reports every error of a rejected one.
+envelope; for an event or traits schema it is the latest envelope of its call type with that
+schema on ``properties`` (or ``traits``). A record schema is one self-contained draft-07
+document with every reference inlined (``clicktrail.inline``): what a schema registry stores
+and judges, and what is compiled once, by jsonschema-rs, which both accepts valid events and
+reports every error of a rejected one.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache, total_ordering
 from pathlib import Path
@@ -27,7 +28,9 @@ from typing import Any, Protocol
 
 import jsonschema_rs
 import orjson
-from jsonschema import Draft202012Validator
+from jsonschema import Draft7Validator, Draft202012Validator
+
+from clicktrail.inline import RECORD_DRAFT, InlineError, conjoin, inline
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 VENDOR = "io.clicktrail"
@@ -136,23 +139,17 @@ class RecordSchema:
     def _message(self, error: Any, keyword: str) -> str:
         """The error's message, without echoing a whole object back for composite keywords."""
         if keyword in ("anyOf", "oneOf", "not"):
-            described = self._node(error.absolute_keyword_location, up=1).get("description")
+            described = self._node(error.schema_path[:-1]).get("description")
             return str(described or f"matches none of the forms its {keyword} allows")
         message = str(error.message)
         if len(message) > MAX_MESSAGE_CHARS:
             message = message[: MAX_MESSAGE_CHARS - 1] + "…"
         return message
 
-    def _node(self, location: str | None, up: int = 0) -> dict[str, Any]:
-        """The schema object at ``uri#pointer`` in this bundled document (``up`` levels above)."""
-        uri, _, pointer = (location or "").partition("#")
-        node: Any = (
-            self.document["$defs"].get(uri, self.document)
-            if "$defs" in self.document
-            else self.document
-        )
-        parts = [p for p in pointer.split("/") if p]
-        for part in parts[: len(parts) - up]:
+    def _node(self, path: Iterable[str | int]) -> dict[str, Any]:
+        """The schema object at a keyword path of this (reference-free) document."""
+        node: Any = self.document
+        for part in path:
             node = node[int(part)] if isinstance(node, list) else node.get(part, {})
         return node if isinstance(node, dict) else {}
 
@@ -161,12 +158,12 @@ MAX_MESSAGE_CHARS = 300
 
 
 def compile_record(
-    kind: str, name: str, version: SchemaVer, bundled: dict[str, Any], schema_id: int | None = None
+    kind: str, name: str, version: SchemaVer, document: dict[str, Any], schema_id: int | None = None
 ) -> RecordSchema:
     """Compile a self-contained record schema document (jsonschema-rs: fast to accept, and to
     report every error of a rejected event)."""
-    validator = jsonschema_rs.validator_for(bundled, validate_formats=True)
-    return RecordSchema(kind, name, version, bundled, schema_id, validator)
+    validator = jsonschema_rs.validator_for(document, validate_formats=True)
+    return RecordSchema(kind, name, version, document, schema_id, validator)
 
 
 class SchemaRegistry(Protocol):
@@ -178,15 +175,19 @@ class SchemaRegistry(Protocol):
         Raises DependencyUnavailable when the registry cannot be reached.
         """
 
+    def locate(self, kind: str, name: str, version: str | None = None) -> str:
+        """Where that schema is, or would be: a file, or a registry subject and version."""
+
 
 class FileSchemaRegistry:
     """Record schemas built from a directory of authored schemas, all at construction."""
 
     def __init__(self, root: Path) -> None:
+        self.root = root
         self.documents = read_catalogue(root)
         self._records: dict[tuple[str, str], dict[SchemaVer, RecordSchema]] = {}
-        for kind, name, version, bundled in build_records(self.documents):
-            record = compile_record(kind, name, version, bundled)
+        for kind, name, version, document in build_records(self.documents):
+            record = compile_record(kind, name, version, document)
             self._records.setdefault((kind, name), {})[version] = record
 
     def record(self, kind: str, name: str, version: str | None = None) -> RecordSchema | None:
@@ -199,6 +200,9 @@ class FileSchemaRegistry:
             return versions.get(SchemaVer.parse(version))
         except SchemaCatalogueError:
             return None
+
+    def locate(self, kind: str, name: str, version: str | None = None) -> str:
+        return str(self.root / kind / name / f"{version or '<version>'}.json")
 
     def records(self) -> Iterator[RecordSchema]:
         """Every record schema, each name's versions in order."""
@@ -250,9 +254,9 @@ def read_catalogue(root: Path) -> list[SchemaDoc]:
 def build_records(
     docs: Iterable[SchemaDoc],
 ) -> Iterator[tuple[str, str, SchemaVer, dict[str, Any]]]:
-    """Bundle the record schema of every call envelope and every event or traits schema."""
+    """The record schema of every call envelope and every event or traits schema."""
     docs = list(docs)
-    by_id = {doc.id: doc.document for doc in docs}
+    resolve = _resolver({doc.id: doc.document for doc in docs})
     envelopes: dict[str, SchemaDoc] = {}
     for doc in docs:
         if doc.kind == "calls" and (
@@ -261,23 +265,19 @@ def build_records(
             envelopes[doc.name] = doc
     for doc in docs:
         if doc.kind == "calls":
-            yield doc.kind, doc.name, doc.version, bundle(doc.document, by_id)
+            tree = _inlined(doc, resolve)
+            title = f"{doc.name} call {doc.version}"
+            yield doc.kind, doc.name, doc.version, _record(tree, doc.document["self"], title)
         elif doc.kind in ("events", "traits"):
             call, field_name = completes(doc.kind, doc.name)
             envelope = envelopes.get(call)
             if envelope is None:
                 raise SchemaCatalogueError(f"{doc.key}: no calls/{call} envelope to complete")
-            wrapper = {
-                "$schema": DRAFT,
-                "$id": f"urn:clicktrail:records/{doc.key}",
-                "self": {**doc.document["self"], "envelope": envelope.key},
-                "title": f"{call} {doc.name} {doc.version}",
-                "allOf": [
-                    {"$ref": envelope.id},
-                    {"type": "object", "properties": {field_name: {"$ref": doc.id}}},
-                ],
-            }
-            yield doc.kind, doc.name, doc.version, bundle(wrapper, by_id)
+            part = {"type": "object", "properties": {field_name: _inlined(doc, resolve)}}
+            tree = conjoin(_inlined(envelope, resolve), part)
+            described = {**doc.document["self"], "envelope": envelope.key}
+            title = f"{call} {doc.name} {doc.version}"
+            yield doc.kind, doc.name, doc.version, _record(tree, described, title)
 
 
 def completes(kind: str, name: str) -> tuple[str, str]:
@@ -285,35 +285,47 @@ def completes(kind: str, name: str) -> tuple[str, str]:
     return ("track", "properties") if kind == "events" else (name, "traits")
 
 
-def bundle(document: dict[str, Any], by_id: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """A compound schema document (JSON Schema 2020-12, section 9.3): every document reachable
-    through ``$ref`` embedded whole, with its ``$id``, under ``$defs``; ``$ref`` values unchanged.
-    Self-contained, so a registry can store it and any validator can use it."""
-    embedded: dict[str, dict[str, Any]] = {}
-    pending = [document]
-    while pending:
-        for ref in _refs(pending.pop()):
-            uri = ref.split("#", 1)[0]
-            if uri and uri != document.get("$id") and uri not in embedded:
-                if uri not in by_id:
-                    raise SchemaCatalogueError(f"{document.get('$id')}: $ref to unknown {uri}")
-                embedded[uri] = by_id[uri]
-                pending.append(by_id[uri])
-    if not embedded:
-        return document
-    return {**document, "$defs": {**document.get("$defs", {}), **embedded}}
+def _record(tree: Any, described: dict[str, Any], title: str) -> dict[str, Any]:
+    if not isinstance(tree, dict) or "allOf" in tree or "anyOf" in tree or "oneOf" in tree:
+        # Registries would judge every later change of such a record only as "subschemas
+        # changed", and Kafka Connect could not map it to a struct.
+        raise SchemaCatalogueError(
+            f"{described['kind']}/{described['name']}/{described['version']}: the record "
+            "schema must be one object schema, without allOf, anyOf or oneOf at its top"
+        )
+    record = {"$schema": RECORD_DRAFT, "title": title, "self": described, **tree}
+    try:
+        Draft7Validator.check_schema(record)
+    except Exception as exc:
+        raise SchemaCatalogueError(f"{title}: not a valid draft-07 record schema: {exc}") from None
+    return record
 
 
-def _refs(node: Any) -> Iterator[str]:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "$ref" and isinstance(value, str):
-                yield value
-            else:
-                yield from _refs(value)
-    elif isinstance(node, list):
-        for item in node:
-            yield from _refs(item)
+def _inlined(doc: SchemaDoc, resolve: Callable[[str, str], tuple[Any, str]]) -> Any:
+    try:
+        return inline(doc.document, doc.id, resolve)
+    except InlineError as exc:
+        raise SchemaCatalogueError(f"{doc.key}: {exc}") from None
+
+
+def _resolver(documents: dict[str, dict[str, Any]]) -> Callable[[str, str], tuple[Any, str]]:
+    """Resolves ``uri#/json/pointer`` references among the catalogue's documents."""
+
+    def resolve(ref: str, base: str) -> tuple[Any, str]:
+        uri, _, fragment = ref.partition("#")
+        uri = uri or base
+        if uri not in documents:
+            raise SchemaCatalogueError(f"{base}: $ref to unknown {uri}")
+        node: Any = documents[uri]
+        for part in [p for p in fragment.split("/") if p]:
+            part = part.replace("~1", "/").replace("~0", "~")
+            try:
+                node = node[int(part)] if isinstance(node, list) else node[part]
+            except (KeyError, IndexError, ValueError):
+                raise SchemaCatalogueError(f"{base}: $ref {ref} points at nothing") from None
+        return node, uri
+
+    return resolve
 
 
 def error_entry(path: str, keyword: str, message: str, schema: str) -> dict[str, str]:

@@ -17,7 +17,6 @@ from typing import Any
 
 from clicktrail.intake import CALL_TYPES
 from clicktrail.schemas import (
-    RecordSchema,
     SchemaCatalogueError,
     SchemaRegistry,
     SchemaVer,
@@ -27,6 +26,8 @@ from clicktrail.schemas import (
 
 REASON_INVALID = "schema_validation"
 REASON_UNPLANNED = "unplanned"
+# The schema an event needs is not in the catalogue or the registry (replay once it is).
+REASON_MISSING = "schema_missing"
 UNPLANNED_POLICIES = ("allow", "deadletter")
 
 
@@ -109,8 +110,13 @@ class EventValidator:
             )
         kind, name = specific_schema(event)
         version, problem = _requested_version(event, kind, name)
+        envelope = self._registry.record("calls", call_type)
+        if envelope is None:
+            where = self._registry.locate("calls", call_type)
+            message = f"no envelope schema for {call_type} calls: {where} is missing"
+            key = f"calls/{call_type}"
+            return Verdict(key, [error_entry("/type", "schema", message, key)], REASON_MISSING)
         if problem is not None:
-            envelope = self._envelope(call_type)
             problem["schema"] = envelope.key
             return Verdict(
                 envelope.key, [problem, *envelope.errors(event)], schema_id=envelope.schema_id
@@ -118,13 +124,13 @@ class EventValidator:
 
         record = self._registry.record(kind, name, version)
         if record is None and version is not None:
-            envelope = self._envelope(call_type)
-            message = f"context.schema names {kind}/{name}/{version}, which does not exist"
+            where = self._registry.locate(kind, name, version)
+            message = f"context.schema names {kind}/{name}/{version}, which is missing: {where}"
             errors = [
                 error_entry("/context/schema", "schema", message, envelope.key),
                 *envelope.errors(event),
             ]
-            return Verdict(envelope.key, errors, schema_id=envelope.schema_id)
+            return Verdict(envelope.key, errors, REASON_MISSING, envelope.schema_id)
 
         unplanned: list[dict[str, str]] = []
         if call_type == "track":
@@ -148,19 +154,13 @@ class EventValidator:
                     )
                 )
         if record is None:
-            record = self._envelope(call_type)
+            record = envelope
         errors = record.errors(event)
         if unplanned:
             for error in unplanned:
                 error["schema"] = record.key
             return Verdict(record.key, [*unplanned, *errors], REASON_UNPLANNED, record.schema_id)
         return Verdict(record.key, errors, schema_id=record.schema_id)
-
-    def _envelope(self, call_type: str) -> RecordSchema:
-        envelope = self._registry.record("calls", call_type)
-        if envelope is None:
-            raise SchemaCatalogueError(f"the schema catalogue has no calls/{call_type} envelope")
-        return envelope
 
 
 def _requested_version(

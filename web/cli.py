@@ -374,6 +374,7 @@ def doctor() -> None:
     findings = checkup.configuration(settings)
     # The report says what is down; the clients' own complaints about it would only bury it.
     logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
     if settings is not None and not any(f.level == "fail" for f in findings):
         settings = replace(settings, kafka={**settings.kafka, "log_level": "0"})
         db = Database(settings.database_url, name="clicktrail-doctor", timeout=2.0)
@@ -382,7 +383,9 @@ def doctor() -> None:
             checks["workers"] = workers_check(CeleryEnqueuer(settings).ping_workers)
             found = checkup.dependencies(settings, checks)
             up = {f.name for f in found if f.level == "ok"}
-            findings += found + checkup.setup(settings, db, "postgres" in up, "kafka" in up)
+            findings += found + checkup.setup(
+                settings, db, "postgres" in up, "kafka" in up, "schema_registry" in up
+            )
         finally:
             db.close()
     else:

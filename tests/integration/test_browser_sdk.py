@@ -97,7 +97,7 @@ def visit_the_shop(
     )
     assert page.value["context"]["userAgent"].startswith("Mozilla/")
     assert viewed.topic == topics.events
-    assert viewed.headers["schema"] == "events/product_viewed/1-0-0"
+    assert viewed.headers["schema"] == "events/product_viewed/2-0-0"
     assert viewed.value["properties"] == {
         "product_id": "mug-blue", "name": "Blue mug", "price": 12.5, "currency": "EUR",
     }  # fmt: skip

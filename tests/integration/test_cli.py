@@ -214,7 +214,7 @@ def test_schemas_check_passes_the_catalogue_and_fails_a_breaking_change(
     flask_cli: FlaskCli, tmp_path: Path
 ) -> None:
     breaking = copy_catalogue(tmp_path / "schemas")
-    evolved(breaking, "events/product_viewed", "1-0-1", require_sku)
+    evolved(breaking, "events/product_viewed", "2-0-1", require_sku)
 
     shipped = flask_cli("schemas", "check")
     broken = flask_cli("schemas", "check", "--dir", str(breaking))
@@ -222,8 +222,8 @@ def test_schemas_check_passes_the_catalogue_and_fails_a_breaking_change(
     assert shipped.returncode == 0, shipped.stdout + shipped.stderr
     assert "every version is backward compatible" in shipped.stdout
     assert broken.returncode == 1
-    assert "FAIL  events/product_viewed 1-0-0 -> 1-0-1 is not backward compatible" in broken.stdout
-    assert "/sku: new required field" in broken.stdout
+    assert "FAIL  events/product_viewed 2-0-0 -> 2-0-1 is not backward compatible" in broken.stdout
+    assert "/properties/sku: now required" in broken.stdout
 
 
 def test_schemas_register_fills_the_registry_and_needs_one(

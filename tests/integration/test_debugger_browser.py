@@ -95,7 +95,7 @@ def test_events_show_up_live_with_their_details_and_errors(
     assert "published" in good.get_attribute("class")
     summary = good.find_element(By.TAG_NAME, "summary").text
     assert "Product Viewed" in summary
-    assert "events/product_viewed/1-0-0" in summary
+    assert "events/product_viewed/2-0-0" in summary
     raw = good.find_element(By.CSS_SELECTOR, ".raw pre").text
     enriched = good.find_element(By.CSS_SELECTOR, ".enriched pre").text
     assert '"ip": "198.51.100.0"' in raw

@@ -104,6 +104,6 @@ def test_naming_a_schema_version_that_does_not_exist_dead_letters_the_event(
     )
 
     [record] = kafka.wait_for([message_id], topic=topics.deadletter)[message_id]
-    assert record.value["reason"] == "schema_validation"
+    assert record.value["reason"] == "schema_missing"
     assert record.value["errors"][0]["path"] == "/context/schema"
     assert "product_viewed/7-0-0" in record.value["errors"][0]["message"]

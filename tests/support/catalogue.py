@@ -21,10 +21,14 @@ def evolved(
     change: Callable[[dict[str, Any]], None] = lambda doc: None,
 ) -> dict[str, Any]:
     """Write ``<kind>/<name>/<new_version>.json``: the latest existing version of ``key``
-    (``events/product_viewed``) with ``change`` applied. Returns the new document."""
+    (``events/product_viewed``) in the same MODEL (else the latest of all) with ``change``
+    applied. Returns the new document."""
     kind, name = key.split("/")
     folder = root / kind / name
-    latest = max(folder.glob("*.json"), key=lambda p: tuple(int(n) for n in p.stem.split("-")))
+    versions = {tuple(int(n) for n in p.stem.split("-")): p for p in folder.glob("*.json")}
+    model = int(new_version.split("-")[0])
+    same_model = [v for v in versions if v[0] == model]
+    latest = versions[max(same_model or versions)]
     document = orjson.loads(latest.read_bytes())
     document["$id"] = f"urn:clicktrail:{kind}/{name}/{new_version}"
     document["self"]["version"] = new_version
@@ -44,3 +48,8 @@ def add_optional_color(document: dict[str, Any]) -> None:
 
 def require_sku(document: dict[str, Any]) -> None:
     document["required"] = [*document.get("required", []), "sku"]
+
+
+def require_new_field(document: dict[str, Any]) -> None:
+    document["properties"]["brand_id"] = {"type": "string"}
+    document["required"] = [*document.get("required", []), "brand_id"]

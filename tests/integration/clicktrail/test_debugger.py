@@ -131,22 +131,22 @@ def test_a_watched_source_keeps_each_event_received_enriched_and_its_errors(
     pipeline, publisher = pipeline_with(make_tap(client))
     feed = DebugFeed(client, FixedClock(), retention_seconds=300)
     good = copy.deepcopy(valid_events()["track_product_viewed"])
-    good["properties"]["email"] = "someone@example.com"
+    good["properties"]["sku"] = "someone@example.com"
     bad, expected = invalid_events()["order_completed_bad_properties"]
     bad = copy.deepcopy(bad)
     bad.setdefault("context", {})["ip"] = "198.51.100.77"
 
-    pipeline.process(payload(source_id, good, bad, pseudonymize=["properties.email"]))
+    pipeline.process(payload(source_id, good, bad, pseudonymize=["properties.sku"]))
     entries = feed.read(source_id, None, 50)
 
     assert [e["status"] for e in entries] == ["dead_lettered", "published"]  # newest first
     rejected, published = entries
     assert published["messageId"] == good["messageId"]
     assert (published["type"], published["name"]) == ("track", "Product Viewed")
-    assert published["schema"] == "events/product_viewed/1-0-0"
+    assert published["schema"] == "events/product_viewed/2-0-0"
     assert published["receivedAt"] == good["receivedAt"]
     assert published["raw"]["context"]["ip"] == "203.0.113.0"
-    assert published["raw"]["properties"]["email"].startswith("hmac:")
+    assert published["raw"]["properties"]["sku"].startswith("hmac:")
     assert "session" not in published["raw"]["context"]
     assert published["enriched"] == publisher.published[0].value
     assert published["enriched"]["context"]["session"]["eventIndex"] == 1

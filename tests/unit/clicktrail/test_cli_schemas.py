@@ -24,23 +24,25 @@ def clicktrail(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_a_new_optional_property_passes_the_check(tmp_path: Path) -> None:
     root = copy_catalogue(tmp_path / "schemas")
-    evolved(root, "events/product_viewed", "1-0-1", add_optional_color)
+    evolved(root, "events/product_viewed", "2-0-1", add_optional_color)
 
     result = clicktrail("schemas", "check", "--dir", str(root))
 
     assert result.returncode == 0, result.stdout
-    assert "ok    events/product_viewed 1-0-0 -> 1-0-1" in result.stdout
+    assert "ok    events/product_viewed 2-0-0 -> 2-0-1" in result.stdout
 
 
 def test_a_new_required_property_fails_the_check_with_a_clear_message(tmp_path: Path) -> None:
     root = copy_catalogue(tmp_path / "schemas")
-    evolved(root, "events/product_viewed", "1-0-1", require_sku)
+    evolved(root, "events/product_viewed", "2-0-1", require_sku)
 
     result = clicktrail("schemas", "check", "--dir", str(root))
 
     assert result.returncode == 1
-    assert "FAIL  events/product_viewed 1-0-0 -> 1-0-1 is not backward compatible:" in result.stdout
-    assert "/sku: new required field (events written for the old version lack it)" in result.stdout
+    assert "FAIL  events/product_viewed 2-0-0 -> 2-0-1 is not backward compatible:" in result.stdout
+    assert "/properties/sku: now required (events written for the old version may lack it)" in (
+        result.stdout
+    )
     assert "new MODEL (e.g. 2-0-0)" in result.stdout
 
 

@@ -69,7 +69,7 @@ def test_valid_events_are_enriched_and_published_in_order_invalid_ones_dead_lett
     assert {k: v for k, v in first.headers.items() if k != "traceparent"} == {
         "event-id": "m-1",
         "event-type": "track",
-        "schema": "events/product_viewed/1-0-0",
+        "schema": "events/product_viewed/2-0-0",
         "source-id": "src-1",
     }
     assert first.headers["traceparent"].split("-")[1] == "a" * 32  # the request's trace goes on
@@ -226,7 +226,7 @@ def test_only_delivered_events_count_as_seen_and_dead_letters_never() -> None:
 
 def test_configured_paths_are_pseudonymised_in_events_and_dead_letters() -> None:
     pipeline, _, publisher = make(enricher=Enricher(pseudonymization_key="k"))
-    good = copy.deepcopy(valid_events()["track_product_viewed"])
+    good = copy.deepcopy(valid_events()["track_unplanned"])
     good["properties"]["email"] = "ada@example.com"
     bad = {**copy.deepcopy(invalid_events()["track_without_event"][0]), "properties": {}}
     bad["properties"]["email"] = "ada@example.com"

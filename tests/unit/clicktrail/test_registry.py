@@ -14,7 +14,12 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 
 from clicktrail.errors import DependencyUnavailable
 from clicktrail.kafka import Record
-from clicktrail.registry import ConfluentSchemaRegistry, register_catalogue
+from clicktrail.registry import (
+    ConfluentSchemaRegistry,
+    expected_subjects,
+    missing_subjects,
+    register_catalogue,
+)
 from clicktrail.schemas import FileSchemaRegistry
 from clicktrail.validation import EventValidator
 from tests.support.catalogue import (
@@ -71,6 +76,7 @@ def test_registering_the_catalogue_makes_one_subject_per_schema_and_model(
     assert {
         "clicktrail.calls.track.v1",
         "clicktrail.events.product_viewed.v1",
+        "clicktrail.events.product_viewed.v2",
         "clicktrail.traits.identify.v1",
     } <= subjects
     assert set(client.get_subjects()) == subjects
@@ -91,9 +97,9 @@ def test_lookups_find_the_registered_record_schemas_and_validate_with_them(
     )
 
     assert good.valid
-    assert good.schema == "events/product_viewed/1-0-0"
+    assert good.schema == "events/product_viewed/2-0-0"
     assert (
-        good.schema_id == client.get_latest_version("clicktrail.events.product_viewed.v1").schema_id
+        good.schema_id == client.get_latest_version("clicktrail.events.product_viewed.v2").schema_id
     )
     assert {(e["path"], e["keyword"]) for e in bad.errors} == {
         ("/properties/product_id", "required"),
@@ -110,24 +116,24 @@ def test_new_versions_are_picked_up_after_the_refresh_and_old_ones_stay_reachabl
     registry = ConfluentSchemaRegistry(client, refresh_seconds=60, clock=clock)
     before = registry.record("events", "product_viewed")
 
-    evolved(root, "events/product_viewed", "1-0-1", add_optional_color)
+    evolved(root, "events/product_viewed", "2-0-1", add_optional_color)
     register_catalogue(client, FileSchemaRegistry(root))
     still_cached = registry.record("events", "product_viewed")
     clock.now = 61
     after = registry.record("events", "product_viewed")
-    old = registry.record("events", "product_viewed", "1-0-0")
+    old = registry.record("events", "product_viewed", "2-0-0")
 
     assert before is not None
     assert still_cached is not None
     assert after is not None
     assert old is not None
     assert (before.key, still_cached.key, after.key, old.key) == (
-        "events/product_viewed/1-0-0",
-        "events/product_viewed/1-0-0",
-        "events/product_viewed/1-0-1",
-        "events/product_viewed/1-0-0",
+        "events/product_viewed/2-0-0",
+        "events/product_viewed/2-0-0",
+        "events/product_viewed/2-0-1",
+        "events/product_viewed/2-0-0",
     )
-    assert client.get_latest_version("clicktrail.events.product_viewed.v1").version == 2
+    assert client.get_latest_version("clicktrail.events.product_viewed.v2").version == 2
     assert after.schema_id != old.schema_id
 
 
@@ -135,16 +141,16 @@ def test_a_new_model_is_a_new_subject_and_becomes_the_latest(
     client: SchemaRegistryClient, tmp_path: Path
 ) -> None:
     root = copy_catalogue(tmp_path / "schemas")
-    evolved(root, "events/product_viewed", "2-0-0", require_sku)
+    evolved(root, "events/product_viewed", "3-0-0", require_sku)
     register_catalogue(client, FileSchemaRegistry(root))
     registry = ConfluentSchemaRegistry(client)
 
     latest = registry.record("events", "product_viewed")
 
-    assert "clicktrail.events.product_viewed.v2" in client.get_subjects()
+    assert "clicktrail.events.product_viewed.v3" in client.get_subjects()
     assert latest is not None
-    assert latest.key == "events/product_viewed/2-0-0"
-    assert registry.record("events", "product_viewed", "1-0-0") is not None
+    assert latest.key == "events/product_viewed/3-0-0"
+    assert registry.record("events", "product_viewed", "2-0-0") is not None
     assert registry.record("events", "never_registered") is None
 
 
@@ -196,3 +202,37 @@ def test_an_unreachable_registry_is_dependency_unavailable() -> None:
         ConfluentSchemaRegistry(client).record("calls", "page")
 
     assert caught.value.name == "schema_registry"
+
+
+def test_registering_again_leaves_what_the_subjects_hold_and_renews_a_changed_newest_version(
+    client: SchemaRegistryClient, tmp_path: Path
+) -> None:
+    root = copy_catalogue(tmp_path / "schemas")
+    evolved(root, "events/product_viewed", "2-0-1", add_optional_color)
+    register_catalogue(client, FileSchemaRegistry(root))
+    # The track envelope widens: every event record embeds the newest envelope.
+    evolved(root, "calls/track", "1-0-2", lambda d: d["properties"]["event"].update(maxLength=300))
+
+    again = {r.schema: r for r in register_catalogue(client, FileSchemaRegistry(root))}
+
+    assert all(r.error is None for r in again.values())
+    assert again["events/product_viewed/2-0-0"].note == (
+        "registered before (with an earlier envelope)"
+    )
+    assert again["events/product_viewed/2-0-1"].note == ""  # the newest: registered anew
+    assert again["calls/track/1-0-1"].note == "registered before"
+    assert client.get_latest_version("clicktrail.events.product_viewed.v2").version == 3
+
+
+def test_the_subjects_a_catalogue_needs_and_which_are_missing(tmp_path: Path) -> None:
+    expected = expected_subjects(SCHEMAS, "ct")
+    without_catalogue = expected_subjects(tmp_path / "nothing-here", "ct")
+
+    assert "ct.calls.track.v1" in expected
+    assert {"ct.events.product_viewed.v1", "ct.events.product_viewed.v2"} <= set(expected)
+    assert not any(".common." in s for s in expected)
+    assert "ct.calls.track.v*" in without_catalogue
+    assert missing_subjects(["ct.calls.track.v3"], ["ct.calls.track.v*", "ct.calls.page.v*"]) == [
+        "ct.calls.page.v*"
+    ]
+    assert missing_subjects(expected, expected) == []

@@ -6,12 +6,12 @@ from typing import Any
 import orjson
 import pytest
 
+from clicktrail.inline import InlineError, conjoin, inline
 from clicktrail.intake import CALL_TYPES
 from clicktrail.schemas import (
     FileSchemaRegistry,
     SchemaCatalogueError,
     SchemaVer,
-    bundle,
     event_schema_name,
 )
 from tests.support.catalogue import SCHEMAS, add_optional_color, copy_catalogue, evolved
@@ -29,30 +29,33 @@ def test_the_catalogue_has_a_record_for_every_call_type_event_and_traits_schema(
     keys = {record.key for record in registry.records()}
 
     assert {f"calls/{t}/1-0-0" for t in CALL_TYPES} <= keys
-    assert {"events/product_viewed/1-0-0", "events/order_completed/1-0-0"} <= keys
+    assert {"events/product_viewed/2-0-0", "events/order_completed/2-0-0"} <= keys
     assert {"traits/identify/1-0-0", "traits/group/1-0-0"} <= keys
     assert not any(key.startswith("common/") for key in keys)
 
 
-def test_record_schemas_are_self_contained(registry: FileSchemaRegistry) -> None:
-    record = registry.record("events", "product_viewed")
-    assert record is not None
-    text = orjson.dumps(record.document).decode()
+def test_record_schemas_are_one_flat_draft_07_document_without_references(
+    registry: FileSchemaRegistry,
+) -> None:
+    for record in registry.records():
+        text = orjson.dumps(record.document).decode()
 
-    # Every document it refers to is embedded, so a registry or a deserializer needs nothing else.
-    assert set(record.document["$defs"]) == {
-        "urn:clicktrail:calls/track/1-0-1",
-        "urn:clicktrail:common/segment/1-0-1",
-        "urn:clicktrail:events/product_viewed/1-0-0",
-    }
-    assert record.document["self"]["envelope"] == "calls/track/1-0-1"
-    assert "urn:clicktrail:events/product_viewed/1-0-0" in text
+        assert '"$ref"' not in text, record.key  # a registry or a deserializer needs nothing else
+        assert record.document["$schema"] == "http://json-schema.org/draft-07/schema#"
+        assert record.document["type"] == "object"
+        assert not {"allOf", "anyOf", "oneOf"} & set(record.document), record.key
+    viewed = registry.record("events", "product_viewed")
+    assert viewed is not None
+    assert viewed.document["self"]["envelope"] == "calls/track/1-0-1"
+    assert viewed.document["properties"]["properties"]["additionalProperties"] is False
+    assert "product_id" in viewed.document["properties"]["properties"]["properties"]
+    assert "context" in viewed.document["properties"]  # the envelope's fields, merged in
 
 
 def test_record_schemas_judge_every_sample_as_an_independent_validator_does(
     registry: FileSchemaRegistry,
 ) -> None:
-    from jsonschema import Draft202012Validator
+    from jsonschema import Draft7Validator
 
     from clicktrail.validation import specific_schema
 
@@ -61,9 +64,7 @@ def test_record_schemas_judge_every_sample_as_an_independent_validator_does(
         kind, name = specific_schema(event)
         record = registry.record(kind, name) or registry.record("calls", event["type"])
         assert record is not None
-        reference = Draft202012Validator(
-            record.document, format_checker=Draft202012Validator.FORMAT_CHECKER
-        )
+        reference = Draft7Validator(record.document, format_checker=Draft7Validator.FORMAT_CHECKER)
         assert (record.errors(event) == []) == reference.is_valid(event)
 
 
@@ -74,14 +75,16 @@ def test_errors_point_at_the_missing_field_and_stay_short(registry: FileSchemaRe
         "type": "alias",
         "messageId": "m",
         "receivedAt": "2026-01-01T00:00:00Z",
+        "anonymousId": {"nested": "x" * 5000},
         "previousId": "x" * 5000,
     }
 
     errors = record.errors(event)
 
     assert ("/userId", "required") in [(e["path"], e["keyword"]) for e in errors]
-    identity = [e for e in errors if e["keyword"] == "anyOf"]
-    assert identity[0]["message"] == "every event needs a userId or an anonymousId"
+    [composite] = [e for e in errors if e["keyword"] == "anyOf"]
+    assert composite["path"] == "/anonymousId"
+    assert "x" * 100 not in composite["message"]
     assert all(len(e["message"]) <= 300 for e in errors)
     assert {e["schema"] for e in errors} == {"calls/alias/1-0-1"}
 
@@ -107,17 +110,17 @@ def test_schemaver_orders_numerically() -> None:
 
 def test_the_latest_version_applies_unless_one_is_named(tmp_path: Path) -> None:
     root = copy_catalogue(tmp_path / "schemas")
-    evolved(root, "events/product_viewed", "1-0-1", add_optional_color)
-    evolved(root, "events/product_viewed", "1-10-0")
+    evolved(root, "events/product_viewed", "2-0-1", add_optional_color)
+    evolved(root, "events/product_viewed", "2-10-0")
     registry = FileSchemaRegistry(root)
 
     latest = registry.record("events", "product_viewed")
-    named = registry.record("events", "product_viewed", "1-0-0")
+    named = registry.record("events", "product_viewed", "2-0-0")
 
     assert latest is not None
-    assert latest.key == "events/product_viewed/1-10-0"
+    assert latest.key == "events/product_viewed/2-10-0"
     assert named is not None
-    assert named.key == "events/product_viewed/1-0-0"
+    assert named.key == "events/product_viewed/2-0-0"
     assert registry.record("events", "product_viewed", "9-9-9") is None
     assert registry.record("events", "product_viewed", "latest") is None
     assert registry.record("events", "nothing") is None
@@ -163,15 +166,58 @@ def test_traits_schemas_exist_only_for_identify_and_group(tmp_path: Path) -> Non
         FileSchemaRegistry(root)
 
 
-def test_bundle_embeds_what_is_referenced_transitively() -> None:
+def resolver(documents: dict[str, Any]) -> Any:
+    def resolve(ref: str, base: str) -> tuple[Any, str]:
+        uri, _, fragment = ref.partition("#")
+        node = documents[uri or base]
+        for part in [p for p in fragment.split("/") if p]:
+            node = node[part]
+        return node, uri or base
+
+    return resolve
+
+
+def test_inline_replaces_references_transitively_and_merges_their_siblings() -> None:
     documents = {
-        "urn:a": {"$id": "urn:a", "$ref": "urn:b#/$defs/x"},
-        "urn:b": {"$id": "urn:b", "$defs": {"x": {"$ref": "urn:c"}}},
-        "urn:c": {"$id": "urn:c", "type": "string"},
-        "urn:unused": {"$id": "urn:unused"},
+        "urn:a": {"$id": "urn:a", "type": "object", "$ref": "urn:b#/$defs/x", "required": ["n"]},
+        "urn:b": {
+            "$id": "urn:b",
+            "$defs": {
+                "x": {"type": "object", "properties": {"n": {"$ref": "#/$defs/n"}}},
+                "n": {"$ref": "urn:c"},
+            },
+        },
+        "urn:c": {"$id": "urn:c", "type": "string", "description": "from c"},
     }
 
-    bundled = bundle(documents["urn:a"], documents)
+    inlined = inline(documents["urn:a"], "urn:a", resolver(documents))
 
-    assert set(bundled["$defs"]) == {"urn:b", "urn:c"}
-    assert bundled["$ref"] == "urn:b#/$defs/x"
+    assert inlined == {
+        "type": "object",
+        "properties": {"n": {"type": "string", "description": "from c"}},
+        "required": ["n"],
+    }
+
+
+def test_inline_refuses_what_draft_07_cannot_say() -> None:
+    recursive = {"urn:r": {"$id": "urn:r", "properties": {"next": {"$ref": "urn:r"}}}}
+    with pytest.raises(InlineError, match="refers back to itself"):
+        inline(recursive["urn:r"], "urn:r", resolver(recursive))
+    with pytest.raises(InlineError, match="dependentRequired is not JSON Schema draft-07"):
+        inline({"dependentRequired": {"a": ["b"]}}, "urn:x", resolver({}))
+
+
+def test_conjoin_merges_only_where_that_means_the_same() -> None:
+    closed = {"type": "object", "properties": {"a": {}}, "additionalProperties": False}
+    widening = {"properties": {"b": {"type": "string"}}}
+
+    # Merged, b would be allowed by the closed schema's additionalProperties: kept apart.
+    assert conjoin(closed, widening) == {"allOf": [closed, widening]}
+    assert conjoin({"type": ["string", "null"]}, {"type": "string", "minLength": 1}) == {
+        "type": "string",
+        "minLength": 1,
+    }
+    assert conjoin({"minLength": 1}, {"minLength": 2}) == {
+        "allOf": [{"minLength": 1}, {"minLength": 2}]
+    }
+    assert conjoin(True, widening) == widening

@@ -19,7 +19,7 @@ def validator() -> EventValidator:
 @pytest.fixture(scope="module")
 def evolved_validator(tmp_path_factory: pytest.TempPathFactory) -> EventValidator:
     root = copy_catalogue(tmp_path_factory.mktemp("catalogue") / "schemas")
-    evolved(root, "events/product_viewed", "1-0-1", add_optional_color)
+    evolved(root, "events/product_viewed", "2-0-1", add_optional_color)
     return EventValidator(FileSchemaRegistry(root))
 
 
@@ -56,7 +56,7 @@ def test_invalid_sample_events_report_every_error_with_its_path(
 @pytest.mark.parametrize(
     ("sample", "schema"),
     [
-        ("track_product_viewed", "events/product_viewed/1-0-0"),
+        ("track_product_viewed", "events/product_viewed/2-0-0"),
         ("track_unplanned", "calls/track/1-0-1"),
         ("identify", "traits/identify/1-0-0"),
         ("group", "traits/group/1-0-0"),
@@ -94,10 +94,24 @@ def test_without_context_schema_the_latest_version_applies(
 
     verdict = evolved_validator.validate(event)
 
-    assert verdict.schema == "events/product_viewed/1-0-1"
+    assert verdict.schema == "events/product_viewed/2-0-1"
     assert [(e["path"], e["keyword"]) for e in verdict.errors] == [
         ("/properties/color", "minLength")
     ]
+
+
+def test_a_closed_event_schema_refuses_a_property_it_does_not_name(
+    validator: EventValidator,
+) -> None:
+    event = copy.deepcopy(valid_events()["track_product_viewed"])
+    event["properties"]["colour"] = "red"
+
+    verdict = validator.validate(event)
+
+    assert [(e["path"], e["keyword"]) for e in verdict.errors] == [
+        ("/properties", "additionalProperties")
+    ]
+    assert "colour" in verdict.errors[0]["message"]
 
 
 @pytest.mark.parametrize("named", ["product_viewed/1-0-0", "events/product_viewed/1-0-0"])
@@ -116,7 +130,7 @@ def test_context_schema_selects_the_version_an_old_client_was_written_for(
 @pytest.mark.parametrize(
     ("named", "message"),
     [
-        ("product_viewed/9-0-0", "does not exist"),
+        ("product_viewed/9-0-0", "which is missing"),
         ("order_completed/1-0-0", "but this event's schema is events/product_viewed"),
         ("product_viewed", "must look like name/1-0-0"),
         ("product_viewed/1.0", "not a SchemaVer"),
@@ -130,6 +144,42 @@ def test_a_wrong_context_schema_is_an_error(
     assert not verdict.valid
     assert verdict.errors[0]["path"] == "/context/schema"
     assert message in verdict.errors[0]["message"]
+
+
+def test_a_version_that_is_not_there_is_a_missing_schema_that_says_where(
+    validator: EventValidator,
+) -> None:
+    event = with_context_schema(valid_events()["track_product_viewed"], "product_viewed/2-0-7")
+
+    verdict = validator.validate(event)
+
+    assert verdict.reason == "schema_missing"
+    assert verdict.errors[0]["message"].endswith(
+        str(SCHEMAS / "events" / "product_viewed" / "2-0-7.json")
+    )
+
+
+class EmptyRegistry:
+    """A registry that holds nothing yet (the catalogue was never registered)."""
+
+    def record(self, kind: str, name: str, version: str | None = None) -> None:
+        return None
+
+    def locate(self, kind: str, name: str, version: str | None = None) -> str:
+        return f"subject ct.{kind}.{name}.v<MODEL>"
+
+
+def test_without_its_envelope_an_event_is_a_missing_schema_not_a_crash() -> None:
+    verdict = EventValidator(EmptyRegistry()).validate(valid_events()["track_product_viewed"])
+
+    assert (verdict.valid, verdict.reason, verdict.schema) == (
+        False,
+        "schema_missing",
+        "calls/track",
+    )
+    assert verdict.errors[0]["message"] == (
+        "no envelope schema for track calls: subject ct.calls.track.v<MODEL> is missing"
+    )
 
 
 def test_context_schema_may_name_an_envelope_version(validator: EventValidator) -> None:
