@@ -131,22 +131,33 @@ def read_body(body: Any, call_type: str | None, raw_size: int) -> Intake:
 
 
 def stamp(events: list[dict[str, Any]], received_at: datetime, client_ip: str | None) -> None:
-    """Server stamps, in place: ``receivedAt``, a ``messageId`` when absent, ``context.ip``.
+    """Server stamps, in place: ``receivedAt``, a ``messageId`` when absent, ``context.ip``,
+    and the ``traits`` of an identify that carries them in ``context.traits`` only.
 
     ``context.ip`` is filled from the connection only when the client did not send one (as
-    Segment does); the pipeline anonymises it before anything leaves it.
+    Segment does); the pipeline anonymises it before anything leaves it. RudderStack's SDKs
+    (Python, JavaScript) send an identify's traits in ``context.traits`` alone; a copy in
+    ``traits``, where the Segment Spec puts them, is what the traits schema checks and the
+    profile takes.
     """
     received = format_ts(received_at)
     for event in events:
         event["receivedAt"] = received
         if not event.get("messageId"):
             event["messageId"] = str(uuid.uuid4())
+        context = event.get("context")
         if client_ip:
-            context = event.get("context")
             if context is None:
                 event["context"] = {"ip": client_ip}
             elif isinstance(context, dict) and not context.get("ip"):
                 context["ip"] = client_ip
+        if (
+            event.get("type") == "identify"
+            and "traits" not in event
+            and isinstance(context, dict)
+            and isinstance(context.get("traits"), dict)
+        ):
+            event["traits"] = dict(context["traits"])
 
 
 def _write_key(body: dict[str, Any]) -> str | None:

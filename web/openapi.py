@@ -46,7 +46,7 @@ _REJECTIONS = {
     "401": _error("No write key, or one that is unknown, revoked or expired."),
     "403": _error("The request's Origin is not among the source's allowed origins."),
     "413": _error("The body, an event or the batch is over its size limit."),
-    "415": _error("Not JSON, or a Content-Encoding other than gzip."),
+    "415": _error("A Content-Encoding other than gzip."),
     "429": _error("The source sends faster than its rate limit.", retry_after=True),
     "503": _error(
         "The queue is full or a dependency is down; nothing was accepted.", retry_after=True
@@ -61,8 +61,9 @@ def _ingest_operation(summary: str, body: dict[str, Any], tag: str = "Tracking")
         "security": [{"writeKey": []}, {}],
         "requestBody": {
             "required": True,
-            "description": "JSON, optionally gzipped (Content-Encoding: gzip). Content-Type "
-            "text/plain, which navigator.sendBeacon sends, is read as JSON too.",
+            "description": "JSON, optionally gzipped (Content-Encoding: gzip), whatever the "
+            "Content-Type says: text/plain (navigator.sendBeacon) and "
+            "application/x-www-form-urlencoded (RudderStack's Node.js SDK) are read as JSON too.",
             "content": _json(body),
         },
         "responses": {

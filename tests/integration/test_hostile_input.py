@@ -37,15 +37,18 @@ def nested(depth: int) -> bytes:
         (b'{"userId": "u", "event": "\xff\xfe"}', {}, 400, "invalid_json"),  # not UTF-8
         (b'{"userId": "u", "event": "\\ud800"}', {}, 400, "invalid_json"),  # a lone surrogate
         (b'{"userId": "u", "userId": "v", "event": "E"}', {}, 400, "duplicate_key"),
-        (GOOD, {"Content-Type": "application/xml"}, 415, "unsupported_media_type"),
-        (GOOD, {"Content-Type": "multipart/form-data; boundary=x"}, 415, "unsupported_media_type"),
+        (b"<track user='u'/>", {"Content-Type": "application/xml"}, 400, "invalid_json"),
+        (b"--x\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\n1\r\n--x--\r\n",
+         {"Content-Type": "multipart/form-data; boundary=x"}, 400, "invalid_json"),
+        (b"userId=u&event=E", {"Content-Type": "application/x-www-form-urlencoded"}, 400,
+         "invalid_json"),
         (GOOD, {"Content-Encoding": "br"}, 415, "unsupported_encoding"),
         (GOOD, {"Content-Encoding": "gzip, gzip"}, 415, "unsupported_encoding"),
         (b"\x00" * 1000, {}, 400, "invalid_json"),
         (b"", {}, 400, "invalid_json"),
     ],
     ids=["nested-5000", "nested-1020", "unclosed-arrays", "huge-integer", "huge-float", "invalid-utf8",
-         "lone-surrogate", "duplicate-key", "xml", "multipart", "brotli", "double-gzip", "nul-bytes",
+         "lone-surrogate", "duplicate-key", "xml", "multipart", "form", "brotli", "double-gzip", "nul-bytes",
          "empty"],
 )  # fmt: skip
 def test_a_broken_body_gets_a_named_4xx(

@@ -160,6 +160,19 @@ def test_stamp_sets_received_at_mints_missing_message_ids_and_fills_the_ip() -> 
     assert events[2]["context"] == "not an object"
 
 
+def test_an_identify_with_its_traits_in_context_alone_gets_them_in_traits() -> None:
+    rudderstack = {"type": "identify", "userId": "u", "context": {"traits": {"plan": "pro"}}}
+    segment = {"type": "identify", "userId": "u", "traits": {"a": 1}, "context": {"traits": {}}}
+    track = {"type": "track", "userId": "u", "event": "E", "context": {"traits": {"b": 2}}}
+
+    stamp([rudderstack, segment, track], datetime(2026, 3, 4, tzinfo=UTC), None)
+
+    assert rudderstack["traits"] == {"plan": "pro"}
+    assert rudderstack["context"]["traits"] == {"plan": "pro"}  # as sent, too
+    assert segment["traits"] == {"a": 1}
+    assert "traits" not in track
+
+
 @pytest.mark.parametrize(
     "raw",
     [

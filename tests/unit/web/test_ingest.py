@@ -164,14 +164,38 @@ def test_gzip_is_inflated_and_other_encodings_refused(
     assert (truncated.status_code, truncated.json["code"]) == (400, "invalid_gzip")  # type: ignore[index]
 
 
-def test_text_plain_is_json_too(client: FlaskClient) -> None:
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "text/plain;charset=UTF-8",  # navigator.sendBeacon
+        "application/x-www-form-urlencoded",  # RudderStack's Node.js SDK, gzipped or not
+        "application/octet-stream",
+        None,
+    ],
+)
+def test_the_body_is_json_whatever_its_content_type(
+    client: FlaskClient, queue: RecordingEnqueuer, content_type: str | None
+) -> None:
+    headers = {**basic(KEY), "Content-Encoding": "gzip"}
+    if content_type:
+        headers["Content-Type"] = content_type
+    raw = gzip.compress(orjson.dumps({"batch": [{"userId": "u", "event": "E", "type": "track"}]}))
+
+    response = client.post("/v1/batch", data=raw, headers=headers)
+
+    assert response.status_code == 200, response.json
+    assert queue.payloads[0]["events"][0]["event"] == "E"
+
+
+def test_a_form_is_not_json(client: FlaskClient, queue: RecordingEnqueuer) -> None:
     response = client.post(
         "/v1/track",
-        data=orjson.dumps({"userId": "u", "event": "E"}),
-        headers={**basic(KEY), "Content-Type": "text/plain;charset=UTF-8"},
+        data="userId=u&event=E",
+        headers={**basic(KEY), "Content-Type": "application/x-www-form-urlencoded"},
     )
 
-    assert response.status_code == 200
+    assert (response.status_code, response.json["code"]) == (400, "invalid_json")  # type: ignore[index]
+    assert queue.payloads == []
 
 
 def test_unknown_paths_and_methods_answer_json(client: FlaskClient) -> None:
@@ -236,7 +260,7 @@ def test_validate_answers_every_error_and_queues_nothing(
     good, bad = body["results"]
     assert (good["valid"], good["schema"], good["errors"]) == (
         True,
-        "events/product_viewed/1-0-0",
+        "events/product_viewed/2-0-0",
         [],
     )
     assert bad["reason"] == "schema_validation"
@@ -245,7 +269,7 @@ def test_validate_answers_every_error_and_queues_nothing(
         ("/properties/currency", "required"),
         ("/properties/total", "type"),
     }
-    assert all(e["schema"] == "events/order_completed/1-0-0" for e in bad["errors"])
+    assert all(e["schema"] == "events/order_completed/2-0-0" for e in bad["errors"])
     assert queue.payloads == []
 
 
