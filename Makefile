@@ -3,10 +3,11 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 PY     := $(BIN)/python
+NODE_SDKS := tests/sdks/node
 
 .DEFAULT_GOAL := help
-.PHONY: help run test test-unit test-integration test-faults lint typecheck migrate topics lock clean \
-        schemas-check schemas-register bench
+.PHONY: help run test test-unit test-integration test-faults test-deps lint typecheck migrate topics \
+        lock clean schemas-check schemas-register bench
 
 help:
 	@echo "make run     run the whole pipeline locally (API :8000, Flower :5555, Kafka :9092)"
@@ -28,20 +29,31 @@ $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $@
 
+# The Node.js SDKs the SDK tests drive, as the lock file pins them.
+$(NODE_SDKS)/node_modules/.installed: $(NODE_SDKS)/package.json $(NODE_SDKS)/package-lock.json
+	cd $(NODE_SDKS) && npm ci --no-audit --no-fund --omit=optional --loglevel=error
+	touch $@
+
+# Everything the tests need beyond the venv: the Node.js SDKs, Debian's Chromium and its driver,
+# and PostgreSQL and Redis running (the tests start their own Kafka-compatible broker).
+test-deps: $(VENV)/.installed-dev $(NODE_SDKS)/node_modules/.installed
+	tests/support/install-browser
+	tests/support/start-services
+
 run: $(VENV)/.installed
 	$(PY) -m clicktrail run
 
-test: $(VENV)/.installed-dev schemas-check
+test: test-deps schemas-check
 	$(PY) -m pytest
 
 test-unit: $(VENV)/.installed-dev
 	$(PY) -m pytest tests/unit
 
-test-integration: $(VENV)/.installed-dev
+test-integration: test-deps
 	$(PY) -m pytest tests/integration
 
 # Kills, pauses and cuts the pipeline's processes under load; prints what arrived (in make test).
-test-faults: $(VENV)/.installed-dev
+test-faults: test-deps
 	$(PY) -m pytest tests/faults
 
 # Prints one JSON document of figures, each with the baseline it is compared with.
@@ -76,4 +88,4 @@ lock: $(VENV)/.installed-dev
 	$(BIN)/pip-compile --quiet --strip-extras --no-emit-index-url --no-emit-find-links -o requirements-dev.txt requirements-dev.in
 
 clean:
-	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache $(NODE_SDKS)/node_modules

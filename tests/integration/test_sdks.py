@@ -1,29 +1,40 @@
-"""A real Segment SDK from PyPI, pointed at Clicktrail, unchanged: its calls arrive in Kafka."""
+"""Real Python SDKs from PyPI, Segment's and RudderStack's, pointed at Clicktrail and otherwise
+unchanged: every call type, gzip on and off, arrives in Kafka as sent."""
 
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import pytest
-from segment.analytics import Client
+from rudderstack.analytics.client import Client as RudderStackClient
+from segment.analytics import Client as SegmentClient
 
 from tests.integration.conftest import SourceUnderTest, TopicNames
 from tests.support.infra import KafkaCollector
 
+CLIENTS = {"segment": SegmentClient, "rudderstack": RudderStackClient}
+
 
 @pytest.mark.parametrize("gzip", [False, True], ids=["plain", "gzip"])
-def test_segment_analytics_python_calls_arrive_unchanged_in_meaning(
-    pipeline: str, kafka: KafkaCollector, source: SourceUnderTest, topics: TopicNames, gzip: bool
+@pytest.mark.parametrize("sdk", list(CLIENTS))
+def test_a_python_sdks_calls_arrive_unchanged_in_meaning(
+    pipeline: str,
+    kafka: KafkaCollector,
+    source: SourceUnderTest,
+    topics: TopicNames,
+    sdk: str,
+    gzip: bool,
 ) -> None:
     errors: list[Exception] = []
-    client = Client(
+    client: Any = CLIENTS[sdk](
         write_key=source.write_key,
         host=pipeline,
         gzip=gzip,
         sync_mode=True,
         on_error=lambda e, _: errors.append(e),
     )
-    user = f"sdk-{uuid.uuid4().hex[:8]}"
+    user = f"sdk-{sdk}-{uuid.uuid4().hex[:8]}"
 
     calls = {
         "track": client.track(user, "Product Viewed", {"product_id": "sku-9", "price": 4.5}),
@@ -32,6 +43,7 @@ def test_segment_analytics_python_calls_arrive_unchanged_in_meaning(
         "screen": client.screen(user, name="Home"),
         "group": client.group(user, "team-1", {"name": "Team"}),
         "alias": client.alias("earlier-id", user),
+        "anonymous": client.track(event="Browsed", anonymous_id=f"{user}-anon"),
     }
 
     assert errors == []
@@ -47,8 +59,11 @@ def test_segment_analytics_python_calls_arrive_unchanged_in_meaning(
     assert events["screen"]["name"] == "Home"
     assert events["group"]["groupId"] == "team-1"
     assert (events["alias"]["previousId"], events["alias"]["userId"]) == ("earlier-id", user)
+    assert events["anonymous"]["anonymousId"] == f"{user}-anon"
     for kind, event in events.items():
-        assert event["type"] == kind
-        assert event["userId"] == user
+        assert event["type"] == ("track" if kind == "anonymous" else kind)
         assert event["sentAt"]
         assert event["originalTimestamp"] == calls[kind][1]["timestamp"]
+        assert event["context"]["session"]["id"]
+        if kind != "anonymous":
+            assert event["userId"] == user
