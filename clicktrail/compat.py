@@ -316,13 +316,14 @@ class CatalogueReport:
                 lines += [f"          {change}" for change in step.changes]
             else:
                 lines.append(f"  ok    {label}")
-        failed = sum(1 for step in self.steps if step.changes)
+        failed = [step for step in self.steps if step.changes]
         if self.ok:
             lines.append("every version is backward compatible with the one before it")
         elif failed:
             lines.append(
-                f"{failed} incompatible version step(s): keep the old version's promises, or "
-                "publish the change as a new MODEL (e.g. 2-0-0) if it is meant to break them"
+                f"{len(failed)} incompatible version step(s): keep the old version's promises, "
+                f"or publish the change as a new MODEL (e.g. {failed[0].new.model + 1}-0-0) if "
+                "it is meant to break them"
             )
             if any("added to an open object" in c for step in self.steps for c in step.changes):
                 lines.append(_OPEN_HINT)

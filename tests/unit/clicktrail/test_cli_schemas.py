@@ -43,7 +43,7 @@ def test_a_new_required_property_fails_the_check_with_a_clear_message(tmp_path: 
     assert "/properties/sku: now required (events written for the old version may lack it)" in (
         result.stdout
     )
-    assert "new MODEL (e.g. 2-0-0)" in result.stdout
+    assert "new MODEL (e.g. 3-0-0)" in result.stdout
 
 
 def test_the_shipped_catalogue_passes() -> None:
