@@ -10,7 +10,8 @@ record schemas (``clicktrail.inline``: self-contained, no ``$ref``), location by
 turn on each object's *content model*:
 
 - open (no ``additionalProperties``): any property may already carry any value, so a new
-  property is refused (unless it accepts anything); a removed one is free;
+  property is refused (even one whose schema accepts anything, as Karapace refuses it); a
+  removed one is free;
 - closed (``additionalProperties: false``): a new optional property is compatible; a removed
   or renamed one is refused (events that carry it would be);
 - partially open (``additionalProperties`` a schema, or ``patternProperties``): a new or
@@ -171,7 +172,6 @@ def _compare_properties(
         _compare(old.properties[name], new.properties[name], f"{path}/{name}", out, depth + 1)
     for name in sorted(set(new.properties) - set(old.properties)):
         if old.open:
-            # Even one that accepts anything: Karapace refuses that too.
             out.append(
                 f"{path}/{name}: added to an open object (no additionalProperties: false): "
                 f"events written for the old version may carry {name} with any value"

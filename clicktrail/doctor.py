@@ -15,7 +15,7 @@ import psycopg
 
 from clicktrail.config import Settings, config_problems
 from clicktrail.db import Database, pending_migrations
-from clicktrail.health import Check, run_checks
+from clicktrail.health import Check, listed, run_checks
 from clicktrail.kafka import admin_client
 
 Level = Literal["ok", "warn", "fail"]
@@ -241,11 +241,12 @@ def _registry_setup(settings: Settings) -> Finding:
         if str(record.version) not in held[subject]:
             lacking.append(f"{subject} {record.version}")
     if lacking:
-        shown = ", ".join(lacking[:8]) + (
-            f" and {len(lacking) - 8} more" if len(lacking) > 8 else ""
-        )
         return Finding(
-            "setup", "schemas", "fail", f"not registered: {shown}", "make schemas-register"
+            "setup",
+            "schemas",
+            "fail",
+            f"not registered: {listed(lacking)}",
+            "make schemas-register",
         )
     return Finding("setup", "schemas", "ok", f"all {count} record schema versions registered")
 

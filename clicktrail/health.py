@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
@@ -71,13 +71,16 @@ def dependency_checks(settings: Settings, db: Database) -> dict[str, Check]:
             # less than their schema (an event's): not ready until the catalogue is registered.
             missing = missing_subjects(registry.get_subjects(), expected)
             if missing:
-                shown = ", ".join(missing[:8]) + (
-                    f" and {len(missing) - 8} more" if len(missing) > 8 else ""
-                )
-                raise RuntimeError(f"missing subjects: {shown}")
+                raise RuntimeError(f"missing subjects: {listed(missing)}")
 
         checks["schema_registry"] = check_schema_registry
     return checks
+
+
+def listed(items: Sequence[str], limit: int = 8) -> str:
+    """The first ``limit`` items, and how many more there are."""
+    more = f" and {len(items) - limit} more" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
 
 
 _executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="readiness")

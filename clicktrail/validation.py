@@ -17,6 +17,7 @@ from typing import Any
 
 from clicktrail.intake import CALL_TYPES
 from clicktrail.schemas import (
+    RecordSchema,
     SchemaCatalogueError,
     SchemaRegistry,
     SchemaVer,
@@ -110,27 +111,14 @@ class EventValidator:
             )
         kind, name = specific_schema(event)
         version, problem = _requested_version(event, kind, name)
-        envelope = self._registry.record("calls", call_type)
-        if envelope is None:
-            where = self._registry.locate("calls", call_type)
-            message = f"no envelope schema for {call_type} calls: {where} is missing"
-            key = f"calls/{call_type}"
-            return Verdict(key, [error_entry("/type", "schema", message, key)], REASON_MISSING)
-        if problem is not None:
-            problem["schema"] = envelope.key
-            return Verdict(
-                envelope.key, [problem, *envelope.errors(event)], schema_id=envelope.schema_id
-            )
-
-        record = self._registry.record(kind, name, version)
-        if record is None and version is not None:
-            where = self._registry.locate(kind, name, version)
-            message = f"context.schema names {kind}/{name}/{version}, which is missing: {where}"
-            errors = [
-                error_entry("/context/schema", "schema", message, envelope.key),
-                *envelope.errors(event),
-            ]
-            return Verdict(envelope.key, errors, REASON_MISSING, envelope.schema_id)
+        specific = None if problem is not None else self._registry.record(kind, name, version)
+        if specific is not None:
+            record = specific
+        else:  # the envelope decides, or reports what is wrong
+            fallback = self._envelope(event, call_type, kind, name, version, problem)
+            if isinstance(fallback, Verdict):
+                return fallback
+            record = fallback
 
         unplanned: list[dict[str, str]] = []
         if call_type == "track":
@@ -144,7 +132,7 @@ class EventValidator:
                         "",
                     )
                 )
-            elif record is None and plan.unplanned == "deadletter":
+            elif specific is None and plan.unplanned == "deadletter":
                 unplanned.append(
                     error_entry(
                         "/event",
@@ -153,14 +141,44 @@ class EventValidator:
                         "",
                     )
                 )
-        if record is None:
-            record = envelope
         errors = record.errors(event)
         if unplanned:
             for error in unplanned:
                 error["schema"] = record.key
             return Verdict(record.key, [*unplanned, *errors], REASON_UNPLANNED, record.schema_id)
         return Verdict(record.key, errors, schema_id=record.schema_id)
+
+    def _envelope(
+        self,
+        event: dict[str, Any],
+        call_type: str,
+        kind: str,
+        name: str,
+        version: str | None,
+        problem: dict[str, str] | None,
+    ) -> RecordSchema | Verdict:
+        """The call's envelope, for an event without a schema of its own; or the verdict on an
+        event whose ``context.schema`` is wrong or names what is missing, or whose envelope is."""
+        envelope = self._registry.record("calls", call_type)
+        if envelope is None:
+            where = self._registry.locate("calls", call_type)
+            message = f"no envelope schema for {call_type} calls: {where} is missing"
+            key = f"calls/{call_type}"
+            return Verdict(key, [error_entry("/type", "schema", message, key)], REASON_MISSING)
+        if problem is not None:
+            problem["schema"] = envelope.key
+            return Verdict(
+                envelope.key, [problem, *envelope.errors(event)], schema_id=envelope.schema_id
+            )
+        if version is not None:
+            where = self._registry.locate(kind, name, version)
+            message = f"context.schema names {kind}/{name}/{version}, which is missing: {where}"
+            errors = [
+                error_entry("/context/schema", "schema", message, envelope.key),
+                *envelope.errors(event),
+            ]
+            return Verdict(envelope.key, errors, REASON_MISSING, envelope.schema_id)
+        return envelope
 
 
 def _requested_version(
