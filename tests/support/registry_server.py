@@ -185,19 +185,14 @@ def build_app() -> Flask:
     def versions(subject: str) -> Response:
         return _json(list(range(1, len(store.live(subject).versions) + 1)))
 
+    def registered(subject: str, number: int, schema_id: int) -> Response:
+        text = store.schemas[schema_id - 1]
+        found = {"subject": subject, "version": number, "id": schema_id, "schemaType": "JSON"}
+        return _json({**found, "schema": text})
+
     @app.get("/subjects/<subject>/versions/<version>")
     def version(subject: str, version: str) -> Response:
-        number, schema_id = store.version(subject, version)
-        text = store.schemas[schema_id - 1]
-        return _json(
-            {
-                "subject": subject,
-                "version": number,
-                "id": schema_id,
-                "schemaType": "JSON",
-                "schema": text,
-            }
-        )
+        return registered(subject, *store.version(subject, version))
 
     @app.post("/subjects/<subject>/versions")
     def register(subject: str) -> Response:
@@ -210,15 +205,7 @@ def build_app() -> Flask:
         text = body()["schema"]
         for number, schema_id in enumerate(store.live(subject).versions, 1):
             if _canonical(store.schemas[schema_id - 1]) == _canonical(text):
-                return _json(
-                    {
-                        "subject": subject,
-                        "version": number,
-                        "id": schema_id,
-                        "schemaType": "JSON",
-                        "schema": text,
-                    }
-                )
+                return registered(subject, number, schema_id)
         raise RegistryError(404, 40403, "Schema not found")
 
     @app.get("/schemas/ids/<int:schema_id>")
