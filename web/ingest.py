@@ -86,9 +86,9 @@ def _receive(
     call_type: str | None, infer_type: bool = False
 ) -> tuple[Services, Source, list[dict[str, Any]]]:
     """Authenticate, read and check a request; its events, stamped, and their source."""
-    # The body is read as JSON whatever its Content-Type, as Segment's API and RudderStack's
-    # gateway read it: browsers' sendBeacon says text/plain, and RudderStack's Node.js SDK says
-    # application/x-www-form-urlencoded of the gzipped JSON it sends.
+    # The body is read as JSON whatever its Content-Type, as RudderStack's gateway reads it:
+    # Segment documents application/json, but its browser library (sendBeacon) says text/plain,
+    # and RudderStack's Node.js SDK says application/x-www-form-urlencoded of gzipped JSON.
     services: Services = current_app.extensions["clicktrail"]
     basic_key = basic_write_key()
     source = authenticate(services, basic_key) if basic_key else None
