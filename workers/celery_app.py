@@ -43,6 +43,8 @@ def make_celery(settings: Settings | None = None) -> Celery:
         redbeat_key_prefix="ct:redbeat:",
         # Leave a task's messages in Redis if the worker is stopped mid-task; another picks them up.
         worker_cancel_long_running_tasks_on_connection_loss=True,
+        # Survives a Redis that went away while the worker held messages (workers/consumer.py).
+        worker_consumer="workers.consumer:Consumer",
     )
     return app
 
