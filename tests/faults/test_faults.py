@@ -16,7 +16,14 @@ from clicktrail.config import Settings
 from clicktrail.queue import INGEST_TASK, QUEUE, celery_settings, group_payload, ingest_payload
 from tests.faults.conftest import TALLIES, TIMEOUTS
 from tests.faults.harness import FaultStack, Sender, Tally, wait_until_delivered
-from tests.support.infra import KafkaCollector, Service, history_counts, start_sink, wait_for
+from tests.support.infra import (
+    KafkaCollector,
+    Service,
+    free_port,
+    history_counts,
+    start_sink,
+    wait_for,
+)
 from tests.support.proxy import TcpProxy
 
 pytestmark = pytest.mark.integration
@@ -39,10 +46,11 @@ def run(
     *,
     total: int = EVENTS,
     timeout: float = 150.0,
+    batch: int = 25,
 ) -> tuple[Tally, Sender]:
     """Send ``total`` events, inflict the fault once a quarter has gone, count what arrived in
     Kafka."""
-    sender = Sender(stack.api_url, write_key, total).start()
+    sender = Sender(stack.api_url, write_key, total, batch=batch).start()
     wait_for(lambda: sender.sent >= total // 4, f"{name}: a quarter sent", timeout=60)
     inflict()
     sender.join()
@@ -155,6 +163,57 @@ def test_redis_killed_and_restarted(
 
     assert_nothing_lost(tally)
     assert sender.statuses["503"] > 0  # the API refused what it could not keep, and said so
+
+
+def test_redis_at_its_maxmemory_under_load(
+    running: FaultStack, kafka: KafkaCollector, write_key: str
+) -> None:
+    client = running.queue()
+
+    def fill_redis() -> None:
+        # noeviction, as a queue must be: from now on every write that needs memory is refused.
+        client.config_set("maxmemory", str(client.info("memory")["used_memory"]))
+        time.sleep(20)
+        client.config_set("maxmemory", "0")
+
+    assert running.worker is not None
+    log_before = len(running.worker.output())
+    try:
+        tally, sender = run(
+            "redis at maxmemory 20 s", running, kafka, write_key, fill_redis, batch=10
+        )
+    finally:
+        client.config_set("maxmemory", "0")
+
+    assert_nothing_lost(tally)
+    assert sender.statuses["503"] > 0  # refused with Retry-After while nothing fitted
+    assert running.worker.proc.poll() is None, "the worker exited"
+    assert "Unrecoverable error" not in running.worker.output()[log_before:]
+
+
+def test_redis_turned_read_only_as_after_a_failover(
+    running: FaultStack, kafka: KafkaCollector, write_key: str
+) -> None:
+    client = running.queue()
+
+    def demote_and_promote() -> None:
+        # A replica of a master that is not there: it keeps its data and refuses every write,
+        # as a demoted master does until the failover is over.
+        client.replicaof("127.0.0.1", str(free_port()))
+        time.sleep(15)
+        client.replicaof("NO", "ONE")
+
+    assert running.worker is not None
+    log_before = len(running.worker.output())
+    try:
+        tally, sender = run("redis read-only 15 s", running, kafka, write_key, demote_and_promote)
+    finally:
+        client.replicaof("NO", "ONE")
+
+    assert_nothing_lost(tally)
+    assert sender.statuses["503"] > 0
+    assert running.worker.proc.poll() is None, "the worker exited"
+    assert "Unrecoverable error" not in running.worker.output()[log_before:]
 
 
 def test_the_api_restarted_with_requests_in_flight(
