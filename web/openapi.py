@@ -104,6 +104,11 @@ def _call_schema(call_type: str) -> dict[str, Any]:
     }
 
 
+def _link(operation_id: str, **parameters: str) -> dict[str, Any]:
+    """An OpenAPI link: what a response lets a client call next, with which values."""
+    return {"operationId": operation_id, "parameters": parameters}
+
+
 def _admin_operation(
     tag: str, summary: str, responses: dict[str, Any], security: list[dict[str, Any]]
 ) -> dict[str, Any]:
@@ -123,6 +128,11 @@ def document() -> dict[str, Any]:
                 "operationId": call_type,
             }
         }
+    # What an identify lets an operator do next with its userId: see the profile, erase it.
+    paths["/v1/identify"]["post"]["responses"]["200"]["links"] = {
+        "ShowUser": _link("showUser", userId="$request.body#/userId"),
+        "EraseUser": _link("eraseUser", userId="$request.body#/userId"),
+    }
     for letter, call_type in SHORT_PATHS.items():
         paths[f"/v1/{letter}"] = {
             "post": {
@@ -178,7 +188,23 @@ def document() -> dict[str, Any]:
                 ),
             },
             "responses": {
-                "201": {"description": "The new session.", "content": _json(_ref("NewSession"))},
+                "201": {
+                    "description": "The new session.",
+                    "content": _json(_ref("NewSession")),
+                    "links": {
+                        "ShowSession": _link("showSession", sessionId="$response.body#/sessionId"),
+                        "EndSession": _link("endSession", sessionId="$response.body#/sessionId"),
+                        # An event that joins the session it names.
+                        "TrackInSession": {
+                            "operationId": "track",
+                            "requestBody": {"context": {"sessionId": "$response.body#/sessionId"}},
+                        },
+                        "IdentifyInSession": {
+                            "operationId": "identify",
+                            "requestBody": {"context": {"sessionId": "$response.body#/sessionId"}},
+                        },
+                    },
+                },
                 "400": _error("The body is not a JSON object, or its writeKey not a string."),
                 "401": unauthorized,
                 "403": _REJECTIONS["403"],
