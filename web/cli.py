@@ -25,6 +25,7 @@ from clicktrail import doctor as checkup
 from clicktrail.cli import schemas_check, schemas_register
 from clicktrail.config import Settings
 from clicktrail.db import Database
+from clicktrail.debugger import DebuggerKeys, new_debugger_key
 from clicktrail.errors import DependencyUnavailable
 from clicktrail.health import dependency_checks, workers_check
 from clicktrail.intake import MAX_ID_CHARS
@@ -143,6 +144,27 @@ def revoke_key(name: str, key_id: str | None) -> None:
     if not stopped:
         raise click.ClickException("no live key matched")
     click.echo(f"revoked {stopped} key(s)")
+
+
+@sources.command("debugger-key")
+@click.argument("name")
+@click.option("--revoke", is_flag=True, help="only revoke the source's debugger key")
+def debugger_key(name: str, revoke: bool) -> None:
+    """Make a new debugger key for a source (shown once: only its hash is kept), which the live
+    debugger takes to show this source's events; the source's earlier one stops now. Give it
+    only to those who may see every visitor's events: unlike a write key, it is not public."""
+    with _database() as db:
+        source = SourceStore(db, cache_seconds=0).by_name(name)
+        if source is None:
+            raise click.ClickException(f"no source named {name!r}")
+        keys = DebuggerKeys(db, cache_seconds=0)
+        if revoke:
+            click.echo(f"revoked {keys.revoke(source.id)} debugger key(s)")
+            return
+        key = new_debugger_key()
+        stopped = keys.rotate(source.id, key)
+    click.echo(f"debugger key: {key}")
+    click.echo(f"{stopped} older debugger key(s) stopped; open /debugger#key=<debugger key>")
 
 
 @sources.command("settings")
