@@ -81,6 +81,52 @@ return redis.call('XREVRANGE', KEYS[1], '+', ARGV[2], 'COUNT', ARGV[3])
 """
 
 
+# KEYS: streams. ARGV: the ids (userId, anonymousId, previousId) whose entries go.
+# Returns how many entries were removed. A stream holds a few hundred entries at most.
+_FORGET = """
+local wanted = {}
+for i = 1, #ARGV do wanted[ARGV[i]] = true end
+local function names(event)
+  if type(event) ~= 'table' then return false end
+  for _, field in ipairs({'userId', 'anonymousId', 'previousId'}) do
+    local value = event[field]
+    if (type(value) == 'string' or type(value) == 'number') and wanted[tostring(value)] then
+      return true
+    end
+  end
+  return false
+end
+local removed = 0
+for _, key in ipairs(KEYS) do
+  for _, entry in ipairs(redis.call('XRANGE', key, '-', '+')) do
+    local fields = entry[2]
+    for j = 1, #fields, 2 do
+      if fields[j] == 'e' then
+        local ok, e = pcall(cjson.decode, fields[j + 1])
+        if ok and type(e) == 'table' and (names(e.raw) or names(e.enriched)) then
+          removed = removed + redis.call('XDEL', key, entry[1])
+        end
+      end
+    end
+  end
+end
+return removed
+"""
+
+
+def forget_entries(
+    client: redis.Redis, source_ids: Sequence[str], identities: Sequence[str]
+) -> int:
+    """Remove the entries of these ids from the sources' debugger streams (for an erasure); how
+    many went. Raises DependencyUnavailable."""
+    if not source_ids or not identities:
+        return 0
+    try:
+        return int(client.eval(_FORGET, len(source_ids), *map(stream_key, source_ids), *identities))
+    except REDIS_DOWN as exc:
+        raise DependencyUnavailable("redis", str(exc)) from exc
+
+
 def stream_key(source_id: str) -> str:
     return STREAM_KEY.format(source=source_id)
 
