@@ -18,7 +18,6 @@ with ``reason: retention``).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -35,17 +34,11 @@ from clicktrail.errors import DependencyUnavailable, TransientError
 from clicktrail.kafka import Delivery, Publisher, Record
 from clicktrail.metrics import PROFILES_PURGED
 from clicktrail.redisconn import REDIS_DOWN
-from clicktrail.sessions import SessionStore
+from clicktrail.sessions import SessionStore, mark_key
 
 log = logging.getLogger(__name__)
 
-# The id is hashed: Redis holds no erased user's id in the clear.
-MARK_KEY = "ct:erased:{digest}"
 _IDENTITIES = ("userId", "anonymousId", "previousId")
-
-
-def mark_key(identity: str) -> str:
-    return MARK_KEY.format(digest=hashlib.sha256(identity.encode()).hexdigest())
 
 
 def _ms(moment: datetime) -> int:

@@ -24,7 +24,7 @@ from clicktrail.config import Settings
 from clicktrail.db import Database
 from clicktrail.debugger import stream_key
 from clicktrail.profiles import ProfileWriter
-from clicktrail.purge import mark_key
+from clicktrail.sessions import mark_key
 from clicktrail.sources import SourceStore, new_write_key
 from tests.integration.conftest import ADMIN_TOKEN, FlaskCli, TopicNames
 from tests.support.events import published, uid

@@ -18,9 +18,9 @@ from clicktrail.debugger import stream_key
 from clicktrail.history import HistoryRow, HistoryStore
 from clicktrail.kafka import KafkaPublisher, Record
 from clicktrail.profiles import ProfileStore, ProfileWriter
-from clicktrail.purge import ErasureMarks, PurgeFailed, Purger, mark_key
+from clicktrail.purge import ErasureMarks, PurgeFailed, Purger
 from clicktrail.redisconn import make_redis
-from clicktrail.sessions import SessionStore, Touch
+from clicktrail.sessions import SessionStore, Touch, mark_key
 from tests.integration.conftest import SourceUnderTest, TopicNames
 from tests.support.events import published, uid
 from tests.support.infra import KafkaCollector, Message, free_port, wait_for
