@@ -256,8 +256,6 @@ class Pipeline:
         Raises PublishIncomplete when the dead-letter topic cannot take them either.
         """
         parts = payload_parts(payload)
-        if self._erasures is not None:
-            parts = self._erasures.without_erased(parts)
         error = {"path": "/", "keyword": reason, "message": message, "schema": ""}
         with _part_spans(parts) as spans:
             records = []
