@@ -169,7 +169,7 @@ def _source_id(services: Services, caller: str | None, wanted: str | None) -> st
 
 
 def _limit(raw: str | None) -> int:
-    if raw is None or raw == "":
+    if raw is None:
         return 100
     if not _DIGITS.match(raw) or not 1 <= int(raw) <= MAX_LIMIT:
         raise InvalidInput(

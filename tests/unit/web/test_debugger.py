@@ -145,6 +145,7 @@ def test_without_an_admin_token_a_debugger_key_still_works() -> None:
         ("limit=0", "limit"),
         ("limit=501", "limit"),
         ("limit=x", "limit"),
+        ("limit=", "limit"),
     ],
 )
 def test_a_malformed_cursor_or_limit_is_refused(query: str, field: str) -> None:
