@@ -132,6 +132,9 @@ class Settings:
     profile_retention_days: int | None = None
     # How often Celery beat runs the purge (erasure requests, then retention).
     purge_interval_seconds: int = 300
+    # How long the workers remember an erasure (in Redis), to drop the erased user's events that
+    # were received before it but were still queued or retried.
+    erasure_mark_seconds: int = 7 * 24 * 3600
     # A MaxMind GeoLite2/GeoIP2 database file for context.location; never downloaded.
     geoip_database: Path | None = None
     # Metrics: where the worker side and the sink serve them (0: not at all), and the directory
@@ -268,6 +271,9 @@ class Settings:
             ),
             purge_interval_seconds=_int(
                 env, "PURGE_INTERVAL_SECONDS", cls.purge_interval_seconds, minimum=1
+            ),
+            erasure_mark_seconds=_int(
+                env, "ERASURE_MARK_SECONDS", cls.erasure_mark_seconds, minimum=1
             ),
             geoip_database=Path(geoip) if (geoip := _optional(env, "GEOIP_DATABASE")) else None,
             metrics_host=env.get("METRICS_HOST") or cls.metrics_host,

@@ -15,6 +15,10 @@ Keys (``REDIS_URL``):
   reads it every second), and the stream is deleted once nothing was added for the retention:
   nothing is left a retention (plus a watch) after the last page closed.
 
+Who may read a source's stream: the admin token, or that source's debugger key
+(``DebuggerKeys``, Postgres ``debugger_keys``, hashed like write keys). Never its write key:
+every page running a browser SDK shows that to anyone.
+
 Nothing here imports Flask or Celery: workers write through ``DebugTap``, the API reads and
 watches through ``DebugFeed``.
 """
@@ -23,20 +27,25 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import redis
+from cachetools import TTLCache
 
 from clicktrail.clock import Clock, format_ts
+from clicktrail.db import Database
 from clicktrail.enrich import EnrichmentSettings
 from clicktrail.errors import DependencyUnavailable
 from clicktrail.kafka import Record
 from clicktrail.redisconn import REDIS_DOWN
+from clicktrail.sources import hash_write_key
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +79,52 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('XTRIM', KEYS[1], 'MINID', now - tonumber(ARGV[1]))
 return redis.call('XREVRANGE', KEYS[1], '+', ARGV[2], 'COUNT', ARGV[3])
 """
+
+
+# KEYS: streams. ARGV: the ids (userId, anonymousId, previousId) whose entries go.
+# Returns how many entries were removed. A stream holds a few hundred entries at most.
+_FORGET = """
+local wanted = {}
+for i = 1, #ARGV do wanted[ARGV[i]] = true end
+local function names(event)
+  if type(event) ~= 'table' then return false end
+  for _, field in ipairs({'userId', 'anonymousId', 'previousId'}) do
+    local value = event[field]
+    if (type(value) == 'string' or type(value) == 'number') and wanted[tostring(value)] then
+      return true
+    end
+  end
+  return false
+end
+local removed = 0
+for _, key in ipairs(KEYS) do
+  for _, entry in ipairs(redis.call('XRANGE', key, '-', '+')) do
+    local fields = entry[2]
+    for j = 1, #fields, 2 do
+      if fields[j] == 'e' then
+        local ok, e = pcall(cjson.decode, fields[j + 1])
+        if ok and type(e) == 'table' and (names(e.raw) or names(e.enriched)) then
+          removed = removed + redis.call('XDEL', key, entry[1])
+        end
+      end
+    end
+  end
+end
+return removed
+"""
+
+
+def forget_entries(
+    client: redis.Redis, source_ids: Sequence[str], identities: Sequence[str]
+) -> int:
+    """Remove the entries of these ids from the sources' debugger streams (for an erasure); how
+    many went. Raises DependencyUnavailable."""
+    if not source_ids or not identities:
+        return 0
+    try:
+        return int(client.eval(_FORGET, len(source_ids), *map(stream_key, source_ids), *identities))
+    except REDIS_DOWN as exc:
+        raise DependencyUnavailable("redis", str(exc)) from exc
 
 
 def stream_key(source_id: str) -> str:
@@ -265,14 +320,95 @@ class DebugTap:
         return room, skipped
 
 
-class DebugFeed:
-    """The API's side: marks sources as watched and reads their entries."""
+# Tells a debugger key from a write key at a glance (in a shell history, in a support ticket).
+DEBUGGER_KEY_PREFIX = "dbg_"
 
-    def __init__(self, client: redis.Redis, clock: Clock, retention_seconds: int) -> None:
+
+def new_debugger_key() -> str:
+    return DEBUGGER_KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+class DebuggerKeys:
+    """Debugger keys in Postgres, by hash. A key found is remembered for ``cache_seconds`` (a
+    revoked key works that long, as a write key does); an unknown one is not, so that a new key
+    works at once."""
+
+    def __init__(self, db: Database, cache_seconds: int, max_entries: int = 1000) -> None:
+        self._db = db
+        self._cache: TTLCache[str, str] | None = (
+            TTLCache(max_entries, cache_seconds) if cache_seconds > 0 else None
+        )
+        self._lock = threading.Lock()
+
+    def source_of(self, key: str) -> str | None:
+        """The id of the source a live debugger key is for. Raises DependencyUnavailable."""
+        key_hash = hash_write_key(key)
+        if self._cache is not None:
+            with self._lock:
+                cached = self._cache.get(key_hash)
+            if cached is not None:
+                return cached
+        with self._db.connection() as conn:
+            row = conn.execute(
+                "SELECT source_id::text FROM debugger_keys"
+                " WHERE key_hash = %s AND revoked_at IS NULL",
+                (key_hash,),
+            ).fetchone()
+        if row is None:
+            return None
+        if self._cache is not None:
+            with self._lock:
+                self._cache[key_hash] = str(row[0])
+        return str(row[0])
+
+    def rotate(self, source_id: str, new_key: str) -> int:
+        """Make ``new_key`` the source's debugger key; the earlier keys revoked now."""
+        with self._db.connection() as conn, conn.transaction():
+            revoked = conn.execute(
+                "UPDATE debugger_keys SET revoked_at = now()"
+                " WHERE source_id = %s AND revoked_at IS NULL",
+                (source_id,),
+            ).rowcount
+            conn.execute(
+                "INSERT INTO debugger_keys (key_hash, source_id) VALUES (%s, %s)",
+                (hash_write_key(new_key), source_id),
+            )
+        return revoked
+
+    def revoke(self, source_id: str) -> int:
+        """Revoke the source's debugger keys; how many were live."""
+        with self._db.connection() as conn:
+            return conn.execute(
+                "UPDATE debugger_keys SET revoked_at = now()"
+                " WHERE source_id = %s AND revoked_at IS NULL",
+                (source_id,),
+            ).rowcount
+
+
+class KeyLookup(Protocol):
+    def source_of(self, key: str) -> str | None: ...
+
+
+class DebugFeed:
+    """The API's side: marks sources as watched, reads their entries, and says which source a
+    debugger key is for."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        clock: Clock,
+        retention_seconds: int,
+        keys: KeyLookup | None = None,
+    ) -> None:
         self._client = client
         self.retention_seconds = retention_seconds
         self._watches = Watches(client, clock)
         self._read = client.register_script(_READ)
+        self._keys = keys
+
+    def source_of(self, key: str) -> str | None:
+        """The source a debugger key is for; None when it is unknown or revoked."""
+        return self._keys.source_of(key) if self._keys is not None else None
 
     def watch(self, source_id: str) -> None:
         self._watches.watch(source_id)

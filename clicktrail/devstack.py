@@ -264,7 +264,9 @@ def main() -> int:
         )
         say(f"then: .venv/bin/python -m clicktrail tail {settings.topic_events}")
         if settings.debugger_retention_seconds > 0:
-            say(f"live debugger: http://{host}:{port}/debugger#key={key}")
+            # The admin token, not the write key: the debugger shows whole events, and a write
+            # key is public (it is in the page of every site that runs a browser SDK).
+            say(f"live debugger: http://{host}:{port}/debugger#token={secrets['ADMIN_TOKEN']}")
         flower = f"http://127.0.0.1:{os.environ.get('FLOWER_PORT', '5555')}"
         say(f"Flower: {flower} (user:password {secrets['FLOWER_BASIC_AUTH']})")
         say(

@@ -69,6 +69,21 @@ class HistoryRow:
         )
 
 
+def erasure_cutoffs(conn: psycopg.Connection, ids: list[str]) -> dict[str, datetime]:
+    """When each of these ids was last erased (its events received until then are gone)."""
+    if not ids:
+        return {}
+    return dict(
+        conn.execute(
+            "SELECT erased.id, max(e.completed_at)"
+            " FROM erasure_requests e, unnest(e.erased_ids) AS erased(id)"
+            " WHERE e.completed_at IS NOT NULL AND e.erased_ids && %s::text[]"
+            " AND erased.id = ANY(%s) GROUP BY erased.id",
+            (ids, ids),
+        ).fetchall()
+    )
+
+
 def _text(value: Any) -> str | None:
     return None if value is None or value == "" else str(value)
 
@@ -111,15 +126,7 @@ class HistoryStore:
         ids = list({i for row in rows for i in (row.user_id, row.anonymous_id) if i})
         if not ids:
             return rows
-        erased: dict[str, datetime] = dict(
-            conn.execute(
-                "SELECT erased.id, max(e.completed_at)"
-                " FROM erasure_requests e, unnest(e.erased_ids) AS erased(id)"
-                " WHERE e.completed_at IS NOT NULL AND e.erased_ids && %s::text[]"
-                " AND erased.id = ANY(%s) GROUP BY erased.id",
-                (ids, ids),
-            ).fetchall()
-        )
+        erased = erasure_cutoffs(conn, ids)
         if not erased:
             return rows
         kept = []

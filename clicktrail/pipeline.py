@@ -99,6 +99,13 @@ def touch_of(event: dict[str, Any], source_id: str, new_id: str) -> Touch:
     )
 
 
+class Erasures(Protocol):
+    """Drops the events of erased users received before their erasure
+    (``clicktrail.purge.ErasureMarks``)."""
+
+    def without_erased(self, parts: list[dict[str, Any]]) -> list[dict[str, Any]]: ...
+
+
 class Tap(Protocol):
     """Sees each request's records once prepared (``clicktrail.debugger.DebugTap``); must never
     raise."""
@@ -120,6 +127,7 @@ class Pipeline:
         new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
         log_requests: bool = False,
         tap: Tap | None = None,
+        erasures: Erasures | None = None,
     ) -> None:
         self._validator = validator
         self._sessions = sessions
@@ -132,6 +140,7 @@ class Pipeline:
         self._new_id = new_id
         self._log_requests = log_requests
         self._tap = tap
+        self._erasures = erasures
 
     def process(self, payload: dict[str, Any]) -> Outcome:
         """Publish a payload's events; raises PublishIncomplete (retry) or TransientError.
@@ -141,6 +150,8 @@ class Pipeline:
         and one wait for all their delivery reports.
         """
         parts = payload_parts(payload)
+        if self._erasures is not None:
+            parts = self._erasures.without_erased(parts)
         with _part_spans(parts) as spans:
             fresh = [i for i, part in enumerate(parts) if "records" not in part]
             prepared = (

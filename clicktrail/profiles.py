@@ -143,6 +143,13 @@ class ProfileStore:
         found.update({k: v for k, v in fetched.items() if v})
         return found
 
+    def forget(self, user_ids: Iterable[str]) -> None:
+        """Drop cached traits of these users (they were erased: the next lookup asks Postgres,
+        which no longer has them)."""
+        with self._lock:
+            for user_id in user_ids:
+                self._traits.pop(user_id, None)
+
     def request_erasure(self, user_id: str) -> tuple[int, str, bool]:
         """File an erasure request for a user (or the user an alias belongs to): its id, the
         userId it is for, and whether it is new (a pending one is reused)."""

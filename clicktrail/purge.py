@@ -1,11 +1,16 @@
 """Purging profiles: erasure requests first, then retention, in bounded batches.
 
-An erasure removes the user's profile and aliases, their history rows (by userId and by every
-alias), ends their live sessions and forgets their session counts in Redis, and publishes to the
-profiles topic, keyed by userId, a ``profile_erased`` record followed by a tombstone (null value)
-for compacted-topic consumers. The request is marked done, with every id it erased and the
-tombstone's position, in the same transaction as the deletions; if Kafka cannot take the
-records, nothing is committed and the next run tries again. Every step is idempotent.
+An erasure first marks every id of the user as erased (``ErasureMarks``, in Redis, with the
+erasure's time), so that from then on the workers drop that user's events received before it
+(those still queued, retried or replayed) instead of publishing them, recreating sessions or
+re-attaching cached traits; the history sink drops those already in Kafka. It then removes the
+profile and aliases, their history rows (by userId and by every alias), ends their live sessions
+and forgets their session counts, takes their events out of the live debugger's streams, and
+publishes to the profiles topic, keyed by userId, a ``profile_erased`` record followed by a
+tombstone (null value) for compacted-topic consumers. The request is marked done, with every id
+it erased and the tombstone's position, in the same transaction as the deletions (its
+``completed_at`` is the erasure's time); if Kafka cannot take the records, nothing is committed
+and the next run tries again. Every step is idempotent.
 
 Retention removes profiles not seen for PROFILE_RETENTION_DAYS (and publishes the same records
 with ``reason: retention``).
@@ -14,19 +19,127 @@ with ``reason: retention``).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 import psycopg
+import redis
 
-from clicktrail.clock import Clock, format_ts
+from clicktrail.clock import Clock, format_ts, parse_ts
 from clicktrail.db import Database
-from clicktrail.errors import TransientError
+from clicktrail.debugger import forget_entries
+from clicktrail.errors import DependencyUnavailable, TransientError
 from clicktrail.kafka import Delivery, Publisher, Record
 from clicktrail.metrics import PROFILES_PURGED
-from clicktrail.sessions import SessionStore
+from clicktrail.redisconn import REDIS_DOWN
+from clicktrail.sessions import SessionStore, mark_key
 
 log = logging.getLogger(__name__)
+
+_IDENTITIES = ("userId", "anonymousId", "previousId")
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def _identities(event: Any) -> set[str]:
+    if not isinstance(event, dict):
+        return set()
+    return {str(event[name]) for name in _IDENTITIES if event.get(name) not in (None, "")}
+
+
+def _received_ms(event: dict[str, Any]) -> int | None:
+    received = parse_ts(event.get("receivedAt"))
+    return None if received is None else _ms(received)
+
+
+def _event_of(record: dict[str, Any]) -> Any:
+    """The event a queued record carries (a dead letter wraps it)."""
+    value = record.get("value")
+    if isinstance(value, dict) and isinstance(value.get("event"), dict) and "reason" in value:
+        return value["event"]
+    return value
+
+
+class ErasureMarks:
+    """Which ids were erased, and when, for ``seconds`` after (in Redis, one key per id).
+
+    The pipeline asks once per task (one MGET) and drops the events of a marked id received at
+    or before its erasure: events accepted before an erasure but still queued, retried or
+    replayed never reach Kafka, the sessions, the debugger or the history. Events received
+    later go through: an erasure is not a ban. ``on_erased`` hears of every marked id a task
+    carries, so that the worker's traits cache forgets what it held of them.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        seconds: int,
+        on_erased: Callable[[Iterable[str]], None] | None = None,
+    ) -> None:
+        self._client = client
+        self._seconds = seconds
+        self._on_erased = on_erased
+
+    def mark(self, identities: Iterable[str], at: datetime) -> None:
+        pipe = self._client.pipeline(transaction=False)
+        for identity in identities:
+            pipe.set(mark_key(identity), _ms(at), ex=self._seconds)
+        try:
+            pipe.execute()
+        except REDIS_DOWN as exc:
+            raise DependencyUnavailable("redis", str(exc)) from exc
+
+    def erased(self, identities: Iterable[str]) -> dict[str, int]:
+        """The erasure time (ms) of each of these ids that was erased."""
+        wanted = sorted(set(identities))
+        if not wanted:
+            return {}
+        try:
+            found = self._client.mget([mark_key(i) for i in wanted])
+        except REDIS_DOWN as exc:
+            raise DependencyUnavailable("redis", str(exc)) from exc
+        return {i: int(at) for i, at in zip(wanted, found, strict=True) if at is not None}
+
+    def without_erased(self, parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The parts of a task without the events (or queued records) of erased ids received
+        before their erasure. Raises DependencyUnavailable (the task is retried)."""
+        ids: set[str] = set()
+        for part in parts:
+            for event in part.get("events") or []:
+                ids |= _identities(event)
+            for record in part.get("records") or []:
+                if isinstance(record, dict):
+                    ids |= _identities(_event_of(record))
+        marks = self.erased(ids)
+        if not marks:
+            return parts
+        if self._on_erased is not None:
+            self._on_erased(marks)
+
+        def erased(event: Any) -> bool:
+            if not isinstance(event, dict):
+                return False
+            received = _received_ms(event)
+            cutoffs = [marks[i] for i in _identities(event) if i in marks]
+            return bool(cutoffs) and (received is None or received <= max(cutoffs))
+
+        kept_parts, dropped = [], 0
+        for part in parts:
+            if "records" in part:
+                records = [r for r in part["records"] if not erased(_event_of(r))]
+                dropped += len(part["records"]) - len(records)
+                kept_parts.append({**part, "records": records})
+            else:
+                events = [e for e in part.get("events") or [] if not erased(e)]
+                dropped += len(part.get("events") or []) - len(events)
+                kept_parts.append({**part, "events": events})
+        if dropped:
+            log.info("dropped %d event(s) of erased users received before their erasure", dropped)
+        return kept_parts
 
 
 @dataclass
@@ -50,7 +163,11 @@ class Purger:
         retention_days: int | None,
         batch_size: int = 100,
         max_batches: int = 20,
+        marks: ErasureMarks | None = None,
+        debug_client: redis.Redis | None = None,
     ) -> None:
+        self._marks = marks
+        self._debug_client = debug_client
         self._db = db
         self._sessions = sessions
         self._publisher = publisher
@@ -99,6 +216,12 @@ class Purger:
             )
         ]
         ids = [user_id, *aliases]
+        # Marked first, at the transaction's time (completed_at's too): from now on no worker
+        # publishes, sessions or caches this user's events received up to it.
+        erased_at = conn.execute("SELECT now()").fetchone()
+        assert erased_at is not None
+        if self._marks is not None:
+            self._marks.mark(ids, erased_at[0])
         conn.execute(
             "DELETE FROM event_history WHERE user_id = ANY(%s) OR anonymous_id = ANY(%s)",
             (ids, ids),
@@ -106,6 +229,8 @@ class Purger:
         conn.execute("DELETE FROM profiles WHERE user_id = %s", (user_id,))
         conn.execute("DELETE FROM profile_aliases WHERE alias = ANY(%s)", (ids,))
         self._sessions.end_all(sources, ids)
+        if self._debug_client is not None:
+            forget_entries(self._debug_client, sources, ids)
         tombstone = self._announce([user_id], "erasure_request")[user_id]
         conn.execute(
             "UPDATE erasure_requests SET completed_at = now(), erased_ids = %s,"

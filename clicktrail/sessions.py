@@ -13,10 +13,15 @@ One Lua script call joins every event of a batch to its session (the one it name
 ``context.sessionId`` when that is live, else its device's, else a new one) and counts it,
 atomically: concurrent events of one user never open two sessions. The batch travels as one
 JSON argument, so a thousand events cost one command.
+
+An event of an id erased after it was received (``ct:erased:<sha256 of the id>``, which an
+erasure sets before it ends the id's sessions) is given a session that is not stored: an event
+already on its way through a worker when the erasure ran cannot bring the sessions back.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,7 +30,7 @@ from typing import Any, Protocol
 import orjson
 import redis
 
-from clicktrail.clock import format_ts
+from clicktrail.clock import format_ts, parse_ts
 from clicktrail.errors import DependencyUnavailable
 from clicktrail.redisconn import REDIS_DOWN
 
@@ -34,56 +39,76 @@ POINTER_KEY = "ct:session-of:{source}:{identity}"
 COUNTER_KEY = "ct:session-count:{source}:{identity}"
 LIVE_KEY = "ct:sessions:live"
 COUNTER_TTL_SECONDS = 90 * 24 * 3600
+# Set by an erasure, to the erasure's time (ms); the id is hashed: Redis keeps no erased id.
+MARK_KEY = "ct:erased:{digest}"
+
+
+def mark_key(identity: str) -> str:
+    return MARK_KEY.format(digest=hashlib.sha256(identity.encode()).hexdigest())
+
 
 # One call joins every event of a batch to its session, in order.
 # KEYS: the live index. ARGV[1]: JSON {"now_ms", "timeout", "counter_ttl", "prefix",
 #   "touches": [[pointer key, counter key, new id, named id or "", source, userId or "",
-#                anonymousId or "", at (ISO)], ...]}.
+#                anonymousId or "", at (ISO), at (ms), erasure mark keys...], ...]}.
 # Returns JSON: [[id, index, eventIndex, startedAt], ...], one per touch.
 _TOUCH_MANY = """
 local batch = cjson.decode(ARGV[1])
 local prefix, timeout, now_ms = batch.prefix, batch.timeout, batch.now_ms
 local out, sessions, order, joined = {}, {}, {}, {}
+local function erased(t)
+  for j = 10, #t do
+    local mark = redis.call('GET', t[j])
+    if mark and tonumber(mark) >= t[9] then return true end
+  end
+  return false
+end
 for i, t in ipairs(batch.touches) do
-  local pointer, counter, new_id, named, source = t[1], t[2], t[3], t[4], t[5]
-  local user, anon, at = t[6], t[7], t[8]
-  local sid = false
-  if named ~= '' then
-    local known = sessions[named]
-    if (known and known.source == source)
-      or (not known and redis.call('HGET', prefix .. named, 'source') == source) then
-      sid = named
+  if erased(t) then
+    out[i] = {t[3], 0, 0, t[8]}
+  else
+    local pointer, counter, new_id, named, source = t[1], t[2], t[3], t[4], t[5]
+    local user, anon, at = t[6], t[7], t[8]
+    local sid = false
+    if named ~= '' then
+      local known = sessions[named]
+      if (known and known.source == source)
+        or (not known and redis.call('HGET', prefix .. named, 'source') == source) then
+        sid = named
+      end
     end
-  end
-  if not sid then
-    sid = joined[pointer]
     if not sid then
-      sid = redis.call('GET', pointer)
-      if sid and not sessions[sid] and redis.call('EXISTS', prefix .. sid) == 0 then sid = false end
+      sid = joined[pointer]
+      if not sid then
+        sid = redis.call('GET', pointer)
+        if sid and not sessions[sid] and redis.call('EXISTS', prefix .. sid) == 0 then
+          sid = false
+        end
+      end
     end
-  end
-  local s = sid and sessions[sid]
-  if not s then
-    if sid then
-      local f = redis.call('HMGET', prefix .. sid, 'source', 'index', 'startedAt', 'events')
-      s = {source = f[1], index = f[2], startedAt = f[3], events = tonumber(f[4] or 0)}
-    else
-      sid = new_id
-      s = {source = source, startedAt = at, events = 0, new = true}
+    local s = sid and sessions[sid]
+    if not s then
+      if sid then
+        local f = redis.call('HMGET', prefix .. sid, 'source', 'index', 'startedAt', 'events')
+        s = {source = f[1], index = f[2], startedAt = f[3], events = tonumber(f[4] or 0)}
+      else
+        sid = new_id
+        s = {source = source, startedAt = at, events = 0, new = true}
+      end
+      if not s.index then s.index = redis.call('INCR', counter); s.counter = counter end
+      s.index = tonumber(s.index)
+      s.pointers = {}
+      sessions[sid] = s
+      order[#order + 1] = sid
     end
-    if not s.index then s.index = redis.call('INCR', counter); s.counter = counter end
-    s.index = tonumber(s.index)
-    s.pointers = {}
-    sessions[sid] = s
-    order[#order + 1] = sid
+    s.events = s.events + 1
+    s.lastSeen = at
+    if user ~= '' then s.userId = user end
+    if anon ~= '' then s.anonymousId = anon end
+    s.pointers[pointer] = true
+    joined[pointer] = sid
+    out[i] = {sid, s.index, s.events, s.startedAt}
   end
-  s.events = s.events + 1
-  s.lastSeen = at
-  if user ~= '' then s.userId = user end
-  if anon ~= '' then s.anonymousId = anon end
-  s.pointers[pointer] = true
-  joined[pointer] = sid
-  out[i] = {sid, s.index, s.events, s.startedAt}
 end
 for _, sid in ipairs(order) do
   local s, key = sessions[sid], prefix .. sid
@@ -121,6 +146,12 @@ redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 return 1
 """
+
+
+def _ms(at: str) -> int:
+    moment = parse_ts(at)
+    # An unreadable time counts as the latest: no erasure is later than it.
+    return int(moment.timestamp() * 1000) if moment is not None else 2**53
 
 
 @dataclass(frozen=True)
@@ -197,6 +228,8 @@ class SessionStore:
                     t.user_id or "",
                     t.anonymous_id or "",
                     t.at,
+                    _ms(t.at),
+                    *(mark_key(i) for i in (t.user_id, t.anonymous_id) if i),
                 ]
                 for t in touches
             ],

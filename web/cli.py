@@ -23,10 +23,13 @@ from flask.cli import AppGroup
 
 from clicktrail import doctor as checkup
 from clicktrail.cli import schemas_check, schemas_register
+from clicktrail.clock import parse_ts
 from clicktrail.config import Settings
 from clicktrail.db import Database
+from clicktrail.debugger import DebuggerKeys, new_debugger_key
 from clicktrail.errors import DependencyUnavailable
 from clicktrail.health import dependency_checks, workers_check
+from clicktrail.history import erasure_cutoffs
 from clicktrail.intake import MAX_ID_CHARS
 from clicktrail.kafka import decode_value
 from clicktrail.profiles import ProfileStore
@@ -143,6 +146,27 @@ def revoke_key(name: str, key_id: str | None) -> None:
     if not stopped:
         raise click.ClickException("no live key matched")
     click.echo(f"revoked {stopped} key(s)")
+
+
+@sources.command("debugger-key")
+@click.argument("name")
+@click.option("--revoke", is_flag=True, help="only revoke the source's debugger key")
+def debugger_key(name: str, revoke: bool) -> None:
+    """Make a new debugger key for a source (shown once: only its hash is kept), which the live
+    debugger takes to show this source's events; the source's earlier one stops now. Give it
+    only to those who may see every visitor's events: unlike a write key, it is not public."""
+    with _database() as db:
+        source = SourceStore(db, cache_seconds=0).by_name(name)
+        if source is None:
+            raise click.ClickException(f"no source named {name!r}")
+        keys = DebuggerKeys(db, cache_seconds=0)
+        if revoke:
+            click.echo(f"revoked {keys.revoke(source.id)} debugger key(s)")
+            return
+        key = new_debugger_key()
+        stopped = keys.rotate(source.id, key)
+    click.echo(f"debugger key: {key}")
+    click.echo(f"{stopped} older debugger key(s) stopped; open /debugger#key=<debugger key>")
 
 
 @sources.command("settings")
@@ -284,12 +308,15 @@ def replay_dead_letters(reason: str, source_name: str | None, dry_run: bool, idl
                 and isinstance(value.get("event"), dict)
             ):
                 by_source[str(value.get("sourceId"))].append(value["event"])
-        with _store() as store:
-            known = {source.id: source for source, _ in store.all()}
-        wanted = {sid: events for sid, events in by_source.items() if sid in known}
-        if source_name is not None:
-            wanted = {sid: evs for sid, evs in wanted.items() if known[sid].name == source_name}
+        with _database() as db:
+            known = {source.id: source for source, _ in SourceStore(db, cache_seconds=0).all()}
+            wanted = {sid: events for sid, events in by_source.items() if sid in known}
+            if source_name is not None:
+                wanted = {sid: evs for sid, evs in wanted.items() if known[sid].name == source_name}
+            wanted, erased = _without_erased(db, wanted)
         total = sum(len(events) for events in wanted.values())
+        if erased:
+            click.echo(f"skipped {erased} event(s) of users erased after they were received")
         if dry_run:
             click.echo(f"would replay {total} event(s) dead-lettered as {reason}")
             return
@@ -302,6 +329,39 @@ def replay_dead_letters(reason: str, source_name: str | None, dry_run: bool, idl
     finally:
         consumer.close()
     click.echo(f"replayed {total} event(s) dead-lettered as {reason}")
+
+
+def _without_erased(
+    db: Database, by_source: dict[str, list[dict[str, Any]]]
+) -> tuple[dict[str, list[dict[str, Any]]], int]:
+    """The events of users not erased since they were received, and how many were left out: an
+    erasure covers its user's dead letters too, however long after it they are replayed."""
+    ids = sorted(
+        {
+            str(event[name])
+            for events in by_source.values()
+            for event in events
+            for name in ("userId", "anonymousId", "previousId")
+            if event.get(name) not in (None, "")
+        }
+    )
+    with db.connection() as conn:
+        cutoffs = erasure_cutoffs(conn, ids)
+    if not cutoffs:
+        return by_source, 0
+
+    def erased(event: dict[str, Any]) -> bool:
+        received = parse_ts(event.get("receivedAt"))
+        times = [
+            cutoffs[str(event[name])]
+            for name in ("userId", "anonymousId", "previousId")
+            if event.get(name) not in (None, "") and str(event[name]) in cutoffs
+        ]
+        return bool(times) and (received is None or received <= max(times))
+
+    kept = {sid: [e for e in events if not erased(e)] for sid, events in by_source.items()}
+    left_out = sum(len(e) for e in by_source.values()) - sum(len(e) for e in kept.values())
+    return kept, left_out
 
 
 def _replay(

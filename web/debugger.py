@@ -1,8 +1,9 @@
 """The live debugger: a page at /debugger and the JSON feed it polls.
 
 The page is static (HTML, CSS and JavaScript in web/static/debugger, nothing from elsewhere) and
-holds no data; the feed wants credentials. A source's write key (HTTP Basic) sees that source
-only; the admin token (Bearer) sees every source and picks one. Each poll of
+holds no data; the feed wants a credential that is not public (Bearer): a source's debugger key
+sees that source only; the admin token sees every source and picks one. A write key is refused:
+it is in every page that runs a browser SDK, and the feed shows every visitor's events. Each poll of
 ``GET /v1/debugger/events`` marks its source as watched for a few seconds, which is what makes
 the workers write its events to the debugger stream (see clicktrail.debugger). The page polls
 once a second rather than holding a server-sent-events stream open: an open stream would take
@@ -11,6 +12,7 @@ one of the API's few threads away from ingest for as long as the page stays open
 
 from __future__ import annotations
 
+import hmac
 import re
 from pathlib import Path
 from typing import Any
@@ -18,9 +20,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from clicktrail.debugger import ENTRY_ID, WATCH_SECONDS
-from clicktrail.errors import Forbidden, InvalidInput, NotFound
-from clicktrail.sources import Source
-from web.auth import source_or_admin
+from clicktrail.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 from web.services import DebugEvents, Services
 
 bp = Blueprint("debugger", __name__)
@@ -79,13 +79,41 @@ def _no_store(body: dict[str, Any]) -> Response:
     return response
 
 
+def _caller(services: Services, feed: DebugEvents) -> str | None:
+    """The id of the source a debugger key is for, or None for the admin token; 401 otherwise."""
+    auth = request.authorization
+    if auth is not None and auth.type == "basic":
+        raise Unauthorized(
+            "write_key_not_accepted",
+            "the debugger does not take write keys (every page with a browser SDK shows them):"
+            " send Authorization: Bearer <debugger key>"
+            " (flask --app web sources debugger-key NAME) or the admin token",
+        )
+    token = auth.token if auth is not None and auth.type == "bearer" else None
+    if not token:
+        raise Unauthorized(
+            "missing_debugger_key",
+            "send Authorization: Bearer <debugger key> (flask --app web sources debugger-key"
+            " NAME) or the admin token",
+        )
+    admin = services.admin_token
+    if admin is not None and hmac.compare_digest(token.encode(), admin.encode()):
+        return None
+    source_id = feed.source_of(token)
+    if source_id is None:
+        raise Unauthorized(
+            "invalid_debugger_key", "the debugger key or admin token is unknown or revoked"
+        )
+    return source_id
+
+
 @bp.get("/v1/debugger/sources")
 def sources() -> Response:
     """The sources the caller may watch: its own, or every one for the admin token."""
     services: Services = current_app.extensions["clicktrail"]
     feed = _feed(services)
-    caller = source_or_admin(services)
-    listed = [caller] if caller is not None else services.sources.listing()
+    caller = _caller(services, feed)
+    listed = [s for s in services.sources.listing() if caller in (None, s.id)]
     return _no_store(
         {
             "admin": caller is None,
@@ -101,7 +129,7 @@ def events() -> Response:
     for the next ``watchSeconds``."""
     services: Services = current_app.extensions["clicktrail"]
     feed = _feed(services)
-    caller = source_or_admin(services)
+    caller = _caller(services, feed)
     source_id = _source_id(services, caller, request.args.get("sourceId") or None)
     after = request.args.get("after") or None
     if after is not None and not ENTRY_ID.match(after):
@@ -122,13 +150,13 @@ def events() -> Response:
     )
 
 
-def _source_id(services: Services, caller: Source | None, wanted: str | None) -> str:
-    """The source to watch: a write key's own (404 alike for any other: ids are not secrets,
+def _source_id(services: Services, caller: str | None, wanted: str | None) -> str:
+    """The source to watch: a debugger key's own (404 alike for any other: ids are not secrets,
     but which exist is none of another source's business), or the one the admin names."""
     if caller is not None:
-        if wanted not in (None, caller.id):
-            raise NotFound("source_not_found", "no such source for this write key")
-        return caller.id
+        if wanted not in (None, caller):
+            raise NotFound("source_not_found", "no such source for this debugger key")
+        return caller
     if wanted is None:
         raise InvalidInput(
             "missing_source",
@@ -141,7 +169,7 @@ def _source_id(services: Services, caller: Source | None, wanted: str | None) ->
 
 
 def _limit(raw: str | None) -> int:
-    if raw is None or raw == "":
+    if raw is None:
         return 100
     if not _DIGITS.match(raw) or not 1 <= int(raw) <= MAX_LIMIT:
         raise InvalidInput(

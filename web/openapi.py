@@ -286,7 +286,7 @@ def document() -> dict[str, Any]:
             ),
         },
     }
-    _debugger_paths(paths, write_key_or_admin)
+    _debugger_paths(paths, [{"debuggerKey": []}, {"admin": []}])
     for path, operation_id in (
         ("/sourceConfig", "sourceConfig"),
         ("/sourceConfig/", "sourceConfigSlash"),
@@ -379,6 +379,12 @@ def document() -> dict[str, Any]:
                     "(or `writeKey` in the body).",
                 },
                 "admin": {"type": "http", "scheme": "bearer", "description": "ADMIN_TOKEN."},
+                "debuggerKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A source's debugger key (flask --app web sources "
+                    "debugger-key NAME); never its write key.",
+                },
                 "metrics": {"type": "http", "scheme": "bearer", "description": "METRICS_TOKEN."},
             },
             "headers": {
@@ -414,8 +420,8 @@ def _debugger_paths(paths: dict[str, Any], security: list[dict[str, Any]]) -> No
             }
         }
     errors = {
-        "401": _error("Missing or wrong write key or admin token."),
-        "403": _error("The debugger is off, or the admin API is (no ADMIN_TOKEN)."),
+        "401": _error("No debugger key or admin token, a wrong one, or a write key."),
+        "403": _error("The debugger is off."),
         "503": _REJECTIONS["503"],
     }
     paths["/v1/debugger/sources"] = {
@@ -423,7 +429,7 @@ def _debugger_paths(paths: dict[str, Any], security: list[dict[str, Any]]) -> No
             "operationId": "debuggerSources",
             **_admin_operation(
                 "Debugger",
-                "The sources the caller may watch: a write key's own, every one for the admin.",
+                "The sources the caller may watch: a debugger key's own, every one for the admin.",
                 {
                     "200": {
                         "description": "The sources.",
@@ -449,7 +455,7 @@ def _debugger_paths(paths: dict[str, Any], security: list[dict[str, Any]]) -> No
                         "content": _json(_ref("DebuggerEvents")),
                     },
                     "400": _error("A malformed `after` or `limit`, or no `sourceId` (admin)."),
-                    "404": _error("No such source (or not the write key's)."),
+                    "404": _error("No such source (or not the debugger key's)."),
                     **errors,
                 },
                 security,
@@ -458,7 +464,7 @@ def _debugger_paths(paths: dict[str, Any], security: list[dict[str, Any]]) -> No
                 {
                     "name": "sourceId",
                     "in": "query",
-                    "description": "The source to watch; a write key's own when omitted "
+                    "description": "The source to watch; a debugger key's own when omitted "
                     "(required with the admin token).",
                     "schema": {"type": "string"},
                 },

@@ -49,6 +49,8 @@ class DebugEvents(Protocol):
 
     def read(self, source_id: str, after: str | None, limit: int) -> list[dict[str, Any]]: ...
 
+    def source_of(self, key: str) -> str | None: ...
+
 
 class Profiles(Protocol):
     def get(self, user_id: str) -> Profile | None: ...
@@ -73,7 +75,7 @@ class Services:
     @classmethod
     def build(cls, settings: Settings) -> Services:
         """The real services; nothing connects until first used."""
-        from clicktrail.debugger import DebugFeed
+        from clicktrail.debugger import DebugFeed, DebuggerKeys
         from clicktrail.profiles import ProfileStore
         from web.enqueue import CeleryEnqueuer
 
@@ -84,7 +86,12 @@ class Services:
         clock = SystemClock()
         redis_client = pipeline_redis(settings)
         debugger = (
-            DebugFeed(redis_client, clock, settings.debugger_retention_seconds)
+            DebugFeed(
+                redis_client,
+                clock,
+                settings.debugger_retention_seconds,
+                DebuggerKeys(db, settings.source_cache_seconds),
+            )
             if settings.debugger_retention_seconds > 0
             else None
         )

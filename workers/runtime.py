@@ -21,7 +21,7 @@ from clicktrail.enrich import Enricher, load_user_agent_rules, open_geoip
 from clicktrail.kafka import KafkaPublisher
 from clicktrail.pipeline import Pipeline, Topics
 from clicktrail.profiles import ProfileStore
-from clicktrail.purge import Purger
+from clicktrail.purge import ErasureMarks, Purger
 from clicktrail.redisconn import pipeline_redis
 from clicktrail.registry import make_registry
 from clicktrail.sessions import SessionStore
@@ -48,6 +48,8 @@ class Runtime:
         sessions = SessionStore(redis_client, settings.session_timeout_seconds)
         geoip = open_geoip(settings.geoip_database) if settings.geoip_database else None
         enricher = Enricher(geoip, settings.pseudonymization_key)
+        profiles = ProfileStore(db)
+        marks = ErasureMarks(redis_client, settings.erasure_mark_seconds, profiles.forget)
         pipeline = Pipeline(
             validator=EventValidator(make_registry(settings)),
             sessions=sessions,
@@ -55,13 +57,21 @@ class Runtime:
             topics=Topics(events=settings.topic_events, deadletter=settings.topic_deadletter),
             clock=clock,
             enricher=enricher,
-            profiles=ProfileStore(db),
+            profiles=profiles,
             seen=SeenIds(redis_client, settings.dedupe_window_seconds),
             log_requests=settings.log_requests,
             tap=_debug_tap(settings, enricher, clock),
+            erasures=marks,
         )
         purger = Purger(
-            db, sessions, publisher, settings.topic_profiles, clock, settings.profile_retention_days
+            db,
+            sessions,
+            publisher,
+            settings.topic_profiles,
+            clock,
+            settings.profile_retention_days,
+            marks=marks,
+            debug_client=redis_client,
         )
         deliveries = Deliveries(redis_client, 2 * settings.visibility_timeout_seconds)
         return cls(settings, db, publisher, pipeline, purger, deliveries)

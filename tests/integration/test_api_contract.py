@@ -10,10 +10,13 @@ import base64
 import uuid
 from typing import Any
 
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.config import SchemathesisConfig
 
+from clicktrail.db import Database
+from clicktrail.debugger import DebuggerKeys, new_debugger_key
 from tests.integration.conftest import ADMIN_TOKEN, SourceUnderTest, TopicNames
 from tests.support.infra import KafkaCollector
 from web.openapi import document
@@ -50,14 +53,27 @@ def _within_int64(value: object) -> bool:
     return True
 
 
+@pytest.fixture(scope="module")
+def debugger_key(database_url: str, source: SourceUnderTest) -> str:
+    db = Database(database_url)
+    try:
+        key = new_debugger_key()
+        DebuggerKeys(db, cache_seconds=0).rotate(source.id, key)
+    finally:
+        db.close()
+    return key
+
+
 @schema.parametrize()
 # Derandomized: the same examples on every run, so that CI never fails by chance.
 @settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 def test_the_api_keeps_its_contract(
-    case: schemathesis.Case, pipeline: str, source: SourceUnderTest
+    case: schemathesis.Case, pipeline: str, source: SourceUnderTest, debugger_key: str
 ) -> None:
     if case.operation.path.startswith("/v1/users/"):
         auth = f"Bearer {ADMIN_TOKEN}"
+    elif case.operation.path.startswith("/v1/debugger/"):
+        auth = f"Bearer {debugger_key}"
     else:
         auth = "Basic " + base64.b64encode(f"{source.write_key}:".encode()).decode()
     case.call_and_validate(

@@ -1,6 +1,7 @@
 """The live debugger in a real browser (headless Chromium) against the running pipeline: a good and
 a bad event sent with the source's key show up, newest first, with what the workers made of them,
-and the bad one with its validation errors."""
+and the bad one with its validation errors. The page is opened with the source's debugger key or
+the admin token; its write key opens nothing."""
 
 from __future__ import annotations
 
@@ -8,18 +9,32 @@ import time
 import uuid
 from typing import Any
 
+import pytest
 import requests
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
+from clicktrail.db import Database
+from clicktrail.debugger import DebuggerKeys, new_debugger_key
 from tests.integration.conftest import ADMIN_TOKEN, SourceUnderTest, TopicNames
 from tests.support.browser import screenshot
 from tests.support.infra import KafkaCollector
 
 # Workers look up which sources are watched at most once a second.
 WATCH_NOTICED = 1.5
+
+
+@pytest.fixture(scope="module")
+def debugger_key(database_url: str, source: SourceUnderTest) -> str:
+    db = Database(database_url)
+    try:
+        key = new_debugger_key()
+        DebuggerKeys(db, cache_seconds=0).rotate(source.id, key)
+    finally:
+        db.close()
+    return key
 
 
 def wait(driver: webdriver.Chrome, timeout: float = 30) -> WebDriverWait[webdriver.Chrome]:
@@ -52,11 +67,12 @@ def send(base: str, key: str, body: dict[str, Any]) -> None:
 def test_events_show_up_live_with_their_details_and_errors(
     pipeline: str,
     source: SourceUnderTest,
+    debugger_key: str,
     browser: webdriver.Chrome,
     kafka: KafkaCollector,
     topics: TopicNames,
 ) -> None:
-    open_debugger(browser, pipeline, f"key={source.write_key}")
+    open_debugger(browser, pipeline, f"key={debugger_key}")
     good_id, bad_id = f"dbg-good-{uuid.uuid4()}", f"dbg-bad-{uuid.uuid4()}"
     send(
         pipeline,
@@ -117,9 +133,13 @@ def test_events_show_up_live_with_their_details_and_errors(
 
 
 def test_pausing_holds_new_events_back_until_resumed(
-    pipeline: str, source: SourceUnderTest, browser: webdriver.Chrome, kafka: KafkaCollector
+    pipeline: str,
+    source: SourceUnderTest,
+    debugger_key: str,
+    browser: webdriver.Chrome,
+    kafka: KafkaCollector,
 ) -> None:
-    open_debugger(browser, pipeline, f"key={source.write_key}")
+    open_debugger(browser, pipeline, f"key={debugger_key}")
     pause = browser.find_element(By.ID, "pause")
     pause.click()
     held = f"dbg-held-{uuid.uuid4()}"
@@ -138,13 +158,14 @@ def test_pausing_holds_new_events_back_until_resumed(
     assert pause.text == "Pause"
 
 
-def test_the_admin_token_picks_a_source_and_a_wrong_key_is_told(
+def test_the_admin_token_picks_a_source_and_a_write_key_opens_nothing(
     pipeline: str, source: SourceUnderTest, browser: webdriver.Chrome, kafka: KafkaCollector
 ) -> None:
     browser.get(f"{pipeline}/debugger")
-    browser.find_element(By.ID, "secret").send_keys("not-a-key")
+    browser.find_element(By.ID, "secret").send_keys(source.write_key)
     browser.find_element(By.CSS_SELECTOR, "#connect button").click()
-    wait(browser).until(lambda d: "invalid_write_key" in d.find_element(By.ID, "status").text)
+    wait(browser).until(lambda d: "invalid_debugger_key" in d.find_element(By.ID, "status").text)
+    assert browser.find_element(By.ID, "watch").is_displayed() is False
 
     open_debugger(browser, pipeline, f"token={ADMIN_TOKEN}")
     picker = Select(browser.find_element(By.ID, "source"))

@@ -159,8 +159,8 @@ def start(env: dict[str, str], ports: dict[str, int], log: Path) -> Stack:
     )
     text = log.read_text()
     assert stack.key in text, "the development write key is printed"
-    assert "admin token:" in text
-    assert f"live debugger: http://127.0.0.1:{ports['api']}/debugger#key={stack.key}" in text
+    [token] = re.findall(r"admin token: (\S+)", text)[-1:]
+    assert f"live debugger: http://127.0.0.1:{ports['api']}/debugger#token={token}" in text
     return stack
 
 

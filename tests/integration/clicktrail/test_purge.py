@@ -6,18 +6,21 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import orjson
 import pytest
 import redis
 
 from clicktrail.clock import SystemClock
 from clicktrail.db import Database
+from clicktrail.debugger import stream_key
 from clicktrail.history import HistoryRow, HistoryStore
 from clicktrail.kafka import KafkaPublisher, Record
 from clicktrail.profiles import ProfileStore, ProfileWriter
-from clicktrail.purge import PurgeFailed, Purger
+from clicktrail.purge import ErasureMarks, PurgeFailed, Purger
 from clicktrail.redisconn import make_redis
-from clicktrail.sessions import SessionStore, Touch
+from clicktrail.sessions import SessionStore, Touch, mark_key
 from tests.integration.conftest import SourceUnderTest, TopicNames
 from tests.support.events import published, uid
 from tests.support.infra import KafkaCollector, Message, free_port, wait_for
@@ -42,11 +45,14 @@ def purger(
     topics: TopicNames,
     retention_days: int | None = None,
     batch_size: int = 100,
+    **more: Any,
 ) -> Purger:
     publisher = KafkaPublisher({"bootstrap.servers": bootstrap, "message.timeout.ms": "3000"})
     sessions = SessionStore(client, 60)
     clock = SystemClock()
-    return Purger(db, sessions, publisher, topics.profiles, clock, retention_days, batch_size)
+    return Purger(
+        db, sessions, publisher, topics.profiles, clock, retention_days, batch_size, **more
+    )
 
 
 def remember(db: Database, *events: dict[str, object]) -> None:
@@ -194,3 +200,77 @@ def test_without_a_retention_period_nothing_expires(
 
     assert purger(db, client, kafka_bootstrap, topics, retention_days=None).expire_stale() == []
     assert ProfileStore(db).get(ancient) is not None
+
+
+def test_an_erasure_marks_every_id_at_its_time_and_drops_only_what_came_before(
+    db: Database,
+    client: redis.Redis,
+    kafka_bootstrap: str,
+    topics: TopicNames,
+    kafka: KafkaCollector,
+) -> None:
+    user, anon, bystander = uid("marked"), uid("marked-anon"), uid("unmarked")
+    remember(db, published("identify", user, anon, traits={}))
+    ProfileStore(db).request_erasure(user)
+    forgotten: list[str] = []
+    marks = ErasureMarks(client, 60, lambda ids: forgotten.extend(ids))
+    erasing = purger(db, client, kafka_bootstrap, topics, marks=marks)
+    before = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
+
+    erasing.erase_requested()
+    after = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
+    queued = {"source": {"id": "s"}, "events": [
+        published("page", anonymous_id=anon, received=before),
+        published("page", user, received=after),
+        published("page", bystander, received=before),
+    ]}  # fmt: skip
+    retried = {"source": {"id": "s"}, "records": [
+        {"topic": "events.deadletter", "key": user, "headers": {},
+         "value": {"reason": "unplanned", "event": published("track", user, received=before)}},
+    ]}  # fmt: skip
+    [kept, none_left] = marks.without_erased([queued, retried])
+
+    with db.connection() as conn:
+        [(completed_at,)] = conn.execute(
+            "SELECT completed_at FROM erasure_requests WHERE user_id = %s", (user,)
+        ).fetchall()
+    assert [e.get("userId") for e in kept["events"]] == [user, bystander]
+    assert none_left["records"] == []
+    assert sorted(set(forgotten)) == sorted([user, anon])
+    assert marks.erased([user, anon, bystander]) == {
+        user: int(completed_at.timestamp() * 1000),
+        anon: int(completed_at.timestamp() * 1000),
+    }
+    assert 0 < client.ttl(mark_key(user)) <= 60
+    assert not [k for k in client.scan_iter(match="ct:erased:*") if user in k or anon in k]
+
+
+def test_an_erasure_takes_the_users_entries_out_of_the_debugger_streams(
+    db: Database,
+    client: redis.Redis,
+    kafka_bootstrap: str,
+    topics: TopicNames,
+    kafka: KafkaCollector,
+    source: SourceUnderTest,
+) -> None:
+    user, anon, bystander = uid("shown"), uid("shown-anon"), uid("still-shown")
+    remember(db, published("identify", user, anon, traits={}))
+    key = stream_key(source.id)
+    for entry in (
+        {"status": "published", "raw": {"anonymousId": anon}, "enriched": {"anonymousId": anon}},
+        {"status": "dead_lettered", "raw": {"userId": user}, "enriched": None},
+        {"status": "published", "raw": {"userId": bystander}, "enriched": {"userId": bystander}},
+        {"status": "skipped", "count": 3},
+    ):
+        client.xadd(key, {"e": orjson.dumps(entry)})
+    ProfileStore(db).request_erasure(user)
+    erasing = purger(db, client, kafka_bootstrap, topics, debug_client=client)
+
+    try:
+        erasing.erase_requested()
+        left = [orjson.loads(fields["e"]) for _, fields in client.xrange(key)]
+    finally:
+        client.delete(key)  # the shared source's stream: nothing for other tests to see
+
+    assert [e["status"] for e in left] == ["published", "skipped"]
+    assert left[0]["raw"] == {"userId": bystander}

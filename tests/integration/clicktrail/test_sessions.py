@@ -13,7 +13,7 @@ import redis
 
 from clicktrail.errors import DependencyUnavailable
 from clicktrail.redisconn import make_redis
-from clicktrail.sessions import LIVE_KEY, SESSION_PREFIX, SessionStore, Touch
+from clicktrail.sessions import LIVE_KEY, SESSION_PREFIX, SessionStore, Touch, mark_key
 from tests.support.infra import free_port
 
 NOW = "2026-01-01T00:00:00.000Z"
@@ -202,3 +202,30 @@ def test_redis_down_is_dependency_unavailable() -> None:
         touch(store, "src", "u")
 
     assert caught.value.name == "redis"
+
+
+def test_an_event_received_before_its_users_erasure_stores_no_session(
+    client: redis.Redis,
+) -> None:
+    """An event already in a worker when the erasure ran must not bring back what the erasure
+    removed: the session, the device pointer, the session count."""
+    store = SessionStore(client, timeout_seconds=60)
+    user, anon, other = f"user-{uuid.uuid4().hex}", device(), device()
+    erased_at = datetime(2026, 1, 1, 0, 0, 1, tzinfo=UTC)
+    client.set(mark_key(user), int(erased_at.timestamp() * 1000), ex=60)
+    before, after = "2026-01-01T00:00:00.500Z", "2026-01-01T00:00:01.500Z"
+
+    late, bystander, returning = store.touch_many(
+        [
+            Touch("src", user, anon, before, f"s-{uuid.uuid4()}"),
+            Touch("src", None, other, before, f"s-{uuid.uuid4()}"),
+            Touch("src", user, anon, after, f"s-{uuid.uuid4()}"),
+        ]
+    )
+
+    assert store.get(late["id"]) is None
+    assert late["id"] != returning["id"]
+    assert store.get(bystander["id"]) is not None
+    returned = store.get(returning["id"])
+    assert returned is not None
+    assert (returned.index, returned.event_count) == (1, 1)

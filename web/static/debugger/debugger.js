@@ -47,9 +47,11 @@
     return body;
   }
 
-  function authorization(kind, secret) {
-    if (kind === "admin") return "Bearer " + secret;
-    return "Basic " + btoa(secret + ":");
+  // A debugger key and the admin token go the same way; the API tells them apart. Write keys
+  // are not taken: every page with a browser SDK shows them.
+  function authorization(secret) {
+    if (!/^[\x21-\x7e]+$/.test(secret)) throw new Error("not a header value");
+    return "Bearer " + secret;
   }
 
   function setStatus(text, error = false) {
@@ -213,7 +215,7 @@
 
   async function connect(kind, secret) {
     try {
-      state.auth = authorization(kind, secret);
+      state.auth = authorization(secret);
     } catch (err) {
       setStatus("that secret cannot be sent in an HTTP header", true);
       return;
