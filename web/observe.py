@@ -73,13 +73,9 @@ def instrument(app: Flask, settings: Settings) -> None:
             kind=SpanKind.SERVER,
         )
         if span.is_recording():
-            span.set_attributes(
-                {
-                    "http.request.method": request.method,
-                    "http.route": route,
-                    "url.path": request.path,
-                }
-            )
+            span.set_attributes({"http.request.method": request.method, "url.path": request.path})
+            if request.url_rule is not None:
+                span.set_attribute("http.route", route)
         g.span, g.span_token = span, otel_context.attach(trace.set_span_in_context(span))
 
     @app.after_request
