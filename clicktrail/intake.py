@@ -18,6 +18,7 @@ import orjson
 
 from clicktrail.clock import format_ts
 from clicktrail.errors import InvalidInput, PayloadTooLarge
+from clicktrail.queue import MAX_EVENT_DEPTH
 
 CALL_TYPES = ("track", "page", "screen", "identify", "group", "alias")
 MAX_EVENT_BYTES = 32 * 1024
@@ -27,6 +28,8 @@ MAX_MESSAGE_ID_CHARS = 100
 # userId, anonymousId and previousId key profiles in Postgres: 512 characters are at most 2,048
 # bytes of UTF-8, within what a btree index takes (2,704).
 MAX_ID_CHARS = 512
+# Other strings that name things and travel in headers, schema names and registry subjects.
+NAMED_FIELDS = ("groupId", "event", "name")
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,7 @@ def read_body(body: Any, call_type: str | None, raw_size: int) -> Intake:
         event.pop("writeKey", None)
         _check_identity(event, where)
         _check_message_id(event, where)
+        _check_names(event, where)
         if check_sizes and len(orjson.dumps(event)) > MAX_EVENT_BYTES:
             raise PayloadTooLarge(
                 "event_too_large",
@@ -236,6 +240,46 @@ def _check_identity(event: dict[str, Any], where: str) -> None:
             "every event needs a userId or an anonymousId",
             field=f"{where}userId",
         )
+
+
+def nesting_error(events: list[dict[str, Any]], batch: bool) -> InvalidInput:
+    """The 400 for events the queue could not encode: names the first event field that nests
+    deeper than MAX_EVENT_DEPTH. Walks only on this path: the bound itself is checked by the
+    encoder (clicktrail.queue.encode_part)."""
+    for index, event in enumerate(events):
+        for name, value in event.items():
+            if _deeper_than(value, MAX_EVENT_DEPTH - 1):
+                where = f"batch[{index}].{name}" if batch else name
+                return InvalidInput(
+                    "too_deep",
+                    f"an event may nest at most {MAX_EVENT_DEPTH} levels of objects and arrays",
+                    field=where,
+                )
+    return InvalidInput("invalid_event", "the events cannot be encoded as JSON")
+
+
+def _deeper_than(value: Any, levels: int) -> bool:
+    """Whether ``value`` nests more than ``levels`` objects and arrays (stops once it does)."""
+    if isinstance(value, dict):
+        children: Any = value.values()
+    elif isinstance(value, list):
+        children = value
+    else:
+        return False
+    if levels <= 0:
+        return True
+    return any(_deeper_than(child, levels - 1) for child in children)
+
+
+def _check_names(event: dict[str, Any], where: str) -> None:
+    for name in NAMED_FIELDS:
+        value = event.get(name)
+        if isinstance(value, str) and len(value) > MAX_ID_CHARS:
+            raise InvalidInput(
+                "too_long",
+                f"{name} may be at most {MAX_ID_CHARS} characters",
+                field=f"{where}{name}",
+            )
 
 
 def _check_message_id(event: dict[str, Any], where: str) -> None:

@@ -42,6 +42,18 @@ CONTENT_TYPE = "application/x-clicktrail-zjson"
 # Celery holds a retry, unacked, until its countdown is due: at most this many per worker.
 ETA_TASK_LIMIT = 1000
 
+# How deep an event may nest (the event object is one level). orjson writes at most 254 levels;
+# a task message puts an event 7 levels down, a retry's dead letter 9, and the consumers we know
+# of read far deeper (Jackson 1,000, Python's json about as many), so 128 leaves room to spare.
+MAX_EVENT_DEPTH = 128
+_ORJSON_DEPTH = 254
+# An event of a part sits in its third level ({"events": [event]}).
+_PADDING = _ORJSON_DEPTH - 2 - MAX_EVENT_DEPTH
+
+
+class Unencodable(ValueError):
+    """A part orjson cannot write: an event nests deeper than MAX_EVENT_DEPTH."""
+
 
 def celery_settings(settings: Settings) -> dict[str, Any]:
     """Celery configuration shared by every process that talks to the broker."""
@@ -166,15 +178,38 @@ def task_message(task: str, queue: str, args: list[Any], argsrepr: str, origin: 
     )
 
 
+def encode_part(part: dict[str, Any]) -> bytes:
+    """One request's part as JSON, written in that request's thread so that whatever it holds
+    costs that request alone; a group then only splices parts (``orjson.Fragment``).
+
+    The part is written inside enough arrays that orjson's own depth limit refuses an event
+    deeper than MAX_EVENT_DEPTH: the bound costs no walk of its own.
+    """
+    wrapped: Any = part
+    for _ in range(_PADDING):
+        wrapped = [wrapped]
+    try:
+        padded = orjson.dumps(wrapped)
+    except orjson.JSONEncodeError as exc:
+        raise Unencodable(str(exc)) from None
+    return padded[_PADDING:-_PADDING]
+
+
 def payload_parts(payload: dict[str, Any]) -> list[dict[str, Any]]:
     """The parts (one request's events or records each) of a task's payload."""
     parts = payload.get("parts")
     return list(parts) if isinstance(parts, list) else [payload]
 
 
-def group_payload(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    """One payload for several parts (a lone part stays as it is)."""
+def group_payload(parts: list[Any]) -> Any:
+    """One payload for several parts (a lone part stays as it is); parts may be dicts or
+    already-encoded ``orjson.Fragment``s."""
     return parts[0] if len(parts) == 1 else {"v": GROUP_VERSION, "parts": parts}
+
+
+def describe_group(requests: int, items: int, first: str) -> str:
+    """What monitors show of a group: its size and the description of its first part."""
+    return f"requests={requests} items={items} first=({first})"
 
 
 def describe_payload(payload: dict[str, Any]) -> str:
@@ -182,7 +217,7 @@ def describe_payload(payload: dict[str, Any]) -> str:
     parts = payload_parts(payload)
     if len(parts) > 1:
         sizes = sum(len(p.get("events") or p.get("records") or []) for p in parts)
-        return f"requests={len(parts)} items={sizes} first=({describe_payload(parts[0])})"
+        return describe_group(len(parts), sizes, describe_payload(parts[0]))
     items = payload.get("events") or payload.get("records") or []
     first = items[0] if items else {}
     message_id = first.get("messageId") or (first.get("headers") or {}).get("event-id", "")

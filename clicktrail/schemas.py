@@ -36,7 +36,8 @@ DRAFT = "https://json-schema.org/draft/2020-12/schema"
 VENDOR = "io.clicktrail"
 KINDS = ("common", "calls", "events", "traits")
 
-_SCHEMAVER = re.compile(r"^([1-9][0-9]*)-(0|[1-9][0-9]*)-(0|[1-9][0-9]*)$")
+# At most nine digits a part: int() refuses thousands, and nobody counts that high by hand.
+_SCHEMAVER = re.compile(r"^([1-9][0-9]{0,8})-(0|[1-9][0-9]{0,8})-(0|[1-9][0-9]{0,8})$")
 _NOT_WORD = re.compile(r"[^a-z0-9]+")
 
 
@@ -55,9 +56,12 @@ class SchemaVer:
 
     @classmethod
     def parse(cls, text: str) -> SchemaVer:
-        match = _SCHEMAVER.match(text)
+        match = _SCHEMAVER.match(text) if len(text) <= 32 else None
         if not match:
-            raise SchemaCatalogueError(f"{text!r} is not a SchemaVer (MODEL-REVISION-ADDITION)")
+            shown = text if len(text) <= 40 else f"{text[:40]}…"
+            raise SchemaCatalogueError(
+                f"{shown!r} is not a SchemaVer (MODEL-REVISION-ADDITION, at most 9 digits each)"
+            )
         return cls(*(int(part) for part in match.groups()))
 
     def __lt__(self, other: SchemaVer) -> bool:

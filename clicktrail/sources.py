@@ -2,6 +2,12 @@
 
 Write keys are random tokens of 192 bits, so a plain SHA-256 is a sound way to store them: a
 slow password hash would only make every request dearer.
+
+The API's cache keeps known keys and unknown ones apart, each bounded, so that a flood of made-up
+keys never pushes a real one out; and it looks up at most ``miss_lookups_per_second`` keys it
+has never seen answer (a process's budget, refilled continuously), so that such a flood is not
+one Postgres query a request: beyond it, a never-seen key gets 503 with Retry-After (a key that
+was known once, however long ago, is always looked up).
 """
 
 from __future__ import annotations
@@ -9,17 +15,19 @@ from __future__ import annotations
 import hashlib
 import secrets
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
-from cachetools import TTLCache
+from cachetools import LRUCache, TTLCache
 from psycopg.types.json import Jsonb
 
 from clicktrail.db import Database
+from clicktrail.errors import Overloaded
 
 DEV_SOURCE_NAME = "development"
-_MISSING = object()
 # Default settings of a new source; a source's own settings override them key by key.
 DEFAULT_SETTINGS: dict[str, Any] = {"anonymize_ip": True}
 SETTINGS = frozenset(
@@ -93,29 +101,70 @@ WHERE k.key_hash = %s AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.ex
 class SourceStore:
     """Finds the source of a write key; remembers answers (unknown keys too) for a while."""
 
-    def __init__(self, db: Database, cache_seconds: int, max_entries: int = 10000) -> None:
+    def __init__(
+        self,
+        db: Database,
+        cache_seconds: int,
+        max_entries: int = 10000,
+        miss_lookups_per_second: float = 50.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._db = db
-        self._cache: TTLCache[str, Source | None] | None = (
-            TTLCache(maxsize=max_entries, ttl=cache_seconds) if cache_seconds > 0 else None
-        )
+        self._known: TTLCache[str, Source] | None = None
+        self._unknown: TTLCache[str, bool] | None = None
+        if cache_seconds > 0:
+            self._known = TTLCache(maxsize=max_entries, ttl=cache_seconds)
+            self._unknown = TTLCache(maxsize=max_entries, ttl=cache_seconds)
+        # Hashes of keys that were live once: looked up whatever the budget.
+        self._seen: LRUCache[str, bool] = LRUCache(maxsize=max_entries)
+        self._budget_rate = miss_lookups_per_second
+        self._budget = miss_lookups_per_second
+        self._budget_at = clock()
+        self._clock = clock
         self._lock = threading.Lock()
 
     def by_write_key(self, key: str) -> Source | None:
-        """The key's source; None if unknown, revoked or expired. Raises DependencyUnavailable."""
+        """The key's source; None if unknown, revoked or expired. Raises DependencyUnavailable,
+        or Overloaded when too many never-seen keys were looked up this second."""
         key_hash = hash_write_key(key)
-        if self._cache is not None:
-            with self._lock:
-                # One lookup: an entry can expire between a membership test and a read.
-                cached = self._cache.get(key_hash, _MISSING)
-            if cached is not _MISSING:
-                return cast("Source | None", cached)
+        with self._lock:
+            # One lookup each: an entry can expire between a membership test and a read.
+            if self._known is not None and self._unknown is not None:
+                known = self._known.get(key_hash)
+                if known is not None:
+                    return known
+                if self._unknown.get(key_hash):
+                    return None
+            if key_hash not in self._seen:
+                self._spend_budget()
         with self._db.connection() as conn:
             row = conn.execute(_LOOKUP, (key_hash,)).fetchone()
         source = None if row is None else Source(row[0], row[1], {**DEFAULT_SETTINGS, **row[2]})
-        if self._cache is not None:
-            with self._lock:
-                self._cache[key_hash] = source
+        with self._lock:
+            if source is not None:
+                self._seen[key_hash] = True
+            if self._known is not None and self._unknown is not None:
+                if source is None:
+                    self._known.pop(key_hash, None)
+                    self._unknown[key_hash] = True
+                else:
+                    self._known[key_hash] = source
         return source
+
+    def _spend_budget(self) -> None:
+        """Take one lookup of a never-seen key from the budget (the lock held)."""
+        now = self._clock()
+        self._budget = min(
+            self._budget_rate, self._budget + (now - self._budget_at) * self._budget_rate
+        )
+        self._budget_at = now
+        if self._budget < 1:
+            raise Overloaded(
+                "too_many_unknown_keys",
+                "too many unknown write keys were tried; retry later",
+                retry_after=1,
+            )
+        self._budget -= 1
 
     def create(self, name: str, write_key: str, settings: dict[str, Any] | None = None) -> Source:
         """A new source with one write key."""

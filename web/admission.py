@@ -4,16 +4,24 @@
   than accept what the pipeline may not keep up with; the depth is read at most once a second
   per process (one LLEN), so the check costs nothing per request.
 - Rate: each source may send RATE_LIMIT_EVENTS_PER_SECOND events a second (its settings'
-  ``rate_limit_events_per_second`` overrides it; 0 means no limit), counted in Redis over a
-  sliding one-second window shared by every API process; beyond it, 429 with Retry-After. A
-  process takes its allowance from Redis in slices of a fiftieth of the limit and spends them
-  locally, so a busy source costs a few Redis calls a second, not one a request; a slice a
-  process took but could not spend before its second ended is lost, so sources get at least
-  the limit less a fiftieth per API process.
+  ``rate_limit_events_per_second`` overrides it; 0 means no limit), counted in Redis by every
+  API process together; beyond it, 429 with Retry-After. Every endpoint that takes a write key
+  counts: an ingest or validate request its events, any other request one. The count is a
+  generic cell rate (GCRA): a source is owed the time its events take at its rate, and may run
+  at most one second's allowance ahead. A batch larger than a second's allowance passes only
+  when the source owes nothing, and is charged in full: the source then waits until its rate
+  has paid for the batch, so batching never raises the rate, and a large batch (which an SDK
+  would send again and again) is not refused forever. A process takes its allowance from Redis
+  in slices of a fiftieth of the limit and spends them locally, so a busy source costs a few
+  Redis calls a second, not one a request; a slice a process took but could not spend before
+  its second ended is lost, so sources get at least the limit less a fiftieth per API process.
+- Redis refusing (down, read-only after a failover, out of memory, a script error) answers
+  503 with Retry-After, never 500.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -25,28 +33,35 @@ import redis
 from clicktrail.config import Settings
 from clicktrail.errors import DependencyUnavailable, Overloaded, RateLimited
 from clicktrail.queue import QUEUE
-from clicktrail.redisconn import REDIS_DOWN, pipeline_redis
+from clicktrail.redisconn import pipeline_redis
 from clicktrail.sources import Source
 
 DEPTH_CACHE_SECONDS = 1.0
 # A process takes this fraction of a source's limit from Redis at a time.
 SLICE_OF_LIMIT = 50
-RATE_KEY = "ct:rate:{source}:{second}"
+RATE_KEY = "ct:rate:{source}"
 
-# KEYS: this second's count, the last second's. ARGV: limit, wanted, needed, the part of this
-# second gone (0..1). The sliding window's estimate is this second's count plus the part of the
-# last second's still inside the window. Grants up to ``wanted`` events within the limit, or
-# nothing when even ``needed`` does not fit.
+# KEYS: the source's paid-up time (when its events so far are paid for at its rate, in epoch
+# seconds). ARGV: limit (events a second), wanted, needed, now. Grants up to ``wanted`` events of
+# what the second ahead leaves free, at least ``needed``; more than a second's allowance only
+# when nothing is owed. Refused: minus the milliseconds until ``needed`` would be granted.
 _LEASE = """
-local limit, wanted, needed = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local last = tonumber(redis.call('GET', KEYS[2]) or '0')
-local used = tonumber(redis.call('GET', KEYS[1]) or '0')
-  + math.floor(last * (1 - tonumber(ARGV[4])))
-local free = limit - used
-if free < needed then return 0 end
-local granted = math.min(wanted, free)
-redis.call('INCRBY', KEYS[1], granted)
-redis.call('EXPIRE', KEYS[1], 3)
+local limit, wanted, needed, now =
+  tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local paid = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), now)
+local free = math.floor((now + 1 - paid) * limit + 1e-6)
+local granted
+if free >= needed then
+  granted = math.min(wanted, free)
+elseif needed > limit and paid <= now then
+  granted = needed
+elseif needed > limit then
+  return -math.ceil((paid - now) * 1000)
+else
+  return -math.ceil((paid - 1 + needed / limit - now) * 1000)
+end
+paid = paid + granted / limit
+redis.call('SET', KEYS[1], string.format('%.6f', paid), 'PX', math.ceil((paid - now) * 1000) + 1000)
 return granted
 """
 
@@ -54,7 +69,8 @@ return granted
 class RateCounter(Protocol):
     def lease(self, source_id: str, limit: int, wanted: int, needed: int, now: float) -> int:
         """Take up to ``wanted`` events of the source's allowance at ``now`` (at least
-        ``needed``, else none): how many were granted."""
+        ``needed``, else none): how many were granted; refused, 0 or minus the milliseconds
+        to wait."""
 
 
 class RedisRateCounter:
@@ -64,12 +80,8 @@ class RedisRateCounter:
         self._lease = client.register_script(_LEASE)
 
     def lease(self, source_id: str, limit: int, wanted: int, needed: int, now: float) -> int:
-        second = int(now)
-        keys = [
-            RATE_KEY.format(source=source_id, second=second),
-            RATE_KEY.format(source=source_id, second=second - 1),
-        ]
-        return int(self._lease(keys=keys, args=[limit, wanted, needed, now - second]))
+        keys = [RATE_KEY.format(source=source_id)]
+        return int(self._lease(keys=keys, args=[limit, wanted, needed, repr(now)]))
 
 
 @dataclass
@@ -108,7 +120,7 @@ class Admission:
         if cached is None or now - cached[0] > DEPTH_CACHE_SECONDS:
             try:
                 depth = int(self._broker.llen(QUEUE))
-            except REDIS_DOWN as exc:
+            except redis.RedisError as exc:
                 raise DependencyUnavailable("queue", str(exc)) from exc
             with self._lock:
                 self._depth = cached = (now, depth)
@@ -120,14 +132,14 @@ class Admission:
             )
 
     def check_rate(self, source: Source, events: int) -> None:
-        """429 (RateLimited) when the source is over its events-per-second limit."""
+        """429 (RateLimited) when the source is over its events-per-second limit; ``events``
+        are charged (one for a request that sends none)."""
         limit = int(source.settings.get("rate_limit_events_per_second", self._default_rate))
         if not limit:
             return
         now = self._wall_clock()
         second = int(now)
-        # A batch larger than a second's allowance passes when it has the whole second.
-        needed = min(events, limit)
+        needed = max(events, 1)
         with self._lock:
             current = self._slices.get(source.id)
             if current is not None and current.second == second and current.left >= needed:
@@ -137,11 +149,13 @@ class Admission:
             granted = self._rates.lease(
                 source.id, limit, max(needed, limit // SLICE_OF_LIMIT), needed, now
             )
-        except REDIS_DOWN as exc:
+        except redis.RedisError as exc:
             raise DependencyUnavailable("redis", str(exc)) from exc
         if granted < needed:
             raise RateLimited(
-                "rate_limited", f"this source may send {limit} events a second", retry_after=1
+                "rate_limited",
+                f"this source may send {limit} events a second",
+                retry_after=max(1, math.ceil(-granted / 1000)),
             )
         with self._lock:
             self._slices[source.id] = _Slice(second, granted - needed)

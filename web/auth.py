@@ -19,8 +19,12 @@ def basic_write_key() -> str | None:
     return auth.username or None
 
 
-def authenticate(services: Services, write_key: str | None) -> Source:
-    """The source of a write key; 401 when it is missing, unknown, revoked or expired."""
+def authenticate(services: Services, write_key: str | None, charge: bool = True) -> Source:
+    """The source of a write key; 401 when it is missing, unknown, revoked or expired.
+
+    With ``charge`` the request costs the source one event of its rate limit (429 beyond it):
+    every endpoint that takes a write key counts. Ingest and validate pass False and charge
+    their events once they have read them."""
     if not write_key:
         raise Unauthorized(
             "missing_write_key",
@@ -29,6 +33,8 @@ def authenticate(services: Services, write_key: str | None) -> Source:
     source = services.sources.by_write_key(write_key)
     if source is None:
         raise Unauthorized("invalid_write_key", "the write key is unknown, revoked or expired")
+    if charge and services.admission is not None:
+        services.admission.check_rate(source, 1)
     return source
 
 

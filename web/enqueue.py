@@ -6,6 +6,10 @@ flight waits for it, then goes out with every payload that arrived meanwhile; ea
 answered only once the message holding its payload is in Redis. Alone, a request commits at
 once, so a quiet API adds no latency, and a busy one sends a few large messages instead of many
 small ones (which the workers also handle faster).
+
+Each request's payload is encoded in the request's own thread before it joins a group, so that
+an event nested too deep (or anything else a payload may hold) costs that request a 400 and no
+other request of its group anything: a group only splices encoded parts.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import redis
 from celery import Celery
 from kombu.exceptions import OperationalError
@@ -31,7 +36,9 @@ from clicktrail.queue import (
     INGEST_TASK,
     QUEUE,
     celery_settings,
+    describe_group,
     describe_payload,
+    encode_part,
     group_payload,
     task_message,
 )
@@ -46,9 +53,18 @@ _PUBLISH_RETRY = {
 }
 
 
+@dataclass(frozen=True)
+class Part:
+    """One request's payload, encoded: its JSON, how many events it holds, what monitors show."""
+
+    json: bytes
+    size: int
+    description: str
+
+
 @dataclass
 class _Ticket:
-    payload: dict[str, Any]
+    payload: Any
     size: int
     woken: threading.Event = field(default_factory=threading.Event)
     committed: bool = False
@@ -75,7 +91,7 @@ class GroupCommit:
 
     def __init__(
         self,
-        send: Callable[[list[dict[str, Any]]], None],
+        send: Callable[[list[Any]], None],
         max_events: int = MAX_BATCH_EVENTS,
         linger: float = 0.0,
         target: int = 8,
@@ -91,8 +107,9 @@ class GroupCommit:
         self._leading = False
         self._last_arrival = -math.inf
 
-    def submit(self, payload: dict[str, Any]) -> None:
-        ticket = _Ticket(payload, len(payload.get("events") or ()))
+    def submit(self, payload: Any, size: int) -> None:
+        """Returns once the group holding ``payload`` (of ``size`` events) was sent."""
+        ticket = _Ticket(payload, size)
         with self._lock:
             now = time.monotonic()
             ticket.busy = now - self._last_arrival < self._linger
@@ -183,13 +200,21 @@ class CeleryEnqueuer:
         self._group = GroupCommit(self._send, linger=settings.api_group_linger_ms / 1000)
 
     def enqueue(self, payload: dict[str, Any]) -> None:
-        """Returns once the broker has the message holding the payload (an acknowledged write)."""
-        self._group.submit(payload)
+        """Returns once the broker has the message holding the payload (an acknowledged write).
 
-    def _send(self, parts: list[dict[str, Any]]) -> None:
-        payload = group_payload(parts)
+        Raises clicktrail.queue.Unencodable, in the caller's thread, for a payload that cannot
+        be written (an event nested deeper than MAX_EVENT_DEPTH)."""
+        size = len(payload.get("events") or ())
+        part = Part(encode_part(payload), size, describe_payload(payload))
+        self._group.submit(part, size)
+
+    def _send(self, parts: list[Part]) -> None:
+        payload = group_payload([orjson.Fragment(p.json) for p in parts])
         # Monitors (Flower) and logs show this instead of the events themselves.
-        argsrepr = describe_payload(payload)
+        if len(parts) == 1:
+            argsrepr = parts[0].description
+        else:
+            argsrepr = describe_group(len(parts), sum(p.size for p in parts), parts[0].description)
         try:
             if self._queue is not None:
                 self._queue.lpush(

@@ -2,7 +2,9 @@
 
     {"success": false, "code": "missing_identity", "message": "...", "field": "batch[3].userId"}
 
-Client errors keep their 4xx status; an unavailable dependency is a 503 with Retry-After.
+Client errors keep their 4xx status; an unavailable dependency is a 503 with Retry-After, and so
+is any error Redis answers that no caller turned into one (read-only after a failover, out of
+memory, a failed script): the request may succeed once Redis recovers, so never a 500.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import redis
 from flask import Flask, Response, current_app, jsonify
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -46,6 +49,10 @@ def register_error_handlers(app: Flask) -> None:
         )
         response.headers["Retry-After"] = str(current_app.config["RETRY_AFTER_SECONDS"])
         return response
+
+    @app.errorhandler(redis.RedisError)
+    def redis_refused(exc: redis.RedisError) -> Response:
+        return unavailable(DependencyUnavailable("redis", f"{type(exc).__name__}: {exc}"))
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(_: RequestEntityTooLarge) -> Response:

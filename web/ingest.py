@@ -18,10 +18,17 @@ from typing import Any
 from flask import Blueprint, current_app, request
 
 from clicktrail.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
-from clicktrail.intake import CALL_TYPES, MAX_REQUEST_BYTES, parse_json, read_body, stamp
+from clicktrail.intake import (
+    CALL_TYPES,
+    MAX_REQUEST_BYTES,
+    nesting_error,
+    parse_json,
+    read_body,
+    stamp,
+)
 from clicktrail.logs import bind, bind_message_ids
 from clicktrail.metrics import EVENTS_ACCEPTED
-from clicktrail.queue import ingest_payload
+from clicktrail.queue import Unencodable, encode_part, ingest_payload
 from clicktrail.sources import Source
 from clicktrail.telemetry import current_traceparent
 from clicktrail.validation import TrackingPlan
@@ -50,7 +57,13 @@ def batch() -> dict[str, Any]:
 def validate() -> dict[str, Any]:
     """Check one event (with its ``type``) or a batch against the schemas the pipeline would use,
     and answer every error at once. Nothing is queued."""
-    services, source, events = _receive(None, infer_type=True)
+    services, source, events, batch = _receive(None, infer_type=True)
+    if services.admission is not None:
+        services.admission.check_rate(source, len(events))
+    try:  # what ingest would refuse, validate refuses too
+        encode_part(ingest_payload(source.id, {}, events, None))
+    except Unencodable:
+        raise nesting_error(events, batch) from None
     plan = TrackingPlan.from_settings(source.settings)
     results = []
     for event in events:
@@ -69,12 +82,17 @@ def validate() -> dict[str, Any]:
 
 
 def _ingest(call_type: str | None) -> dict[str, Any]:
-    services, source, events = _receive(call_type)
+    services, source, events, _ = _receive(call_type)
     if services.admission is not None:
         services.admission.check_queue()
         services.admission.check_rate(source, len(events))
     bind_message_ids([event["messageId"] for event in events])
-    services.enqueuer.enqueue(ingest_payload(source.id, source.settings, events, _traceparent()))
+    try:
+        services.enqueuer.enqueue(
+            ingest_payload(source.id, source.settings, events, _traceparent())
+        )
+    except Unencodable:
+        raise nesting_error(events, batch=call_type is None) from None
     for kind, count in Counter(str(event["type"]) for event in events).items():
         EVENTS_ACCEPTED.labels(source.id, kind).inc(count)
     if current_app.config["CLICKTRAIL_SETTINGS"].log_requests:
@@ -84,25 +102,26 @@ def _ingest(call_type: str | None) -> dict[str, Any]:
 
 def _receive(
     call_type: str | None, infer_type: bool = False
-) -> tuple[Services, Source, list[dict[str, Any]]]:
-    """Authenticate, read and check a request; its events, stamped, and their source."""
+) -> tuple[Services, Source, list[dict[str, Any]], bool]:
+    """Authenticate, read and check a request; its events, stamped, their source, and whether
+    they came as a batch."""
     # The body is read as JSON whatever its Content-Type, as RudderStack's gateway reads it:
     # Segment documents application/json, but its browser library (sendBeacon) says text/plain,
     # and RudderStack's Node.js SDK says application/x-www-form-urlencoded of gzipped JSON.
     services: Services = current_app.extensions["clicktrail"]
     basic_key = basic_write_key()
-    source = authenticate(services, basic_key) if basic_key else None
+    source = authenticate(services, basic_key, charge=False) if basic_key else None
     raw = _read_body()
     body = parse_json(raw)
     if infer_type:
         call_type = _call_type_of(body)
     intake = read_body(body, call_type, len(raw))
     if source is None:
-        source = authenticate(services, intake.write_key)
+        source = authenticate(services, intake.write_key, charge=False)
     bind(source_id=source.id)
     check_origin(source)
     stamp(intake.events, services.clock.now(), request.remote_addr)
-    return services, source, intake.events
+    return services, source, intake.events, call_type is None
 
 
 def _call_type_of(body: Any) -> str | None:

@@ -21,6 +21,10 @@ from clicktrail.telemetry import context_of, setup_sentry, setup_tracing, start_
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _UNTRACED = frozenset({"/livez", "/readyz", "/metrics"})
+# Metric labels and span names take the method, so a method outside these becomes OTHER: a
+# client making up methods must not make up series.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER_METHOD = "OTHER"
 _exporter: PrometheusMetrics | None = None
 
 
@@ -48,6 +52,12 @@ def instrument(app: Flask, settings: Settings) -> None:
     setup_sentry(settings, [FlaskIntegration()])
 
     @app.before_request
+    def bound_method() -> None:
+        """Routing already refused the method (405 or 404): only what is recorded changes."""
+        if request.method not in _METHODS:
+            request.method = OTHER_METHOD
+
+    @app.before_request
     def open_span() -> None:
         """The request's SERVER span, continuing the caller's ``traceparent`` (W3C).
 
@@ -55,20 +65,17 @@ def instrument(app: Flask, settings: Settings) -> None:
         event's time at the edge gathering attributes most collectors drop."""
         if request.path in _UNTRACED:
             return
-        route = request.url_rule.rule if request.url_rule is not None else request.path
+        # Unrouted paths share one span name: the path itself is an attribute.
+        route = request.url_rule.rule if request.url_rule is not None else "unrouted"
         span = start_span(
             f"{request.method} {route}",
             context=context_of(request.headers.get("traceparent")),
             kind=SpanKind.SERVER,
         )
         if span.is_recording():
-            span.set_attributes(
-                {
-                    "http.request.method": request.method,
-                    "http.route": route,
-                    "url.path": request.path,
-                }
-            )
+            span.set_attributes({"http.request.method": request.method, "url.path": request.path})
+            if request.url_rule is not None:
+                span.set_attribute("http.route", route)
         g.span, g.span_token = span, otel_context.attach(trace.set_span_in_context(span))
 
     @app.after_request

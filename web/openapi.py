@@ -18,7 +18,9 @@ from clicktrail.intake import (
     MAX_ID_CHARS,
     MAX_MESSAGE_ID_CHARS,
     MAX_REQUEST_BYTES,
+    NAMED_FIELDS,
 )
+from clicktrail.queue import MAX_EVENT_DEPTH
 from web.shortpaths import SHORT_PATHS
 
 VERSION = "1.0.0"
@@ -47,7 +49,11 @@ _REJECTIONS = {
     "403": _error("The request's Origin is not among the source's allowed origins."),
     "413": _error("The body, an event or the batch is over its size limit."),
     "415": _error("A Content-Encoding other than gzip."),
-    "429": _error("The source sends faster than its rate limit.", retry_after=True),
+    "429": _error(
+        "The source sends faster than its rate limit (a batch larger than a second's allowance "
+        "passes only when the source owes nothing, and holds it back until paid for).",
+        retry_after=True,
+    ),
     "503": _error(
         "The queue is full or a dependency is down; nothing was accepted.", retry_after=True
     ),
@@ -95,8 +101,9 @@ def _call_schema(call_type: str) -> dict[str, Any]:
     fields: dict[str, dict[str, Any]] = {
         name: _checked_downstream(kind) for name, kind in _CALL_FIELDS[call_type].items()
     }
-    if call_type == "alias":  # an identity: its length is checked here, like userId's
-        fields["previousId"] = {**fields["previousId"], "maxLength": MAX_ID_CHARS}
+    for name in ("previousId", *NAMED_FIELDS):  # lengths checked here, like userId's
+        if name in fields:
+            fields[name] = {**fields[name], "maxLength": MAX_ID_CHARS}
     return {
         "allOf": [_ref("Call")],
         "type": "object",
@@ -208,6 +215,7 @@ def document() -> dict[str, Any]:
                 "400": _error("The body is not a JSON object, or its writeKey not a string."),
                 "401": unauthorized,
                 "403": _REJECTIONS["403"],
+                "429": _REJECTIONS["429"],
                 "503": _REJECTIONS["503"],
             },
         }
@@ -224,6 +232,7 @@ def document() -> dict[str, Any]:
                     "401": unauthorized,
                     "403": _error("The admin API is off (no ADMIN_TOKEN)."),
                     "404": not_found,
+                    "429": _REJECTIONS["429"],
                     "503": _REJECTIONS["503"],
                 },
                 write_key_or_admin,
@@ -239,6 +248,7 @@ def document() -> dict[str, Any]:
                     "401": unauthorized,
                     "403": _error("The admin API is off (no ADMIN_TOKEN)."),
                     "404": not_found,
+                    "429": _REJECTIONS["429"],
                     "503": _REJECTIONS["503"],
                 },
                 write_key_or_admin,
@@ -303,6 +313,7 @@ def document() -> dict[str, Any]:
                     "200": {"description": "The source.", "content": _json(_ref("SourceConfig"))},
                     "401": unauthorized,
                     "403": _REJECTIONS["403"],
+                    "429": _REJECTIONS["429"],
                     "503": _REJECTIONS["503"],
                 },
             }
@@ -365,7 +376,10 @@ def document() -> dict[str, Any]:
                 "plus sessions, schema validation, user erasure and operations endpoints. "
                 "Every error is `{success: false, code, message, field?}`. Request bodies are "
                 "JSON objects in which no object repeats a key and every integer fits in 64 bits "
-                "(400 `duplicate_key`, `number_too_large` otherwise)."
+                "(400 `duplicate_key`, `number_too_large` otherwise), and an event nests at most "
+                f"{MAX_EVENT_DEPTH} levels of objects and arrays (400 `too_deep`). Every request "
+                "with a write key counts against the source's rate limit: an ingest or validate "
+                "request its events, any other one."
             ),
             "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
         },

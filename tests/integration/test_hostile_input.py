@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import threading
+import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
+import orjson
 import pytest
 import requests
 
 from tests.integration.conftest import SourceUnderTest
+from tests.support.infra import KafkaCollector
 
 GOOD = b'{"userId": "u", "event": "Signed Up"}'
 
@@ -178,3 +183,78 @@ def iter_socket(sock: socket.socket) -> Iterator[bytes]:
         if not data:
             return
         yield data
+
+
+def test_an_event_nested_too_deep_costs_no_request_grouped_with_it(
+    pipeline: str, source: SourceUnderTest, kafka: KafkaCollector
+) -> None:
+    """Sent at the same moment as 30 ordinary requests, which the API groups with it into
+    queue messages: it gets a 400 naming its field, and every other one is a 200 and in Kafka."""
+    deep = nested(300)  # within what the parsers take, beyond what a message may carry
+    ids = [str(uuid.uuid4()) for _ in range(30)]
+    start = threading.Barrier(31)
+
+    def send(body: bytes) -> requests.Response:
+        start.wait(10)
+        return requests.post(
+            f"{pipeline}/v1/track",
+            data=body,
+            auth=(source.write_key, ""),
+            headers={"Content-Type": "application/json"},
+            timeout=30,
+        )
+
+    ordinary = [orjson.dumps({"userId": "u", "event": "Signed Up", "messageId": i}) for i in ids]
+    with ThreadPoolExecutor(31) as pool:
+        refused = pool.submit(send, deep)
+        others = list(pool.map(send, ordinary))
+
+    assert [r.status_code for r in others] == [200] * 30, [r.text for r in others]
+    answer = refused.result()
+    assert (answer.status_code, answer.json()["code"]) == (400, "too_deep"), answer.text
+    assert answer.json()["field"] == "properties"
+    assert set(kafka.wait_for(ids)) == set(ids)
+
+
+def test_a_schemaver_of_thousands_of_digits_is_an_invalid_event_not_a_500(
+    pipeline: str, source: SourceUnderTest
+) -> None:
+    event = {
+        "type": "track",
+        "userId": "u",
+        "event": "Signed Up",
+        "context": {"schema": "signed_up/1-0-" + "9" * 5000},
+    }
+
+    response = requests.post(
+        f"{pipeline}/v1/validate", json=event, auth=(source.write_key, ""), timeout=20
+    )
+
+    assert response.status_code == 200, response.text
+    assert response.json()["valid"] is False
+    assert response.json()["results"][0]["errors"][0]["path"] == "/context/schema"
+
+
+def flask_series(base: str) -> set[str]:
+    text = requests.get(f"{base}/metrics", timeout=10).text
+    return {
+        line.split(" ")[0] for line in text.splitlines() if line.startswith("flask_http_request")
+    }
+
+
+def test_made_up_methods_and_paths_add_no_metric_series(pipeline: str) -> None:
+    def send(method: str, path: str) -> int:
+        return requests.request(method, f"{pipeline}{path}", timeout=10).status_code
+
+    # The first of each kind makes the series every later one shares (in each API process).
+    warm = {send("ZZ0", "/v1/track") for _ in range(8)} | {send("QQ0", "/nope") for _ in range(8)}
+    warm |= {send("GET", "/nope") for _ in range(8)}
+    before = flask_series(pipeline)
+    sent = {send(f"ZZ{n}", "/v1/track") for n in range(1, 31)}
+    sent |= {send(f"QQ{n}", f"/nope-{n}") for n in range(1, 31)}
+    sent |= {send("GET", f"/nope/{n}") for n in range(1, 31)}
+    after = flask_series(pipeline)
+
+    assert warm == sent == {404, 405}
+    assert after == before, sorted(after - before)[:10]
+    assert not [s for s in after if "ZZ" in s or "QQ" in s or "nope" in s]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -145,21 +146,25 @@ class MemorySeenIds:
 
 
 class MemoryRateCounter:
-    """The sliding-window counts of ``web.admission.RedisRateCounter``, in memory."""
+    """The cell-rate counts of ``web.admission.RedisRateCounter``, in memory."""
 
     def __init__(self) -> None:
-        self.counts: dict[tuple[str, int], int] = {}
+        self.paid: dict[str, float] = {}
         self.calls = 0
 
     def lease(self, source_id: str, limit: int, wanted: int, needed: int, now: float) -> int:
         self.calls += 1
-        second = int(now)
-        last = self.counts.get((source_id, second - 1), 0)
-        used = self.counts.get((source_id, second), 0) + int(last * (1 - (now - second)))
-        if limit - used < needed:
-            return 0
-        granted = min(wanted, limit - used)
-        self.counts[source_id, second] = self.counts.get((source_id, second), 0) + granted
+        paid = max(self.paid.get(source_id, 0.0), now)
+        free = math.floor((now + 1 - paid) * limit + 1e-6)
+        if free >= needed:
+            granted = min(wanted, free)
+        elif needed > limit and paid <= now:
+            granted = needed
+        elif needed > limit:
+            return -math.ceil((paid - now) * 1000)
+        else:
+            return -math.ceil((paid - 1 + needed / limit - now) * 1000)
+        self.paid[source_id] = paid + granted / limit
         return granted
 
 

@@ -12,10 +12,12 @@ from clicktrail.intake import (
     MAX_BATCH_EVENTS,
     MAX_EVENT_BYTES,
     MAX_ID_CHARS,
+    nesting_error,
     parse_json,
     read_body,
     stamp,
 )
+from clicktrail.queue import MAX_EVENT_DEPTH, Unencodable, encode_part, ingest_payload
 
 
 def read(body: Any, call_type: str | None = "track") -> list[dict[str, Any]]:
@@ -226,3 +228,40 @@ def test_identities_longer_than_postgres_can_index_are_refused(name: str) -> Non
 
     assert (caught.value.code, caught.value.field) == ("invalid_identity", name)
     assert len(("\u4e00" * MAX_ID_CHARS).encode()) < 2704  # Postgres' btree limit
+
+
+@pytest.mark.parametrize("name", ["groupId", "event", "name"])
+def test_names_longer_than_an_id_are_refused_naming_the_field(name: str) -> None:
+    event = {"userId": "u", "type": "group", name: "x" * (MAX_ID_CHARS + 1)}
+
+    with pytest.raises(InvalidInput) as caught:
+        read_body({"batch": [{"userId": "u", "type": "track"}, event]}, None, 100)
+
+    assert (caught.value.code, caught.value.field) == ("too_long", f"batch[1].{name}")
+
+
+def nested(levels: int) -> dict[str, Any]:
+    """An event nesting ``levels`` objects and arrays, itself the first."""
+    value: Any = 1
+    for _ in range(levels - 2):
+        value = [value]
+    return {"userId": "u", "type": "track", "properties": {"p": value}}
+
+
+def test_an_event_nesting_within_the_bound_is_encoded_as_orjson_writes_it() -> None:
+    part = ingest_payload(
+        "src", {"tracking_plan": {"mode": "allow"}}, [nested(MAX_EVENT_DEPTH)], None
+    )
+
+    assert encode_part(part) == orjson.dumps(part)
+
+
+def test_an_event_nesting_beyond_the_bound_is_refused_naming_its_field() -> None:
+    events = [nested(3), nested(MAX_EVENT_DEPTH + 1)]
+
+    with pytest.raises(Unencodable):
+        encode_part(ingest_payload("src", {}, events, None))
+    error = nesting_error(events, batch=True)
+
+    assert (error.code, error.field) == ("too_deep", "batch[1].properties")
+    assert nesting_error(events[1:], batch=False).field == "properties"

@@ -108,6 +108,14 @@ def test_schemaver_orders_numerically() -> None:
         SchemaVer.parse("1.0.0")
 
 
+@pytest.mark.parametrize("text", ["1-0-" + "9" * 5000, "9" * 10 + "-0-0", "1-" * 3000 + "0"])
+def test_a_schemaver_of_absurd_length_is_refused_with_a_short_message(text: str) -> None:
+    with pytest.raises(SchemaCatalogueError) as caught:
+        SchemaVer.parse(text)
+
+    assert len(str(caught.value)) < 120
+
+
 def test_the_latest_version_applies_unless_one_is_named(tmp_path: Path) -> None:
     root = copy_catalogue(tmp_path / "schemas")
     evolved(root, "events/product_viewed", "2-0-1", add_optional_color)

@@ -3,12 +3,17 @@ and rate limits (the rate counts in memory; the integration tests count in Redis
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import redis
 
 from clicktrail.config import Settings
-from clicktrail.sources import Source
+from clicktrail.errors import Overloaded
+from clicktrail.sources import Source, SourceStore, hash_write_key
 from tests.support.twins import MemoryRateCounter, MemorySources, RecordingEnqueuer
 from tests.support.web import basic, twin_app, twin_services
 from web.admission import Admission
@@ -158,20 +163,51 @@ def test_a_process_spends_its_slice_of_the_allowance_without_asking_redis_each_t
     api, queue = admitting(Backlog(0), now, rates, RATE_LIMIT_EVENTS_PER_SECOND="1000")
 
     first_second = [api.post("/v1/track", json=TRACK, headers=basic(OPEN_KEY)) for _ in range(60)]
+    paid = rates.paid["src-open"]
     now[0] += 1.0
     next_second = api.post("/v1/track", json=TRACK, headers=basic(OPEN_KEY))
 
     assert {r.status_code for r in [*first_second, next_second]} == {200}
     assert rates.calls == 3 + 1  # slices of 20 events, then a new one in a new second
-    assert rates.counts[("src-open", 1000)] == 60
+    assert paid == pytest.approx(1000.0 + 60 / 1000)  # 60 events charged at 1,000 a second
     assert len(queue.payloads) == 61
 
 
-def test_a_batch_bigger_than_the_rate_still_gets_through_on_its_own() -> None:
-    api, _ = admitting(Backlog(0), [0.0], RATE_LIMIT_EVENTS_PER_SECOND="3")
+def test_a_batch_bigger_than_the_rate_gets_through_alone_and_is_charged_in_full() -> None:
+    now = [0.0]
+    api, queue = admitting(Backlog(0), now, RATE_LIMIT_EVENTS_PER_SECOND="3")
     batch = {"batch": [{"type": "track", "userId": "u", "event": "E"}] * 10}
 
-    assert api.post("/v1/batch", json=batch, headers=basic(OPEN_KEY)).status_code == 200
+    big = api.post("/v1/batch", json=batch, headers=basic(OPEN_KEY))
+    now[0] += 2.0
+    held_back = api.post("/v1/track", json=TRACK, headers=basic(OPEN_KEY))
+    now[0] += 1.0  # 10 events at 3 a second are paid for after 3.33 s, and one more fits
+    paid_for = api.post("/v1/track", json=TRACK, headers=basic(OPEN_KEY))
+    now[0] += 10.0  # and another big one only once nothing is owed
+    again = api.post("/v1/batch", json=batch, headers=basic(OPEN_KEY))
+    too_soon = api.post("/v1/batch", json=batch, headers=basic(OPEN_KEY))
+
+    assert big.status_code == 200
+    assert (held_back.status_code, held_back.headers["Retry-After"]) == (429, "1")
+    assert paid_for.status_code == 200
+    assert again.status_code == 200
+    assert (too_soon.status_code, too_soon.headers["Retry-After"]) == (429, "4")
+    assert len(queue.payloads) == 3
+
+
+def test_every_endpoint_taking_a_write_key_counts_against_the_rate() -> None:
+    api, queue = admitting(Backlog(0), [0.0], RATE_LIMIT_EVENTS_PER_SECOND="2")
+    validate = {"type": "track", "userId": "u", "event": "E"}
+
+    answers = [
+        api.post("/v1/validate", json=validate, headers=basic(OPEN_KEY)).status_code,
+        api.post("/v1/sessions", headers=basic(OPEN_KEY)).status_code,
+        api.post("/v1/sessions", headers=basic(OPEN_KEY)).status_code,
+        api.post("/v1/validate", json=validate, headers=basic(OPEN_KEY)).status_code,
+    ]
+
+    assert answers == [200, 201, 429, 429]
+    assert queue.payloads == []
 
 
 def test_a_sources_own_rate_overrides_the_default() -> None:
@@ -185,3 +221,100 @@ def test_a_sources_own_rate_overrides_the_default() -> None:
     }
 
     assert codes == {200}
+
+
+class CountingDatabase:
+    """Postgres as SourceStore sees it: one live key, and a count of lookups."""
+
+    def __init__(self, live_hash: str) -> None:
+        self.live_hash = live_hash
+        self.lookups = 0
+
+    @contextmanager
+    def connection(self) -> Iterator[Any]:
+        yield self
+
+    def execute(self, _: str, params: tuple[str]) -> Any:
+        self.lookups += 1
+        row = ("src-real", "real", {}) if params[0] == self.live_hash else None
+        return SimpleNamespace(fetchone=lambda: row)
+
+
+def test_unknown_write_keys_never_push_out_known_ones_nor_each_cost_a_lookup() -> None:
+    db, now = CountingDatabase(hash_write_key("wk-real")), [0.0]
+    store = SourceStore(
+        db,  # type: ignore[arg-type]
+        cache_seconds=60,
+        max_entries=10,
+        miss_lookups_per_second=5,
+        clock=lambda: now[0],
+    )
+    assert store.by_write_key("wk-real") is not None
+
+    refusals: list[Overloaded] = []
+    for n in range(100):
+        try:
+            assert store.by_write_key(f"wk-made-up-{n}") is None
+        except Overloaded as exc:
+            refusals.append(exc)
+    lookups, refused = db.lookups, len(refusals)
+    known = store.by_write_key("wk-real")
+
+    assert known is not None
+    assert known.id == "src-real"
+    assert {(r.status, r.retry_after) for r in refusals} == {(503, 1)}
+    assert db.lookups == lookups  # still cached, although 100 unknown keys were tried
+    # The budget, 5 lookups a second: the real key's first took one.
+    assert (lookups, refused) == (5, 96)
+    now[0] += 1.0
+    assert store.by_write_key("wk-made-up-again") is None  # the budget refills
+
+
+def test_a_key_known_once_is_looked_up_again_whatever_the_budget() -> None:
+    db, now = CountingDatabase(hash_write_key("wk-real")), [0.0]
+    store = SourceStore(
+        db,  # type: ignore[arg-type]
+        cache_seconds=60,
+        miss_lookups_per_second=1,
+        clock=lambda: now[0],
+    )
+    store.by_write_key("wk-real")  # spends the budget of one
+    with pytest.raises(Overloaded):
+        store.by_write_key("wk-made-up")
+    store._known.clear()  # type: ignore[union-attr]  # its entry expired
+
+    assert store.by_write_key("wk-real") is not None
+
+
+class RefusingRates:
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def lease(self, *_: Any) -> int:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        redis.ReadOnlyError("You can't write against a read only replica."),
+        redis.OutOfMemoryError("command not allowed when used memory > 'maxmemory'."),
+        redis.ResponseError("Error running script (call to f_0): @user_script:3: ERR"),
+    ],
+    ids=["read-only", "out-of-memory", "script-error"],
+)
+def test_a_rate_count_redis_refuses_is_503_for_ingest_validate_and_sessions(
+    error: Exception,
+) -> None:
+    settings = Settings.from_env({"RATE_LIMIT_EVENTS_PER_SECOND": "100"})
+    admission = Admission(settings, Backlog(0), rates=RefusingRates(error))  # type: ignore[arg-type]
+    api = twin_app(twin_services(SOURCES, admission=admission)).test_client()
+
+    answers = [
+        api.post("/v1/track", json=TRACK, headers=basic(OPEN_KEY)),
+        api.post("/v1/validate", json={**TRACK, "type": "track"}, headers=basic(OPEN_KEY)),
+        api.post("/v1/sessions", headers=basic(OPEN_KEY)),
+    ]
+
+    assert [(a.status_code, a.json["code"]) for a in answers] == [(503, "unavailable")] * 3  # type: ignore[index]
+    assert all(a.headers["Retry-After"] for a in answers)

@@ -14,8 +14,9 @@ from clicktrail.errors import DependencyUnavailable
 from web.enqueue import GroupCommit
 
 
-def payload(n: int, events: int = 1) -> dict[str, Any]:
-    return {"n": n, "events": [{}] * events}
+def payload(n: int, events: int = 1) -> tuple[dict[str, Any], int]:
+    """What a request submits: its payload and how many events it holds."""
+    return {"n": n}, events
 
 
 class Sender:
@@ -41,7 +42,7 @@ class Sender:
 
 def held_leader(pool: ThreadPoolExecutor, group: GroupCommit, sender: Sender) -> Future[None]:
     """A first request, leading, its send begun and held by ``sender``."""
-    first = pool.submit(group.submit, payload(0))
+    first = pool.submit(group.submit, *payload(0))
     while not sender.groups:
         time.sleep(0.001)
     return first
@@ -56,7 +57,7 @@ def wait_for_pending(group: GroupCommit, count: int) -> None:
 
 def test_a_lone_request_is_sent_at_once_by_itself() -> None:
     sender = Sender()
-    GroupCommit(sender).submit(payload(1))
+    GroupCommit(sender).submit(*payload(1))
     assert sender.groups == [[1]]
 
 
@@ -66,7 +67,7 @@ def test_requests_arriving_during_a_commit_go_out_together_in_the_next_one() -> 
     group = GroupCommit(sender)
     with ThreadPoolExecutor(8) as pool:
         first = held_leader(pool, group, sender)
-        rest = [pool.submit(group.submit, payload(n)) for n in range(1, 8)]
+        rest = [pool.submit(group.submit, *payload(n)) for n in range(1, 8)]
         wait_for_pending(group, 7)
         assert not any(f.done() for f in [first, *rest])  # nobody answered before their send
         release.set()
@@ -87,7 +88,7 @@ def test_a_group_holds_at_most_max_events_but_a_larger_request_goes_alone() -> N
         sizes = {1: 4, 2: 4, 3: 4, 4: 25, 5: 1}
         futures = []
         for n, size in sizes.items():
-            futures.append(pool.submit(group.submit, payload(n, size)))
+            futures.append(pool.submit(group.submit, *payload(n, size)))
             wait_for_pending(group, len(futures))  # keeps their order
         release.set()
         for future in [first, *futures]:
@@ -102,7 +103,7 @@ def test_a_failed_send_fails_every_request_of_its_group_and_no_other() -> None:
     group = GroupCommit(sender)
     with ThreadPoolExecutor(8) as pool:
         first = held_leader(pool, group, sender)
-        failing = [pool.submit(group.submit, payload(n)) for n in range(1, 4)]
+        failing = [pool.submit(group.submit, *payload(n)) for n in range(1, 4)]
         wait_for_pending(group, 3)
         sender.fail_next = True
         release.set()
@@ -110,7 +111,7 @@ def test_a_failed_send_fails_every_request_of_its_group_and_no_other() -> None:
         for future in failing:
             with pytest.raises(DependencyUnavailable):
                 future.result(5)
-    group.submit(payload(9))  # the next request goes through
+    group.submit(*payload(9))  # the next request goes through
 
     assert sender.groups[-1] == [9]
 
@@ -132,7 +133,7 @@ def test_under_contention_every_payload_is_sent_once_before_its_request_returns(
     group = GroupCommit(send)
 
     def request(n: int) -> None:
-        group.submit(payload(n))
+        group.submit(*payload(n))
         with lock:
             assert n in sent
 
@@ -147,7 +148,7 @@ def test_under_contention_every_payload_is_sent_once_before_its_request_returns(
 
 def timed(group: GroupCommit, n: int) -> float:
     started = time.monotonic()
-    group.submit(payload(n))
+    group.submit(*payload(n))
     return time.monotonic() - started
 
 
@@ -158,9 +159,9 @@ def test_a_busy_leader_lingers_for_company_but_no_longer_than_its_linger() -> No
     first = timed(group, 0)  # an idle process: it goes at once
     with ThreadPoolExecutor(3) as pool:
         started = time.monotonic()
-        leader = pool.submit(group.submit, payload(1))  # right after another: it lingers
+        leader = pool.submit(group.submit, *payload(1))  # right after another: it lingers
         time.sleep(0.05)
-        others = [pool.submit(group.submit, payload(n)) for n in (2, 3)]
+        others = [pool.submit(group.submit, *payload(n)) for n in (2, 3)]
         for future in [leader, *others]:
             future.result(5)
         together = time.monotonic() - started

@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 import pytest
+import redis
 from flask.testing import FlaskClient
 
 from clicktrail.sources import Source
@@ -343,3 +344,77 @@ def test_the_short_batch_path_is_a_batch_and_a_short_path_checks_the_type(
     assert accepted.status_code == 200
     assert [e["type"] for e in queue.payloads[0]["events"]] == ["page", "track"]
     assert (mismatched.status_code, mismatched.json["field"]) == (400, "type")
+
+
+def test_validate_refuses_an_event_nested_too_deep_naming_the_field(client: FlaskClient) -> None:
+    deep: Any = 1
+    for _ in range(200):
+        deep = [deep]
+    event = {"type": "track", "userId": "u", "event": "E", "properties": {"p": deep}}
+
+    single = client.post("/v1/validate", json=event, headers=basic(KEY))
+    batch = client.post("/v1/validate", json={"batch": [event]}, headers=basic(KEY))
+
+    assert (single.status_code, single.json["code"], single.json["field"]) == (  # type: ignore[index]
+        400,
+        "too_deep",
+        "properties",
+    )
+    assert batch.json["field"] == "batch[0].properties"  # type: ignore[index]
+
+
+def test_validate_answers_a_schemaver_of_thousands_of_digits_as_an_invalid_event(
+    client: FlaskClient,
+) -> None:
+    event = {
+        "type": "track",
+        "userId": "u",
+        "event": "Product Viewed",
+        "context": {"schema": "product_viewed/1-0-" + "9" * 5000},
+    }
+
+    response = client.post("/v1/validate", json=event, headers=basic(KEY))
+
+    assert response.status_code == 200
+    assert response.json is not None
+    assert response.json["valid"] is False
+    assert response.json["results"][0]["errors"][0]["path"] == "/context/schema"
+
+
+class RefusingSessions:
+    """Sessions whose Redis refuses: read-only after a failover, or out of memory."""
+
+    timeout_seconds = 1800
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def create(self, *_: Any) -> Any:
+        raise self.error
+
+    def get(self, *_: Any) -> Any:
+        raise self.error
+
+    def end(self, *_: Any) -> bool:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        redis.ReadOnlyError("You can't write against a read only replica."),
+        redis.OutOfMemoryError("command not allowed when used memory > 'maxmemory'."),
+        redis.ResponseError("Error running script"),
+    ],
+    ids=["read-only", "out-of-memory", "script-error"],
+)
+def test_any_error_redis_answers_is_a_503_with_retry_after(error: Exception) -> None:
+    sources = MemorySources({KEY: SOURCE})
+    api = twin_app(twin_services(sources, sessions=RefusingSessions(error))).test_client()
+
+    created = api.post("/v1/sessions", headers=basic(KEY))
+    shown = api.get("/v1/sessions/abc", headers=basic(KEY))
+
+    for response in (created, shown):
+        assert (response.status_code, response.json["code"]) == (503, "unavailable")  # type: ignore[index]
+        assert response.headers["Retry-After"]

@@ -8,10 +8,13 @@ from collections.abc import Iterator
 
 import orjson
 import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_flask_exporter import PrometheusMetrics
 
 from clicktrail.sources import Source
 from tests.support.twins import MemorySources, RecordingEnqueuer
 from tests.support.web import basic, twin_app, twin_services
+from web import observe
 
 KEY = "wk-very-secret-key"
 
@@ -121,3 +124,32 @@ def test_a_crash_logged_for_people_shows_no_local_variables() -> None:
     assert response.status_code == 500
     assert "RuntimeError: boom" in buffer.getvalue()
     assert KEY not in buffer.getvalue()
+
+
+def series(text: str) -> set[str]:
+    return {line.split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
+
+
+def test_made_up_methods_and_paths_make_up_no_metric_series(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An exporter of this app's own: the process's is bound to the first app built.
+    exporter = PrometheusMetrics.for_app_factory(
+        registry=CollectorRegistry(), path="/metrics", group_by="endpoint"
+    )
+    monkeypatch.setattr(observe, "_exporter", exporter)
+    client = twin_app(twin_services(MemorySources({KEY: Source("src-9", "web", {})}))).test_client()
+    client.open("/v1/track", method="ZZ0")  # the first OTHER request makes its series
+    client.open("/nowhere-0", method="QQ0")
+    client.get("/nowhere-0")
+    before = series(client.get("/metrics").get_data(as_text=True))
+
+    answers = {client.open("/v1/track", method=f"ZZ{n}").status_code for n in range(1, 30)}
+    answers |= {client.open(f"/nowhere-{n}", method=f"QQ{n}").status_code for n in range(1, 30)}
+    answers |= {client.get(f"/nowhere-{n}").status_code for n in range(1, 30)}
+    after = series(client.get("/metrics").get_data(as_text=True))
+
+    assert answers == {404, 405}
+    assert any('method="OTHER"' in s and 'status="405"' in s for s in before)
+    assert after == before
+    assert not [s for s in after if "ZZ" in s or "QQ" in s or "nowhere" in s]
