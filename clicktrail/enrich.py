@@ -32,7 +32,7 @@ import orjson
 import ua_parser
 
 from clicktrail import referrers
-from clicktrail.clock import format_ts, parse_ts
+from clicktrail.clock import event_time, format_ts, parse_ts
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,8 @@ def _object(value: Any) -> dict[str, Any]:
 
 
 def correct_clock_skew(event: dict[str, Any]) -> None:
-    """Set ``timestamp`` on the server's clock: ``receivedAt - (sentAt - timestamp)``.
+    """Set ``timestamp`` on the server's clock (``clock.event_time``), as Segment does:
+    ``receivedAt - (sentAt - timestamp)``, the receive time for one in the future.
 
     The client's own value is kept as ``originalTimestamp``. Without ``sentAt`` the client's
     timestamp is trusted as is (server-side libraries send exact times); without a timestamp,
@@ -117,9 +118,9 @@ def correct_clock_skew(event: dict[str, Any]) -> None:
         event["timestamp"] = format_ts(received)
         return
     event.setdefault("originalTimestamp", event["timestamp"])
-    sent = parse_ts(event.get("sentAt"))
-    if sent is not None:
-        event["timestamp"] = format_ts(received - (sent - original))
+    moment = event_time(original, parse_ts(event.get("sentAt")), received)
+    if moment is not original:
+        event["timestamp"] = format_ts(moment)
 
 
 @functools.lru_cache(maxsize=CACHE_SIZE)

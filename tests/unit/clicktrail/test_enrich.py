@@ -80,6 +80,53 @@ def page_event(
             "2026-05-01T12:00:00.000Z",
             None,
         ),
+        # A timestamp in the future (no sentAt to correct it by) is a wrong clock: the receipt.
+        (
+            {"receivedAt": "2026-05-01T12:00:00.000Z", "timestamp": "9999-12-31T23:59:59Z"},
+            "2026-05-01T12:00:00.000Z",
+            "9999-12-31T23:59:59Z",
+        ),
+        # Within the tolerance a server's slightly fast clock is believed.
+        (
+            {"receivedAt": "2026-05-01T12:00:00.000Z", "timestamp": "2026-05-01T12:04:00Z"},
+            "2026-05-01T12:04:00Z",
+            "2026-05-01T12:04:00Z",
+        ),
+        # A skew correction that lands in the future is clamped too.
+        (
+            {
+                "receivedAt": "2026-05-01T12:00:00.000Z",
+                "sentAt": "2026-05-01T12:00:00Z",
+                "timestamp": "2026-05-02T12:00:00Z",
+            },
+            "2026-05-01T12:00:00.000Z",
+            "2026-05-02T12:00:00Z",
+        ),
+        # Skew arithmetic that leaves the calendar (year 1 sent in year 9999): sentAt ignored.
+        (
+            {
+                "receivedAt": "2026-05-01T12:00:00.000Z",
+                "sentAt": "9999-12-31T23:59:59.999Z",
+                "timestamp": "0001-01-01T00:00:00Z",
+            },
+            "0001-01-01T00:00:00Z",
+            "0001-01-01T00:00:00Z",
+        ),
+        (
+            {
+                "receivedAt": "2026-05-01T12:00:00.000Z",
+                "sentAt": "0001-01-01T00:00:00Z",
+                "timestamp": "9999-12-31T23:59:59Z",
+            },
+            "2026-05-01T12:00:00.000Z",
+            "9999-12-31T23:59:59Z",
+        ),
+        # A date with no UTC equivalent is unreadable: it happened when received.
+        (
+            {"receivedAt": "2026-05-01T12:00:00.000Z", "timestamp": "0001-01-01T00:00:00+01:00"},
+            "2026-05-01T12:00:00.000Z",
+            None,
+        ),
     ],
 )
 def test_clock_skew_correction(event: dict[str, Any], timestamp: str, original: str | None) -> None:
