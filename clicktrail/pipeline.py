@@ -234,7 +234,7 @@ class Pipeline:
             for event, verdict in zip(job.events, job.verdicts, strict=True):
                 if verdict.valid:
                     attach_session(event, next(sessions))
-                    record = _encoded(self._event_record(event, verdict, job.source_id))
+                    record = self._event_record(event, verdict, job.source_id)
                     if isinstance(record, Record):
                         records.append(record)
                         continue
@@ -410,13 +410,22 @@ class Pipeline:
         if by_source:
             self._seen.remember(by_source)
 
-    def _event_record(self, event: dict[str, Any], verdict: Verdict, source_id: str) -> Record:
-        return Record(
-            topic=self._topics.events,
-            key=kafka_key(event),
-            value=event,
-            headers=_headers(event, verdict.schema, source_id),
-            schema_id=verdict.schema_id,
+    def _event_record(
+        self, event: dict[str, Any], verdict: Verdict, source_id: str
+    ) -> Record | Exception:
+        """The event's record, its value encoded; or why it cannot be encoded."""
+        try:
+            encoded = orjson.dumps(event)
+        except (TypeError, orjson.JSONEncodeError) as exc:
+            return exc
+        return _EncodedRecord(
+            self._topics.events,
+            kafka_key(event),
+            event,
+            _headers(event, verdict.schema, source_id),
+            verdict.schema_id,
+            encoded,
+            event,
         )
 
     def _dead_letter(self, event: dict[str, Any], verdict: Verdict, source_id: str) -> Record:
