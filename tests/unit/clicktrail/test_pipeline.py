@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 import pytest
+from billiard.exceptions import SoftTimeLimitExceeded
 
 from clicktrail import enrich
 from clicktrail.config import PROJECT_ROOT
@@ -415,6 +416,14 @@ def test_a_dependency_down_in_validation_still_fails_the_request_for_a_retry() -
     pipeline, publisher = make_with(RaisingValidator("m-6", error))
 
     with pytest.raises(DependencyUnavailable):
+        pipeline.process(payload(valid_events()["page"], valid_events()["identify"]))
+    assert publisher.published == []
+
+
+def test_a_soft_time_limit_in_validation_is_the_tasks_not_the_events() -> None:
+    pipeline, publisher = make_with(RaisingValidator("m-6", SoftTimeLimitExceeded()))
+
+    with pytest.raises(SoftTimeLimitExceeded):
         pipeline.process(payload(valid_events()["page"], valid_events()["identify"]))
     assert publisher.published == []
 
