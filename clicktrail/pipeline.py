@@ -4,9 +4,10 @@ A payload holds the events of one request, or of several that reached one API pr
 Events are validated one by one; valid ones are enriched (IP protection, session, clock skew)
 and go to the events topic, invalid ones go, one record each with every error, to the
 dead-letter topic, as does (``processing_failed``, with the error) an event that made
-validation, enrichment or encoding raise: the rest of its request flows. Record order follows the requests, so one user's events keep their order
-within a partition. Each request keeps its own trace: a task span and a produce span per
-request, and one log line per request once Kafka confirmed its records.
+validation, enrichment or encoding raise: the rest of its request flows. Record order follows
+the requests, so one user's events keep their order within a partition. Each request keeps its
+own trace: a task span and a produce span per request, and one log line per request once Kafka
+confirmed its records.
 """
 
 from __future__ import annotations
