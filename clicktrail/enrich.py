@@ -119,11 +119,12 @@ def correct_clock_skew(event: dict[str, Any]) -> None:
     received = parse_ts(event.get("receivedAt"))
     if received is None:
         return
+    if event.get("timestamp") is not None:
+        event.setdefault("originalTimestamp", event["timestamp"])
     original = parse_ts(event.get("timestamp"))
-    if original is None:
+    if original is None:  # none, or unreadable (kept as originalTimestamp)
         event["timestamp"] = format_ts(received)
         return
-    event.setdefault("originalTimestamp", event["timestamp"])
     moment = event_time(original, parse_ts(event.get("sentAt")), received)
     if moment is not original:
         event["timestamp"] = format_ts(moment)
