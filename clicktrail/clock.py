@@ -41,6 +41,8 @@ def parse_ts(value: object) -> datetime | None:
         moment = datetime.fromisoformat(value)
     except ValueError:
         return None
+    if moment.tzinfo is UTC:  # a ``Z`` or ``+00:00``: by far the most common
+        return moment
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
     try:
