@@ -1,4 +1,5 @@
-"""Time: an injectable clock and the one timestamp format Clicktrail writes.
+"""Time: an injectable clock, the one timestamp format Clicktrail writes, and when an event
+happened.
 
 Timestamps go out as ISO 8601 UTC with milliseconds and a ``Z`` (``2026-01-02T03:04:05.678Z``),
 the form Segment's own APIs emit.
@@ -6,8 +7,12 @@ the form Segment's own APIs emit.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
+
+# How far after its receipt an event's time may lie before it is taken for a wrong clock and
+# replaced by the receive time: room for servers whose clocks differ a little, no more.
+FUTURE_TOLERANCE = timedelta(minutes=5)
 
 
 class Clock(Protocol):
@@ -25,7 +30,8 @@ def format_ts(moment: datetime) -> str:
 
 
 def parse_ts(value: object) -> datetime | None:
-    """An RFC 3339 / ISO 8601 timestamp as an aware datetime; None when absent or unreadable.
+    """An RFC 3339 / ISO 8601 timestamp as an aware UTC datetime; None when absent or
+    unreadable, or when it has no UTC equivalent (``0001-01-01T00:00:00+01:00``).
 
     A timestamp without a zone is read as UTC, as Segment does.
     """
@@ -35,6 +41,34 @@ def parse_ts(value: object) -> datetime | None:
         moment = datetime.fromisoformat(value)
     except ValueError:
         return None
+    if moment.tzinfo is UTC:  # a ``Z`` or ``+00:00``: by far the most common
+        return moment
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        return None
+
+
+def event_time(timestamp: datetime | None, sent: datetime | None, received: datetime) -> datetime:
+    """When an event happened, on the server's clock (Segment's ``timestamp``).
+
+    ``receivedAt - (sentAt - timestamp)`` when the client sent both, else its timestamp as is;
+    the receive time when it sent none, when the skew arithmetic leaves the calendar (a
+    ``sentAt`` of 9999-12-31), or when the result lies more than FUTURE_TOLERANCE after the
+    receipt (an event cannot happen after it arrived).
+    """
+    if timestamp is None:
+        return received
+    moment = timestamp
+    if sent is not None:
+        try:
+            moment = received - (sent - timestamp)
+        except OverflowError:
+            moment = timestamp
+    try:
+        future = moment > received + FUTURE_TOLERANCE
+    except OverflowError:  # received is within FUTURE_TOLERANCE of year 9999's end
+        future = False
+    return received if future else moment

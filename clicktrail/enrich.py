@@ -32,13 +32,19 @@ import orjson
 import ua_parser
 
 from clicktrail import referrers
-from clicktrail.clock import format_ts, parse_ts
+from clicktrail.clock import event_time, format_ts, parse_ts
 
 log = logging.getLogger(__name__)
 
 # The same user agents, addresses and URLs come back event after event: each step remembers
-# this many recent inputs (per process) and hands out copies of what it computed.
+# this many recent inputs (per process) and hands out copies of what it computed. Only inputs
+# up to these lengths are remembered (real ones are far shorter): a client sending distinct
+# strings of up to 32 KB would otherwise make every worker process hold CACHE_SIZE of them per
+# step, some 750 MB; with these bounds, at most some 50 MB.
 CACHE_SIZE = 4096
+CACHED_AGENT_CHARS = 1024
+CACHED_URL_CHARS = 2048
+CACHED_IP_CHARS = 64  # the longest IPv6 text with a zone is well below
 
 UTM_FIELDS = {
     "utm_source": "source",
@@ -103,7 +109,8 @@ def _object(value: Any) -> dict[str, Any]:
 
 
 def correct_clock_skew(event: dict[str, Any]) -> None:
-    """Set ``timestamp`` on the server's clock: ``receivedAt - (sentAt - timestamp)``.
+    """Set ``timestamp`` on the server's clock (``clock.event_time``), as Segment does:
+    ``receivedAt - (sentAt - timestamp)``, the receive time for one in the future.
 
     The client's own value is kept as ``originalTimestamp``. Without ``sentAt`` the client's
     timestamp is trusted as is (server-side libraries send exact times); without a timestamp,
@@ -112,19 +119,24 @@ def correct_clock_skew(event: dict[str, Any]) -> None:
     received = parse_ts(event.get("receivedAt"))
     if received is None:
         return
+    if event.get("timestamp") is not None:
+        event.setdefault("originalTimestamp", event["timestamp"])
     original = parse_ts(event.get("timestamp"))
-    if original is None:
+    if original is None:  # none, or unreadable (kept as originalTimestamp)
         event["timestamp"] = format_ts(received)
         return
-    event.setdefault("originalTimestamp", event["timestamp"])
-    sent = parse_ts(event.get("sentAt"))
-    if sent is not None:
-        event["timestamp"] = format_ts(received - (sent - original))
+    moment = event_time(original, parse_ts(event.get("sentAt")), received)
+    if moment is not original:
+        event["timestamp"] = format_ts(moment)
+
+
+def anonymize_ip(ip: str) -> str | None:
+    """Zero the last octet of an IPv4 address, the last 80 bits of an IPv6 one; None if no IP."""
+    return _masked_ip(ip) if len(ip) <= CACHED_IP_CHARS else None
 
 
 @functools.lru_cache(maxsize=CACHE_SIZE)
-def anonymize_ip(ip: str) -> str | None:
-    """Zero the last octet of an IPv4 address, the last 80 bits of an IPv6 one; None if no IP."""
+def _masked_ip(ip: str) -> str | None:
     try:
         address = ipaddress.ip_address(ip.strip())
     except ValueError:
@@ -168,14 +180,25 @@ def parse_user_agent(event: dict[str, Any]) -> None:
 
 def load_user_agent_rules() -> None:
     """Load the user-agent parser's rules now: the first parse of a process takes about 0.1 s."""
-    ua_parser.parse("Mozilla/5.0")
+    _agent_parser().parse("Mozilla/5.0")
 
 
-@functools.lru_cache(maxsize=CACHE_SIZE)
-def _parsed_agent(
-    agent: str,
-) -> tuple[dict[str, str | None], dict[str, str | None], dict[str, str | None], bool]:
-    parsed = ua_parser.parse(agent)
+@functools.cache
+def _agent_parser() -> ua_parser.Parser:
+    """ua-parser's rules without its own cache (of 2,000 agents, whatever their length): the
+    bounded one below is the only one."""
+    return ua_parser.Parser(ua_parser.BestAvailableResolver(ua_parser.load_lazy_builtins()))
+
+
+AgentParts = tuple[dict[str, str | None], dict[str, str | None], dict[str, str | None], bool]
+
+
+def _parsed_agent(agent: str) -> AgentParts:
+    return _cached_agent(agent) if len(agent) <= CACHED_AGENT_CHARS else _parse_agent(agent)
+
+
+def _parse_agent(agent: str) -> AgentParts:
+    parsed = _agent_parser().parse(agent)
     browser, os, device = parsed.user_agent, parsed.os, parsed.device
     return (
         {"family": browser.family if browser else "Other", "version": _version(browser)},
@@ -187,6 +210,9 @@ def _parsed_agent(
         },
         bool(device and device.family == "Spider"),
     )
+
+
+_cached_agent = functools.lru_cache(maxsize=CACHE_SIZE)(_parse_agent)
 
 
 def _version(part: Any) -> str | None:
@@ -207,10 +233,16 @@ def add_campaign(event: dict[str, Any]) -> None:
         context["campaign"] = dict(campaign)
 
 
-@functools.lru_cache(maxsize=CACHE_SIZE)
 def _campaign_of(url: str) -> dict[str, str]:
+    return _cached_campaign(url) if len(url) <= CACHED_URL_CHARS else _campaign(url)
+
+
+def _campaign(url: str) -> dict[str, str]:
     query = parse_qs(urlsplit(url).query)
     return {name: query[param][0] for param, name in UTM_FIELDS.items() if query.get(param)}
+
+
+_cached_campaign = functools.lru_cache(maxsize=CACHE_SIZE)(_campaign)
 
 
 def classify_referrer(event: dict[str, Any], internal_domains: tuple[str, ...] = ()) -> None:
@@ -229,12 +261,22 @@ def classify_referrer(event: dict[str, Any], internal_domains: tuple[str, ...] =
         context["referrer"] = dict(classified)
 
 
-@functools.lru_cache(maxsize=CACHE_SIZE)
 def _referrer_of(
+    referrer: str, page_url: str | None, internal_domains: tuple[str, ...]
+) -> dict[str, str] | None:
+    if len(referrer) <= CACHED_URL_CHARS and len(page_url or "") <= CACHED_URL_CHARS:
+        return _cached_referrer(referrer, page_url, internal_domains)
+    return _referrer(referrer, page_url, internal_domains)
+
+
+def _referrer(
     referrer: str, page_url: str | None, internal_domains: tuple[str, ...]
 ) -> dict[str, str] | None:
     page_host = urlsplit(page_url).hostname if page_url is not None else None
     return referrers.classify(referrer, page_host, list(internal_domains))
+
+
+_cached_referrer = functools.lru_cache(maxsize=CACHE_SIZE)(_referrer)
 
 
 class GeoIP(Protocol):

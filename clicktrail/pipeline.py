@@ -3,9 +3,11 @@
 A payload holds the events of one request, or of several that reached one API process at once.
 Events are validated one by one; valid ones are enriched (IP protection, session, clock skew)
 and go to the events topic, invalid ones go, one record each with every error, to the
-dead-letter topic. Record order follows the requests, so one user's events keep their order
-within a partition. Each request keeps its own trace: a task span and a produce span per
-request, and one log line per request once Kafka confirmed its records.
+dead-letter topic, as does (``processing_failed``, with the error) an event that made
+validation, enrichment or encoding raise: the rest of its request flows. Record order follows
+the requests, so one user's events keep their order within a partition. Each request keeps its
+own trace: a task span and a produce span per request, and one log line per request once Kafka
+confirmed its records.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import orjson
@@ -39,7 +41,21 @@ from clicktrail.sessions import SessionTracker, Touch
 from clicktrail.telemetry import context_of, start_span, traceparent_of
 from clicktrail.validation import EventValidator, TrackingPlan, Verdict
 
+try:  # a Celery soft time limit raises inside whatever runs: it is the task's, not an event's
+    from billiard.exceptions import SoftTimeLimitExceeded  # type: ignore[import-untyped]
+
+    _NOT_THE_EVENTS: tuple[type[BaseException], ...] = (TransientError, SoftTimeLimitExceeded)
+except ImportError:  # pragma: no cover - outside a worker
+    _NOT_THE_EVENTS = (TransientError,)
+
 log = logging.getLogger(__name__)
+
+# An error one event raised in validation, enrichment or encoding: that event alone goes to the
+# dead-letter topic, the rest of its request flows.
+REASON_FAILED = "processing_failed"
+# Dead letters of events that could not be encoded carry them cut at this depth.
+_SAFE_DEPTH = 64
+_MAX_ERROR_MESSAGE = 1000
 
 
 @dataclass(frozen=True)
@@ -171,12 +187,11 @@ class Pipeline:
 
     def prepare(self, parts: list[dict[str, Any]]) -> list[list[Record]]:
         """Validate and enrich the events of each part into Kafka records (events and dead
-        letters), in the order of the events."""
-        # Work on copies: a retried task is handed the very payload this call received.
-        batches: list[list[dict[str, Any]]] = orjson.loads(
-            orjson.dumps([part["events"] for part in parts])
-        )
+        letters), in the order of the events. Whatever one event raises (but a dependency
+        being away) dead-letters that event alone as ``processing_failed``."""
         sources: list[str] = [part["source"]["id"] for part in parts]
+        # Work on copies: a retried task is handed the very payload this call received.
+        batches, failed = _copies(parts)
         if self._seen is not None:
             batches = self._drop_delivered(sources, batches)
 
@@ -184,7 +199,7 @@ class Pipeline:
         for part, source_id, events in zip(parts, sources, batches, strict=True):
             settings: dict[str, Any] = part["source"].get("settings") or {}
             plan = TrackingPlan.from_settings(settings)
-            verdicts = [self._validator.validate(event, plan) for event in events]
+            verdicts = [failed.get(id(event)) or self._validate(event, plan) for event in events]
             outcomes = Counter(
                 (str(event.get("type")), _outcome(verdict))
                 for event, verdict in zip(events, verdicts, strict=True)
@@ -207,15 +222,23 @@ class Pipeline:
             traits = self._profiles.traits_for(user_ids) if user_ids else {}
         touches: list[Touch] = []
         for job in jobs:
-            for event, verdict in zip(job.events, job.verdicts, strict=True):
+            for index, (event, verdict) in enumerate(zip(job.events, job.verdicts, strict=True)):
                 if verdict.valid:
                     user_id = event.get("userId")
-                    self._enricher.enrich(
-                        event, job.switches, traits.get(str(user_id)) if user_id else None
-                    )
-                    touches.append(touch_of(event, job.source_id, self._new_id()))
+                    try:
+                        self._enricher.enrich(
+                            event, job.switches, traits.get(str(user_id)) if user_id else None
+                        )
+                        touch = touch_of(event, job.source_id, self._new_id())
+                    except _NOT_THE_EVENTS:
+                        raise
+                    except Exception as exc:
+                        job.verdicts[index] = _failure(event, exc, verdict.schema)
+                        job.events[index] = self._protected(event, job.switches)
+                    else:
+                        touches.append(touch)
                 else:
-                    self._enricher.protect(event, job.switches)
+                    job.events[index] = self._protected(event, job.switches)
         sessions = iter(self._sessions.touch_many(touches))
 
         prepared = []
@@ -224,11 +247,46 @@ class Pipeline:
             for event, verdict in zip(job.events, job.verdicts, strict=True):
                 if verdict.valid:
                     attach_session(event, next(sessions))
-                    records.append(self._event_record(event, verdict, job.source_id))
+                    record = self._event_record(event, verdict, job.source_id)
+                    if isinstance(record, Record):
+                        records.append(record)
+                        continue
+                    failure = _failure(event, record, verdict.schema)
+                    records.append(self._safe_dead_letter(event, failure, job.source_id))
                 else:
-                    records.append(self._dead_letter(event, verdict, job.source_id))
+                    records.append(self._safe_dead_letter(event, verdict, job.source_id))
             prepared.append(records)
         return prepared
+
+    def _validate(self, event: dict[str, Any], plan: TrackingPlan) -> Verdict:
+        try:
+            return self._validator.validate(event, plan)
+        except _NOT_THE_EVENTS:
+            raise
+        except Exception as exc:
+            return _failure(event, exc, "")
+
+    def _protected(self, event: dict[str, Any], switches: EnrichmentSettings) -> dict[str, Any]:
+        """The event as it may leave (IP masked, fields pseudonymised); when that fails, only
+        its identifying fields, so a dead letter never carries what the source protects."""
+        try:
+            self._enricher.protect(event, switches)
+            return event
+        except _NOT_THE_EVENTS:
+            raise
+        except Exception:
+            log.warning("could not protect event %s", event.get("messageId"), exc_info=True)
+            return {name: event[name] for name in _IDENTIFYING if name in event}
+
+    def _safe_dead_letter(self, event: dict[str, Any], verdict: Verdict, source_id: str) -> Record:
+        """A dead letter that can always be encoded: the event made encodable when it is not."""
+        record = _encoded(self._dead_letter(event, verdict, source_id))
+        if isinstance(record, Record):
+            return record
+        verdict = replace(verdict, errors=[*verdict.errors, _error_of(record)])
+        encoded = _encoded(self._dead_letter(_json_safe(event), verdict, source_id))
+        assert isinstance(encoded, Record)  # JSON-safe by construction
+        return encoded
 
     def _drop_delivered(
         self, sources: list[str], batches: list[list[dict[str, Any]]]
@@ -271,7 +329,7 @@ class Pipeline:
                         if r["topic"] == self._topics.deadletter
                     ]
                 else:
-                    events, kept = orjson.loads(orjson.dumps(part["events"])), []
+                    events, kept = [_copy(event) for event in part["events"]], []
                 settings = part["source"].get("settings") or {}
                 try:
                     switches = EnrichmentSettings.from_settings(settings)
@@ -279,9 +337,9 @@ class Pipeline:
                     switches = EnrichmentSettings()
                 part_records = list(kept)
                 for event in events:
-                    self._enricher.protect(event, switches)
                     verdict = Verdict(schema="", errors=[error], reason=reason)
-                    part_records.append(self._dead_letter(event, verdict, source_id))
+                    event = self._protected(event, switches)
+                    part_records.append(self._safe_dead_letter(event, verdict, source_id))
                 records.append(part_records)
             self._publish(parts, records, spans)
 
@@ -365,13 +423,22 @@ class Pipeline:
         if by_source:
             self._seen.remember(by_source)
 
-    def _event_record(self, event: dict[str, Any], verdict: Verdict, source_id: str) -> Record:
-        return Record(
-            topic=self._topics.events,
-            key=kafka_key(event),
-            value=event,
-            headers=_headers(event, verdict.schema, source_id),
-            schema_id=verdict.schema_id,
+    def _event_record(
+        self, event: dict[str, Any], verdict: Verdict, source_id: str
+    ) -> Record | Exception:
+        """The event's record, its value encoded; or why it cannot be encoded."""
+        try:
+            encoded = orjson.dumps(event)
+        except (TypeError, orjson.JSONEncodeError) as exc:
+            return exc
+        return _EncodedRecord(
+            self._topics.events,
+            kafka_key(event),
+            event,
+            _headers(event, verdict.schema, source_id),
+            verdict.schema_id,
+            encoded,
+            event,
         )
 
     def _dead_letter(self, event: dict[str, Any], verdict: Verdict, source_id: str) -> Record:
@@ -390,6 +457,107 @@ class Pipeline:
             },
             headers=headers,
         )
+
+
+# What a dead letter keeps of an event that could not be protected.
+_IDENTIFYING = ("type", "messageId", "userId", "anonymousId", "event", "receivedAt", "timestamp")
+
+
+@dataclass(frozen=True)
+class _EncodedRecord(Record):
+    """A record whose value was encoded while it was prepared, so that an event that cannot be
+    encoded is dead-lettered alone, and no value is encoded twice. The bytes stand for
+    ``encoded_from``: a copy with another value (``dataclasses.replace``) encodes its own."""
+
+    encoded: bytes = field(default=b"", compare=False, repr=False)
+    encoded_from: Any = field(default=None, compare=False, repr=False)
+
+    def encode_value(self) -> bytes | None:
+        if self.value is None or self.value is not self.encoded_from:
+            return super().encode_value()
+        if self.schema_id is None:
+            return self.encoded
+        return b"\x00" + self.schema_id.to_bytes(4, "big") + self.encoded
+
+
+def _encoded(record: Record) -> Record | Exception:
+    """The record with its value encoded, or why the value cannot be."""
+    try:
+        encoded = orjson.dumps(record.value)
+    except (TypeError, orjson.JSONEncodeError) as exc:
+        return exc
+    return _EncodedRecord(
+        record.topic,
+        record.key,
+        record.value,
+        record.headers,
+        record.schema_id,
+        encoded=encoded,
+        encoded_from=record.value,
+    )
+
+
+def _copy(event: Any) -> Any:
+    """A JSON copy of an event; one that cannot be encoded, made encodable."""
+    try:
+        return orjson.loads(orjson.dumps(event))
+    except (TypeError, orjson.JSONEncodeError):
+        return _json_safe(event)
+
+
+def _copies(
+    parts: list[dict[str, Any]],
+) -> tuple[list[list[dict[str, Any]]], dict[int, Verdict]]:
+    """JSON copies of each part's events (one encoding for all of them), and the failure of each
+    event that could not be encoded (keyed by the id of its copy)."""
+    try:
+        return orjson.loads(orjson.dumps([part["events"] for part in parts])), {}
+    except (TypeError, orjson.JSONEncodeError):
+        pass
+    failed: dict[int, Verdict] = {}
+    batches = []
+    for part in parts:
+        events = []
+        for event in part["events"]:
+            try:
+                events.append(orjson.loads(orjson.dumps(event)))
+            except (TypeError, orjson.JSONEncodeError) as exc:
+                events.append(safe := _json_safe(event))
+                failed[id(safe)] = _failure(safe, exc, "")
+        batches.append(events)
+    return batches, failed
+
+
+def _json_safe(value: Any, depth: int = 0) -> Any:
+    """``value`` as JSON that always encodes: strings with their lone surrogates replaced,
+    integers beyond 64 bits and other values as text, keys as text, cut at _SAFE_DEPTH."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    if value is None or isinstance(value, (bool, float)):
+        return value
+    if isinstance(value, int):
+        return value if -(2**63) <= value < 2**64 else str(value)
+    if depth >= _SAFE_DEPTH:
+        return "<nested too deeply>"
+    if isinstance(value, dict):
+        return {_json_safe(str(k)): _json_safe(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v, depth + 1) for v in value]
+    return _json_safe(repr(value))
+
+
+def _error_of(exc: BaseException) -> dict[str, str]:
+    message = f"{type(exc).__name__}: {exc}"
+    if len(message) > _MAX_ERROR_MESSAGE:
+        message = message[: _MAX_ERROR_MESSAGE - 1] + "…"
+    return {"path": "/", "keyword": REASON_FAILED, "message": message, "schema": ""}
+
+
+def _failure(event: Any, exc: BaseException, schema: str) -> Verdict:
+    """The verdict on an event that raised: dead-lettered alone, with the error."""
+    message_id = event.get("messageId") if isinstance(event, dict) else None
+    log.warning("event %s dead-lettered, it raised %r", message_id, exc, exc_info=exc)
+    return Verdict(schema=schema, errors=[_error_of(exc)], reason=REASON_FAILED)
 
 
 _OUTCOMES = {"schema_validation": "invalid"}

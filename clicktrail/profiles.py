@@ -5,7 +5,10 @@ transaction (so a replay changes nothing):
 - any event with a userId creates the profile and moves ``last_seen`` (receive time);
 - an event carrying both a userId and an anonymousId links the anonymous id to the profile
   (identify-after-anonymous);
-- ``identify`` merges its traits, key by key, the trait set by the later event winning;
+- ``identify`` merges its traits, key by key, the trait set by the later event winning (by
+  ``timestamp``, as the pipeline corrected it; a time more than ``FUTURE_TOLERANCE`` after the
+  event's receipt, or after now for one already stored, counts as no time, so a wrong clock in
+  the future cannot pin a trait);
 - ``alias`` merges ``previousId`` into ``userId``: the previous profile's traits, aliases and
   first sighting move over and it is removed; ``previousId`` becomes an alias.
 Events naming an alias as their userId count for the profile it resolves to.
@@ -17,14 +20,14 @@ import logging
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import psycopg
 from cachetools import TTLCache
 from psycopg.types.json import Jsonb
 
-from clicktrail.clock import format_ts, parse_ts
+from clicktrail.clock import FUTURE_TOLERANCE, event_time, format_ts, parse_ts
 from clicktrail.db import Database
 from clicktrail.errors import DependencyUnavailable
 
@@ -55,11 +58,13 @@ class Profile:
         self.last_seen = at if self.last_seen is None else max(self.last_seen, at)
 
     def merge_traits(self, traits: dict[str, Any], at: str) -> None:
-        """Set each trait unless a later event already set it."""
+        """Set each trait unless a later event already set it. A known time in the future was
+        set by a wrong clock (before timestamps were corrected): any later event wins over it."""
         moment = parse_ts(at)
+        horizon = datetime.now(UTC) + FUTURE_TOLERANCE
         for name, value in traits.items():
             known = parse_ts(self.trait_times.get(name))
-            if known is None or moment is None or moment >= known:
+            if known is None or moment is None or moment >= known or known > horizon:
                 self.traits[name] = value
                 self.trait_times[name] = at
 
@@ -176,7 +181,8 @@ class ProfileWriter:
     def apply(self, conn: psycopg.Connection, events: list[dict[str, Any]]) -> int:
         """Apply events (in any order) with a handful of statements, whatever their number;
         the number of profiles written."""
-        events = sorted(events, key=lambda e: str(e.get("timestamp") or e.get("receivedAt") or ""))
+        times = {id(event): _time_of(event) for event in events}
+        events = sorted(events, key=lambda e: times[id(e)] or _NO_TIME)
         ids = {
             str(value)
             for event in events
@@ -221,9 +227,8 @@ class ProfileWriter:
             if anonymous_id and str(anonymous_id) != target and str(anonymous_id) not in aliases:
                 aliases[str(anonymous_id)] = new_aliases[str(anonymous_id)] = target
             if event.get("type") == "identify" and isinstance(event.get("traits"), dict):
-                profile.merge_traits(
-                    event["traits"], str(event.get("timestamp") or event.get("receivedAt"))
-                )
+                moment = times[id(event)]
+                profile.merge_traits(event["traits"], format_ts(moment) if moment else "")
             if event.get("type") == "alias" and event.get("previousId"):
                 previous = canonical(str(event["previousId"]))
                 if previous != target:
@@ -261,3 +266,17 @@ class ProfileWriter:
                 [(alias, canonical(owner)) for alias, owner in new_aliases.items()],
             )
         return len(profiles)
+
+
+_NO_TIME = datetime.min.replace(tzinfo=UTC)
+
+
+def _time_of(event: dict[str, Any]) -> datetime | None:
+    """When an event happened: its (corrected) ``timestamp``, the receive time when that is
+    missing or beyond the receipt by more than FUTURE_TOLERANCE (an event written before
+    timestamps were corrected)."""
+    received = parse_ts(event.get("receivedAt"))
+    timestamp = parse_ts(event.get("timestamp"))
+    if received is None:
+        return timestamp
+    return event_time(timestamp, None, received)

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx2
 import orjson
@@ -48,6 +48,7 @@ from clicktrail.schemas import (
 log = logging.getLogger(__name__)
 
 COMPATIBILITY = ConfigCompatibilityLevel.BACKWARD
+_T = TypeVar("_T")
 
 
 def subject_name(prefix: str, kind: str, name: str, model: int) -> str:
@@ -93,7 +94,14 @@ def make_registry(settings: Settings) -> SchemaRegistry:
 
 class ConfluentSchemaRegistry:
     """Looks record schemas up in a registry; compiled schemas are kept for good (an id never
-    changes), subject listings for ``refresh_seconds`` so new versions are picked up."""
+    changes), subject listings for ``refresh_seconds`` so new versions are picked up.
+
+    Lookups of different subjects never wait for each other: each subject (and the listing) is
+    fetched by one thread at a time, the others waiting for that fetch alone, or, when an older
+    answer is at hand, going on with it meanwhile. A subject the listing does not hold is absent
+    without asking for it: the listing is fetched again for it at most every
+    ``absent_seconds``, so random event names cost at most one call per that time.
+    """
 
     def __init__(
         self,
@@ -101,36 +109,36 @@ class ConfluentSchemaRegistry:
         subject_prefix: str = "clicktrail",
         refresh_seconds: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        absent_seconds: float = 5.0,
     ) -> None:
         self._client = client
         self._prefix = subject_prefix
         self._refresh = refresh_seconds
+        self._absent = min(absent_seconds, refresh_seconds)
         self._clock = clock
-        self._lock = threading.Lock()
-        self._subjects: tuple[float, list[str]] | None = None
+        self._guard = threading.Lock()  # only around _locks, never across a call
+        self._locks: dict[str | None, threading.Lock] = {}  # None: the listing
+        self._subjects: tuple[float, frozenset[str]] | None = None
         self._versions: dict[str, tuple[float, dict[SchemaVer, int]]] = {}
         self._compiled: dict[int, RecordSchema] = {}
         self._documents: dict[int, dict[str, Any]] = {}
 
     def record(self, kind: str, name: str, version: str | None = None) -> RecordSchema | None:
-        with self._lock:
-            try:
-                return self._record(kind, name, version)
-            except SchemaRegistryError as exc:
-                if exc.http_status_code >= 500:
-                    raise DependencyUnavailable("schema_registry", str(exc)) from exc
-                raise
-            except httpx2.HTTPError as exc:  # the client's transport: registry unreachable
+        try:
+            return self._record(kind, name, version)
+        except SchemaRegistryError as exc:
+            if exc.http_status_code >= 500:
                 raise DependencyUnavailable("schema_registry", str(exc)) from exc
+            raise
+        except httpx2.HTTPError as exc:  # the client's transport: registry unreachable
+            raise DependencyUnavailable("schema_registry", str(exc)) from exc
 
     def _record(self, kind: str, name: str, version: str | None) -> RecordSchema | None:
         if version is None:
             prefix = subject_name(self._prefix, kind, name, 0)[:-1]
-            models = [
-                int(s[len(prefix) :])
-                for s in self._subject_list()
-                if s.startswith(prefix) and s[len(prefix) :].isdigit()
-            ]
+            models = self._models(prefix, self._subject_list())
+            if not models:  # perhaps registered since the listing: look again, now and then
+                models = self._models(prefix, self._subject_list(self._absent))
             if not models:
                 return None
             versions = self._subject_versions(subject_name(self._prefix, kind, name, max(models)))
@@ -142,34 +150,78 @@ class ConfluentSchemaRegistry:
                 wanted = SchemaVer.parse(version)
             except SchemaCatalogueError:
                 return None
-            versions = self._subject_versions(subject_name(self._prefix, kind, name, wanted.model))
+            subject = subject_name(self._prefix, kind, name, wanted.model)
+            if subject not in self._subject_list() and subject not in self._subject_list(
+                self._absent
+            ):
+                return None
+            versions = self._subject_versions(subject)
             if wanted not in versions:
                 return None
         schema_id = versions[wanted]
-        if schema_id not in self._compiled:
-            self._compiled[schema_id] = compile_record(
+        compiled = self._compiled.get(schema_id)
+        if compiled is None:  # two threads may compile it at once: the same, harmlessly
+            compiled = self._compiled[schema_id] = compile_record(
                 kind, name, wanted, self._documents[schema_id], schema_id
             )
-        return self._compiled[schema_id]
+        return compiled
 
-    def _subject_list(self) -> list[str]:
-        now = self._clock()
-        if self._subjects is None or now - self._subjects[0] > self._refresh:
-            self._subjects = (now, list(self._client.get_subjects()))
-        return self._subjects[1]
+    @staticmethod
+    def _models(prefix: str, subjects: frozenset[str]) -> list[int]:
+        return [
+            int(s[len(prefix) :])
+            for s in subjects
+            if s.startswith(prefix) and s[len(prefix) :].isdigit()
+        ]
+
+    def _subject_list(self, max_age: float | None = None) -> frozenset[str]:
+        """The registry's subjects, at most ``max_age`` (else ``refresh_seconds``) old, or
+        older while another thread fetches them."""
+
+        def fetch() -> frozenset[str]:
+            self._subjects = (self._clock(), frozenset(self._client.get_subjects()))
+            return self._subjects[1]
+
+        return self._single_flight(None, lambda: self._subjects, fetch, max_age)
 
     def _subject_versions(self, subject: str) -> dict[SchemaVer, int]:
         """SchemaVer -> schema id of a subject's versions, cached for ``refresh_seconds``."""
-        now = self._clock()
-        cached = self._versions.get(subject)
-        if cached is not None and now - cached[0] <= self._refresh:
-            return cached[1]
-        versions: dict[SchemaVer, int] = {}
-        for schemaver, registered in subject_versions(self._client, subject).items():
-            versions[schemaver] = registered.schema_id
-            self._documents[registered.schema_id] = registered.document
-        self._versions[subject] = (now, versions)
-        return versions
+
+        def fetch() -> dict[SchemaVer, int]:
+            versions: dict[SchemaVer, int] = {}
+            for schemaver, registered in subject_versions(self._client, subject).items():
+                versions[schemaver] = registered.schema_id
+                self._documents[registered.schema_id] = registered.document
+            self._versions[subject] = (self._clock(), versions)
+            return versions
+
+        return self._single_flight(subject, lambda: self._versions.get(subject), fetch, None)
+
+    def _single_flight(
+        self,
+        key: str | None,
+        held: Callable[[], tuple[float, _T] | None],
+        fetch: Callable[[], _T],
+        max_age: float | None,
+    ) -> _T:
+        """What ``held`` has when fresh enough; else one thread per key fetches it. The others
+        wait for that fetch, unless they hold an older answer, which they use meanwhile."""
+        age = self._refresh if max_age is None else max_age
+        entry = held()
+        if entry is not None and self._clock() - entry[0] <= age:
+            return entry[1]
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        if not lock.acquire(blocking=entry is None):
+            assert entry is not None
+            return entry[1]
+        try:
+            latest = held()
+            if latest is not None and latest is not entry and self._clock() - latest[0] <= age:
+                return latest[1]  # fetched while this thread waited
+            return fetch()
+        finally:
+            lock.release()
 
     def locate(self, kind: str, name: str, version: str | None = None) -> str:
         model = version.split("-", 1)[0] if version else "<MODEL>"

@@ -533,3 +533,45 @@ def test_a_sources_pseudonymised_fields_never_reach_kafka(
     assert record.value["userId"] == pseudonym("ada")
     assert record.key == pseudonym("ada")  # the partition key too: the raw id never leaves
     assert b"ada@example.com" not in (record.raw or b"")
+
+
+def test_dates_at_the_calendars_edges_cost_their_batch_nothing(
+    pipeline: str, kafka: KafkaCollector, source: SourceUnderTest, topics: TopicNames
+) -> None:
+    """A timestamp of year 1 sent in year 9999, and one stamped 9999: corrected, and the batch
+    flows at once (no retries, no dead letters)."""
+    good, edges, future = (mid() for _ in range(3))
+    batch = {
+        "batch": [
+            {"type": "track", "userId": "w1", "messageId": good, "event": "Clock Tested"},
+            {
+                "type": "track",
+                "userId": "w1",
+                "messageId": edges,
+                "event": "Clock Tested",
+                "timestamp": "0001-01-01T00:00:00Z",
+                "sentAt": "9999-12-31T23:59:59.999Z",
+            },
+            {
+                "type": "identify",
+                "userId": "w1",
+                "messageId": future,
+                "timestamp": "9999-12-31T23:59:59Z",
+            },
+        ],
+    }
+    started = time.monotonic()
+
+    response = post(pipeline, "/v1/batch", batch, source.write_key)
+
+    assert response.status_code == 200, response.text
+    published = kafka.wait_for([good, edges, future], topic=topics.events, timeout=20)
+    assert time.monotonic() - started < 15  # no retries: a retry waits seconds
+    corrected = published[edges][0].value
+    assert corrected["timestamp"] == "0001-01-01T00:00:00Z"
+    assert corrected["originalTimestamp"] == "0001-01-01T00:00:00Z"
+    clamped = published[future][0].value
+    assert clamped["timestamp"] == clamped["receivedAt"]
+    assert clamped["originalTimestamp"] == "9999-12-31T23:59:59Z"
+    for sent in (good, edges, future):
+        assert all(m.topic == topics.events for m in kafka.records(sent))

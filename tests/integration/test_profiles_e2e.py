@@ -233,3 +233,35 @@ def test_with_two_beat_processes_only_one_sends_the_purge(beats: list[Service]) 
 
     assert sorted(sent)[0] == 0, sent
     assert sorted(sent)[1] >= 2, sent
+
+
+def test_an_identify_stamped_in_the_year_9999_gives_way_to_a_later_one(
+    pipeline: str, sink: Service, source: SourceUnderTest, db: Database
+) -> None:
+    user = uid("clock")
+    ids = send(
+        pipeline,
+        source,
+        {
+            "type": "identify",
+            "userId": user,
+            "timestamp": "9999-12-31T23:59:59Z",
+            "traits": {"plan": "free", "email": "ada@example.com"},
+        },
+    )
+    wait_for(lambda: history_count(db, [user]) == 1, "the first identify's history", timeout=60)
+    ids += send(pipeline, source, {"type": "identify", "userId": user, "traits": {"plan": "pro"}})
+    wait_for(lambda: history_count(db, [user]) == 2, "the second identify's history", timeout=60)
+
+    body = profile(pipeline, user).json()
+
+    assert body["traits"] == {"plan": "pro", "email": "ada@example.com"}
+    with db.connection() as conn:
+        rows = conn.execute(
+            "SELECT message_id, payload->>'timestamp', payload->>'originalTimestamp',"
+            " payload->>'receivedAt' FROM event_history WHERE message_id = ANY(%s)",
+            (ids,),
+        ).fetchall()
+    stamped = next(row for row in rows if row[0] == ids[0])
+    assert stamped[1] == stamped[3]  # on the receive time, the client's kept beside it
+    assert stamped[2] == "9999-12-31T23:59:59Z"

@@ -16,12 +16,16 @@ independent of Clicktrail's code:
   subjects and versions 40401 and 40402; a permanent delete needs a soft delete first (40405).
 
 Point the tests at a real registry (Confluent, Karapace, Redpanda) with SCHEMA_REGISTRY_URL.
+
+For tests of its clients, it counts the requests it serves (``Traffic.paths``) and answers a
+subject's requests after a delay of the test's choosing (``Traffic.slow``).
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -163,9 +167,30 @@ def _json(body: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status=status, content_type=JSON_TYPE)
 
 
-def build_app() -> Flask:
+@dataclass
+class Traffic:
+    """The requests served (their paths), and subjects answered only after some seconds."""
+
+    paths: list[str] = field(default_factory=list)
+    slow: dict[str, float] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def served(self, path: str) -> None:
+        with self.lock:
+            self.paths.append(path)
+        subject = path.split("/")[2] if path.startswith("/subjects/") else None
+        if subject in self.slow:
+            time.sleep(self.slow[subject])
+
+
+def build_app(traffic: Traffic | None = None) -> Flask:
     store = Store()
     app = Flask("schema-registry")
+    seen = traffic or Traffic()
+
+    @app.before_request
+    def count() -> None:
+        seen.served(request.path)
 
     @app.errorhandler(RegistryError)
     def refused(exc: RegistryError) -> Response:
@@ -266,7 +291,8 @@ class RegistryServer:
     def __init__(self) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self._server = make_server("127.0.0.1", self.port, build_app(), threaded=True)
+        self.traffic = Traffic()
+        self._server = make_server("127.0.0.1", self.port, build_app(self.traffic), threaded=True)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     def start(self) -> RegistryServer:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from psycopg.types.json import Jsonb
 
 from clicktrail.db import Database
 from clicktrail.profiles import ProfileStore, ProfileWriter
@@ -67,6 +68,49 @@ def test_traits_merge_key_by_key_and_the_later_event_wins_whatever_the_arrival_o
 
     assert profile is not None
     assert profile.traits == {"plan": "pro", "seats": 5, "email": "a@x.io"}
+
+
+@pytest.mark.parametrize("one_batch", [True, False])
+def test_a_timestamp_in_the_future_never_pins_a_trait(db: Database, one_batch: bool) -> None:
+    user = uid("user")
+    wrong_clock = published(
+        "identify",
+        user,
+        at="9999-12-31T23:59:59.000Z",  # as an older pipeline published it, uncorrected
+        received="2026-03-01T10:00:00.000Z",
+        traits={"plan": "free", "email": "a@x.io"},
+    )
+    later = published("identify", user, at="2026-03-01T10:05:00.000Z", traits={"plan": "pro"})
+
+    if one_batch:
+        apply(db, wrong_clock, later)
+    else:
+        apply(db, wrong_clock)
+        apply(db, later)
+    profile = ProfileStore(db).get(user)
+
+    assert profile is not None
+    assert profile.traits == {"plan": "pro", "email": "a@x.io"}
+    assert profile.trait_times["plan"] == "2026-03-01T10:05:00.000Z"
+    assert profile.trait_times["email"] == "2026-03-01T10:00:00.000Z"  # its receipt
+
+
+def test_a_trait_stored_with_a_time_in_the_future_gives_way_to_a_later_event(
+    db: Database,
+) -> None:
+    user = uid("user")
+    with db.connection() as conn:
+        conn.execute(
+            "INSERT INTO profiles (user_id, traits, trait_times, first_seen, last_seen)"
+            " VALUES (%s, %s, %s, now(), now())",
+            (user, Jsonb({"plan": "free"}), Jsonb({"plan": "9999-12-31T23:59:59Z"})),
+        )
+
+    apply(db, published("identify", user, at="2026-03-01T10:05:00.000Z", traits={"plan": "pro"}))
+    profile = ProfileStore(db).get(user)
+
+    assert profile is not None
+    assert profile.traits == {"plan": "pro"}
 
 
 def test_first_and_last_seen_are_receive_times_and_anonymous_events_count_once_linked(

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
 import copy
+import gc
+import tracemalloc
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -15,6 +18,7 @@ from clicktrail.enrich import (
     attach_session,
     classify_referrer,
     correct_clock_skew,
+    load_user_agent_rules,
     open_geoip,
     parse_user_agent,
     protect_ip,
@@ -79,6 +83,53 @@ def page_event(
             {"receivedAt": "2026-05-01T12:00:00.000Z", "sentAt": "2026-05-01T11:00:00Z"},
             "2026-05-01T12:00:00.000Z",
             None,
+        ),
+        # A timestamp in the future (no sentAt to correct it by) is a wrong clock: the receipt.
+        (
+            {"receivedAt": "2026-05-01T12:00:00.000Z", "timestamp": "9999-12-31T23:59:59Z"},
+            "2026-05-01T12:00:00.000Z",
+            "9999-12-31T23:59:59Z",
+        ),
+        # Within the tolerance a server's slightly fast clock is believed.
+        (
+            {"receivedAt": "2026-05-01T12:00:00.000Z", "timestamp": "2026-05-01T12:04:00Z"},
+            "2026-05-01T12:04:00Z",
+            "2026-05-01T12:04:00Z",
+        ),
+        # A skew correction that lands in the future is clamped too.
+        (
+            {
+                "receivedAt": "2026-05-01T12:00:00.000Z",
+                "sentAt": "2026-05-01T12:00:00Z",
+                "timestamp": "2026-05-02T12:00:00Z",
+            },
+            "2026-05-01T12:00:00.000Z",
+            "2026-05-02T12:00:00Z",
+        ),
+        # Skew arithmetic that leaves the calendar (year 1 sent in year 9999): sentAt ignored.
+        (
+            {
+                "receivedAt": "2026-05-01T12:00:00.000Z",
+                "sentAt": "9999-12-31T23:59:59.999Z",
+                "timestamp": "0001-01-01T00:00:00Z",
+            },
+            "0001-01-01T00:00:00Z",
+            "0001-01-01T00:00:00Z",
+        ),
+        (
+            {
+                "receivedAt": "2026-05-01T12:00:00.000Z",
+                "sentAt": "0001-01-01T00:00:00Z",
+                "timestamp": "9999-12-31T23:59:59Z",
+            },
+            "2026-05-01T12:00:00.000Z",
+            "9999-12-31T23:59:59Z",
+        ),
+        # A date with no UTC equivalent is unreadable: it happened when received.
+        (
+            {"receivedAt": "2026-05-01T12:00:00.000Z", "timestamp": "0001-01-01T00:00:00+01:00"},
+            "2026-05-01T12:00:00.000Z",
+            "0001-01-01T00:00:00+01:00",
         ),
     ],
 )
@@ -393,3 +444,50 @@ def test_traits_the_enricher_attaches_are_pseudonymised_too() -> None:
 
     assert event["context"]["traits"]["email"].startswith("hmac:")
     assert event["context"]["ip"] == "192.0.2.0"
+
+
+@pytest.mark.parametrize("field", ["userAgent", "ip", "page.url", "page.referrer"])
+def test_long_distinct_inputs_are_enriched_but_not_remembered(field: str) -> None:
+    """A client sending distinct 30 KB strings must not make the process keep them."""
+    enricher, settings = Enricher(), EnrichmentSettings()
+    load_user_agent_rules()
+
+    def long_event(n: int) -> dict[str, Any]:
+        pad = f"{n:06d}" + "x" * 30_000
+        event = page_event("https://shop.example/?utm_source=a", "https://www.bing.com/?q=a")
+        context = event["context"]
+        context.update(userAgent="Mozilla/5.0 (X11; Linux x86_64) Chrome/120.0", ip="1.2.3.4")
+        if field == "userAgent":
+            context["userAgent"] += " " + pad
+        elif field == "ip":
+            context["ip"] += pad
+        elif field == "page.url":
+            context["page"]["url"] = f"https://shop.example/?utm_source={pad}"
+        else:
+            context["page"]["referrer"] = f"https://www.bing.com/search?q={pad}"
+        return event
+
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(64):
+            event = long_event(n)
+            enricher.enrich(event, settings, None)
+        del event
+        urlsplit.cache_clear()  # the standard library's own: 128 entries, bounded
+        gc.collect()
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+
+    assert kept < 256 * 1024, f"{kept} bytes kept for 64 events"  # 64 x 30 KB would be 1.9 MB
+    last = long_event(63)
+    enricher.enrich(last, settings, None)
+    context = last["context"]
+    assert context["userAgentParsed"]["browser"]["family"] == "Chrome"
+    assert context["referrer"]["type"] == "search"
+    if field == "ip":
+        assert "ip" not in context  # not an address
+    if field == "page.url":
+        assert context["campaign"]["source"].startswith("000063")

@@ -3,17 +3,22 @@ from __future__ import annotations
 import copy
 import itertools
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
+import orjson
 import pytest
+from billiard.exceptions import SoftTimeLimitExceeded
 
+from clicktrail import enrich
 from clicktrail.config import PROJECT_ROOT
 from clicktrail.enrich import Enricher
+from clicktrail.errors import DependencyUnavailable
 from clicktrail.kafka import Record
 from clicktrail.pipeline import Pipeline, PublishIncomplete, Topics
 from clicktrail.queue import group_payload, ingest_payload
 from clicktrail.schemas import FileSchemaRegistry
-from clicktrail.validation import EventValidator
+from clicktrail.validation import ALLOW_ALL, EventValidator, TrackingPlan, Verdict
 from tests.support.data import invalid_events, valid_events
 from tests.support.twins import FixedClock, MemoryPublisher, MemorySeenIds, MemorySessions
 
@@ -315,3 +320,232 @@ def test_the_tap_sees_each_prepared_request_once_and_never_a_retry() -> None:
 
     assert tap.offered == [[("src-1", ["m-1", "m-9"]), ("src-2", ["m-6"])]]
     assert sorted(r.headers["event-id"] for r in publisher.published) == ["m-1", "m-6", "m-9"]
+
+
+# One event that raises costs no other event of its request anything.
+
+
+class RaisingValidator(EventValidator):
+    """Raises on the event whose messageId it names (or a given error for it)."""
+
+    def __init__(self, message_id: str, error: Exception) -> None:
+        super().__init__(FileSchemaRegistry(PROJECT_ROOT / "schemas"))
+        self._message_id, self._error = message_id, error
+
+    def validate(self, event: dict[str, Any], plan: TrackingPlan = ALLOW_ALL) -> Verdict:
+        if event.get("messageId") == self._message_id:
+            raise self._error
+        return super().validate(event, plan)
+
+
+class CityOf:
+    """A GeoIP database whose answer for one address is what the test says (raising, or a
+    value that cannot be encoded)."""
+
+    def __init__(self, ip: str, city: object) -> None:
+        self._ip, self._city = ip, city
+
+    def get(self, ip: str) -> Any:
+        if ip != self._ip:
+            return None
+        if isinstance(self._city, Exception):
+            raise self._city
+        return {"city": {"names": {"en": self._city}}}
+
+
+def make_with(
+    validator: EventValidator | None = None, enricher: Enricher | None = None
+) -> tuple[Pipeline, MemoryPublisher]:
+    publisher = MemoryPublisher()
+    counter = itertools.count(1)
+    pipeline = Pipeline(
+        validator or VALIDATOR,
+        MemorySessions(),
+        publisher,
+        TOPICS,
+        FixedClock(),
+        enricher=enricher,
+        new_id=lambda: f"s{next(counter)}",
+    )
+    return pipeline, publisher
+
+
+def with_ip(event: dict[str, Any], ip: str) -> dict[str, Any]:
+    event = copy.deepcopy(event)
+    event.setdefault("context", {})["ip"] = ip
+    return event
+
+
+def assert_alone_dead_lettered(
+    publisher: MemoryPublisher, bad_id: str, error: str, topics: Sequence[str] = ("ev", "dlq", "ev")
+) -> dict[str, Any]:
+    """The request's records in order, the bad one a processing_failed dead letter naming the
+    error; every record encodes. Returns the dead letter's value."""
+    assert [r.topic for r in publisher.published] == list(topics)
+    dead = next(r for r in publisher.published if r.headers["event-id"] == bad_id)
+    assert dead.topic == "dlq"
+    assert dead.headers["error-kind"] == "processing_failed"
+    assert dead.value["reason"] == "processing_failed"
+    assert dead.value["errors"][0]["keyword"] == "processing_failed"
+    assert dead.value["errors"][0]["message"].startswith(error)
+    for record in publisher.published:
+        assert orjson.loads(record.encode_value() or b"null") == orjson.loads(
+            orjson.dumps(record.value)
+        )
+    return dead.value
+
+
+def test_an_event_that_makes_validation_raise_is_dead_lettered_alone() -> None:
+    pipeline, publisher = make_with(RaisingValidator("m-6", RecursionError("too deep")))
+    page, identify, product = (
+        valid_events()["page"],
+        valid_events()["identify"],
+        valid_events()["track_product_viewed"],
+    )
+
+    outcome = pipeline.process(payload(page, identify, product))
+
+    assert (outcome.published, outcome.dead_lettered) == (2, 1)
+    dead = assert_alone_dead_lettered(publisher, "m-6", "RecursionError: too deep")
+    assert dead["event"]["messageId"] == "m-6"
+    assert "session" not in dead["event"].get("context", {})
+
+
+def test_a_dependency_down_in_validation_still_fails_the_request_for_a_retry() -> None:
+    error = DependencyUnavailable("schema_registry", "down")
+    pipeline, publisher = make_with(RaisingValidator("m-6", error))
+
+    with pytest.raises(DependencyUnavailable):
+        pipeline.process(payload(valid_events()["page"], valid_events()["identify"]))
+    assert publisher.published == []
+
+
+def test_a_soft_time_limit_in_validation_is_the_tasks_not_the_events() -> None:
+    pipeline, publisher = make_with(RaisingValidator("m-6", SoftTimeLimitExceeded()))
+
+    with pytest.raises(SoftTimeLimitExceeded):
+        pipeline.process(payload(valid_events()["page"], valid_events()["identify"]))
+    assert publisher.published == []
+
+
+def test_an_event_that_makes_enrichment_raise_is_dead_lettered_alone_with_its_ip_masked() -> None:
+    enricher = Enricher(geoip=CityOf("198.51.100.7", RuntimeError("corrupt database node")))
+    pipeline, publisher = make_with(enricher=enricher)
+    bad = with_ip(valid_events()["identify"], "198.51.100.7")
+
+    pipeline.process(payload(valid_events()["page"], bad, valid_events()["track_product_viewed"]))
+
+    dead = assert_alone_dead_lettered(publisher, "m-6", "RuntimeError: corrupt database node")
+    assert dead["event"]["context"]["ip"] == "198.51.100.0"
+    good = [r.value for r in publisher.published if r.topic == "ev"]
+    assert [e["context"]["session"]["eventIndex"] for e in good] == [1, 1]
+
+
+def test_an_event_that_makes_clock_correction_raise_is_dead_lettered_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = enrich.correct_clock_skew
+
+    def correct(event: dict[str, Any]) -> None:
+        if event.get("messageId") == "m-6":
+            raise OverflowError("date value out of range")
+        real(event)
+
+    monkeypatch.setattr(enrich, "correct_clock_skew", correct)
+    pipeline, publisher = make_with()
+
+    pipeline.process(
+        payload(valid_events()["page"], valid_events()["identify"], valid_events()["group"])
+    )
+
+    assert_alone_dead_lettered(publisher, "m-6", "OverflowError: date value out of range")
+
+
+def test_timestamps_at_the_calendars_edges_are_corrected_not_raised() -> None:
+    pipeline, publisher = make_with()
+    good = valid_events()["page"]
+    bad = {
+        **valid_events()["identify"],
+        "timestamp": "0001-01-01T00:00:00Z",
+        "sentAt": "9999-12-31T23:59:59.999Z",
+    }
+    future = {**valid_events()["group"], "timestamp": "9999-12-31T23:59:59Z"}
+
+    outcome = pipeline.process(payload(good, bad, future))
+
+    assert (outcome.published, outcome.dead_lettered) == (3, 0)
+    _, early, late = (r.value for r in publisher.published)
+    assert (early["timestamp"], early["originalTimestamp"]) == ("0001-01-01T00:00:00Z",) * 2
+    assert late["timestamp"] == late["receivedAt"]
+    assert late["originalTimestamp"] == "9999-12-31T23:59:59Z"
+
+
+def test_an_event_that_cannot_be_encoded_is_dead_lettered_alone_and_its_dead_letter_encodes() -> (
+    None
+):
+    pipeline, publisher = make_with()
+    bad = copy.deepcopy(valid_events()["identify"])
+    bad["traits"]["points"] = 2**70  # beyond what JSON encoders take
+    bad["traits"]["name"] = "Ada \ud800"  # a lone surrogate: not UTF-8
+
+    outcome = pipeline.process(
+        payload(valid_events()["page"], bad, valid_events()["track_product_viewed"])
+    )
+
+    assert (outcome.published, outcome.dead_lettered) == (2, 1)
+    dead = assert_alone_dead_lettered(publisher, "m-6", "TypeError: ")
+    assert dead["event"]["traits"]["points"] == str(2**70)
+    assert dead["event"]["traits"]["name"] == "Ada ?"
+
+
+def test_an_event_nested_deeper_than_the_encoder_goes_is_dead_lettered_alone() -> None:
+    pipeline, publisher = make_with()
+    bad = copy.deepcopy(valid_events()["identify"])
+    nested: list[Any] = []
+    for _ in range(300):  # the API takes some 900 levels, orjson encodes 255
+        nested = [nested]
+    bad["traits"]["nested"] = nested
+
+    pipeline.process(payload(valid_events()["page"], bad, valid_events()["track_product_viewed"]))
+
+    dead = assert_alone_dead_lettered(publisher, "m-6", "TypeError: Recursion limit reached")
+    assert dead["event"]["messageId"] == "m-6"
+
+
+def test_an_enriched_value_that_cannot_be_encoded_dead_letters_its_event_alone() -> None:
+    enricher = Enricher(geoip=CityOf("198.51.100.7", "Par\udcc3is"))
+    pipeline, publisher = make_with(enricher=enricher)
+    bad = with_ip(valid_events()["identify"], "198.51.100.7")
+
+    pipeline.process(payload(valid_events()["page"], bad, valid_events()["track_product_viewed"]))
+
+    dead = assert_alone_dead_lettered(publisher, "m-6", "TypeError: str is not valid UTF-8")
+    assert dead["event"]["context"]["location"]["city"] == "Par?is"
+    assert dead["event"]["context"]["ip"] == "198.51.100.0"
+
+
+def test_dead_letter_all_encodes_what_cannot_be_encoded() -> None:
+    pipeline, publisher = make_with()
+    bad = copy.deepcopy(valid_events()["identify"])
+    bad["traits"]["points"] = 2**70
+
+    pipeline.dead_letter_all(payload(valid_events()["page"], bad), "poison", "died")
+
+    assert [r.value["reason"] for r in publisher.published] == ["poison", "poison"]
+    assert publisher.published[1].value["event"]["traits"]["points"] == str(2**70)
+    assert all(orjson.loads(r.encode_value() or b"") for r in publisher.published)
+
+
+def test_a_prepared_record_encodes_as_a_plain_one_and_a_changed_copy_anew() -> None:
+    pipeline, _ = make_with()
+    event = valid_events()["track_product_viewed"]
+
+    [[record]] = pipeline.prepare([payload(event)])
+    framed = replace(record, schema_id=258)
+    changed = replace(record, value={"a": 1})
+
+    plain = Record(record.topic, record.key, record.value, record.headers)
+    assert record.encode_value() == plain.encode_value()
+    assert framed.encode_value() == b"\x00\x00\x00\x01\x02" + (plain.encode_value() or b"")
+    assert changed.encode_value() == b'{"a":1}'
+    assert Record.from_json(record.to_json()).encode_value() == plain.encode_value()

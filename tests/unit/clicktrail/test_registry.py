@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +34,7 @@ from tests.support.catalogue import (
 )
 from tests.support.data import valid_events
 from tests.support.infra import free_port
+from tests.support.registry_server import RegistryServer
 
 
 class CountingClient:
@@ -236,3 +240,100 @@ def test_the_subjects_a_catalogue_needs_and_which_are_missing(tmp_path: Path) ->
         "ct.calls.page.v*"
     ]
     assert missing_subjects(expected, expected) == []
+
+
+@pytest.fixture
+def served() -> Iterator[RegistryServer]:
+    """The registry double over HTTP, holding the catalogue."""
+    server = RegistryServer().start()
+    try:
+        register_catalogue(SchemaRegistryClient({"url": server.url}), FileSchemaRegistry(SCHEMAS))
+        server.traffic.paths.clear()
+        yield server
+    finally:
+        server.stop()
+
+
+def timed(look_up: Callable[[], object]) -> float:
+    started = time.monotonic()
+    look_up()
+    return time.monotonic() - started
+
+
+def test_a_slow_subject_does_not_hold_back_lookups_of_another(served: RegistryServer) -> None:
+    registry = ConfluentSchemaRegistry(SchemaRegistryClient({"url": served.url}))
+    assert registry.record("calls", "page") is not None  # the listing is in
+    served.traffic.slow["clicktrail.events.product_viewed.v2"] = 2.0
+    slow = threading.Thread(target=registry.record, args=("events", "product_viewed"))
+
+    slow.start()
+    time.sleep(0.2)  # the slow lookup is waiting for the registry
+    other = timed(lambda: registry.record("calls", "track"))
+    versioned = timed(lambda: registry.record("traits", "identify", "1-0-0"))
+    slow.join()
+
+    assert other < 1.0
+    assert versioned < 1.0
+    assert registry.record("events", "product_viewed") is not None
+
+
+def test_lookups_of_one_subject_wait_for_one_fetch(served: RegistryServer) -> None:
+    registry = ConfluentSchemaRegistry(SchemaRegistryClient({"url": served.url}))
+    registry.record("calls", "page")
+    served.traffic.slow["clicktrail.calls.track.v1"] = 0.5
+    served.traffic.paths.clear()
+    found: list[object] = []
+    threads = [
+        threading.Thread(target=lambda: found.append(registry.record("calls", "track")))
+        for _ in range(8)
+    ]
+
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(found) == 8
+    assert all(f is not None for f in found)
+    assert served.traffic.paths.count("/subjects/clicktrail.calls.track.v1/versions") == 1
+
+
+def test_random_event_names_cost_one_listing_per_few_seconds_not_a_call_each(
+    served: RegistryServer,
+) -> None:
+    clock = Clock()
+    registry = ConfluentSchemaRegistry(SchemaRegistryClient({"url": served.url}), clock=clock)
+    registry.record("calls", "page")
+    served.traffic.paths.clear()
+
+    for n in range(200):
+        assert registry.record("events", f"random_{n}", "1-0-0") is None
+        assert registry.record("events", f"other_{n}") is None
+    clock.now += 6  # beyond the absence's few seconds: one more listing
+    for n in range(200):
+        assert registry.record("events", f"random_{n}", "1-0-0") is None
+
+    assert served.traffic.paths == ["/subjects"]
+
+
+def test_a_subject_registered_after_the_listing_is_found_within_seconds(
+    served: RegistryServer, tmp_path: Path
+) -> None:
+    clock = Clock()
+    client = SchemaRegistryClient({"url": served.url})
+    registry = ConfluentSchemaRegistry(client, clock=clock)
+    assert registry.record("events", "checkout_started", "1-0-0") is None
+    assert registry.record("events", "checkout_started") is None
+    catalogue = copy_catalogue(tmp_path / "schemas")
+    (catalogue / "events" / "checkout_started").mkdir()
+    (catalogue / "events" / "checkout_started" / "1-0-0.json").write_text(
+        (SCHEMAS / "events" / "product_viewed" / "1-0-0.json")
+        .read_text()
+        .replace("product_viewed", "checkout_started")
+    )
+    register_catalogue(client, FileSchemaRegistry(catalogue))
+
+    clock.now += 6
+
+    assert registry.record("events", "checkout_started", "1-0-0") is not None
+    assert registry.record("events", "checkout_started") is not None
