@@ -132,6 +132,9 @@ class Settings:
     profile_retention_days: int | None = None
     # How often Celery beat runs the purge (erasure requests, then retention).
     purge_interval_seconds: int = 300
+    # celery-redbeat's lock: one beat sends the periodic tasks; a standby takes over this long
+    # after the holder died. The holder renews it every fifth of it (beat's longest sleep).
+    beat_lock_timeout_seconds: int = 90
     # A MaxMind GeoLite2/GeoIP2 database file for context.location; never downloaded.
     geoip_database: Path | None = None
     # Metrics: where the worker side and the sink serve them (0: not at all), and the directory
@@ -268,6 +271,9 @@ class Settings:
             ),
             purge_interval_seconds=_int(
                 env, "PURGE_INTERVAL_SECONDS", cls.purge_interval_seconds, minimum=1
+            ),
+            beat_lock_timeout_seconds=_int(
+                env, "BEAT_LOCK_TIMEOUT_SECONDS", cls.beat_lock_timeout_seconds, minimum=5
             ),
             geoip_database=Path(geoip) if (geoip := _optional(env, "GEOIP_DATABASE")) else None,
             metrics_host=env.get("METRICS_HOST") or cls.metrics_host,
