@@ -7,8 +7,9 @@ import logging
 import time
 from typing import Any
 
+import redis
 from celery import Task, shared_task
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Reject, SoftTimeLimitExceeded
 from celery.utils.time import get_exponential_backoff_interval
 
 from clicktrail.errors import TransientError
@@ -23,6 +24,10 @@ log = logging.getLogger(__name__)
 # Unexpected errors (bugs, data the code cannot handle) are retried this many times, then the
 # request's events go to the dead-letter topic rather than looping forever.
 MAX_UNEXPECTED_FAILURES = 3
+
+# Redis refusing a write (at its maxmemory with noeviction, a read-only replica after a
+# failover): an outage like Redis being away, not a fault of the events.
+REDIS_REFUSED = (redis.OutOfMemoryError, redis.ReadOnlyError)
 
 
 def backoff(retries: int, maximum: int) -> int:
@@ -96,7 +101,7 @@ def _run(task: Task, payload: dict[str, Any], parts: list[dict[str, Any]]) -> No
         TASK_RETRIES.labels("publish").inc()
         log.warning("publish incomplete, retrying %d record(s): %s", len(exc.failures), exc)
         raise _retry(task, exc.retry_payload) from exc
-    except (TransientError, SoftTimeLimitExceeded) as exc:
+    except (TransientError, SoftTimeLimitExceeded, *REDIS_REFUSED) as exc:
         TASK_RETRIES.labels("transient").inc()
         log.warning("transient failure, retrying: %s", exc)
         raise _retry(task, payload) from exc
@@ -120,14 +125,28 @@ def _run(task: Task, payload: dict[str, Any], parts: list[dict[str, Any]]) -> No
 def _split(task: Task, parts: list[dict[str, Any]]) -> None:
     """Queue each part as a message of its own (acknowledged by Redis) before this one is
     acknowledged: a crash in between costs duplicates, which the pipeline drops."""
-    for part in parts:
-        task.apply_async(args=[part], argsrepr=describe_payload(part))
+    try:
+        for part in parts:
+            task.apply_async(args=[part], argsrepr=describe_payload(part))
+    except Exception as exc:
+        # The queue would not take them: this message goes back whole (the parts sent already
+        # come twice, and are dropped as duplicates).
+        log.warning("could not queue the split requests, requeueing the message: %s", exc)
+        raise Reject(exc, requeue=True) from exc
 
 
 def _retry(task: Task, payload: dict[str, Any]) -> Exception:
+    """The retry to raise. When the queue will not take it (Redis away or refusing writes),
+    Celery would reject this message for good, losing its events: it is requeued instead,
+    which the worker does once Redis takes writes (the message is never acknowledged before)."""
     maximum = runtime().settings.retry_backoff_max_seconds
-    return task.retry(  # type: ignore[no-any-return]
-        args=[payload],
-        countdown=backoff(task.request.retries, maximum),
-        argsrepr=describe_payload(payload),
-    )
+    try:
+        return task.retry(  # type: ignore[no-any-return]
+            args=[payload],
+            countdown=backoff(task.request.retries, maximum),
+            argsrepr=describe_payload(payload),
+        )
+    except Reject as exc:
+        log.warning("could not queue the retry, requeueing the message: %s", exc.reason)
+        requeue: Exception = Reject(exc.reason, requeue=True)
+        return requeue

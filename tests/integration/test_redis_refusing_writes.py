@@ -1,0 +1,94 @@
+"""A Redis that refuses writes (full at its maxmemory with noeviction, or a read-only replica
+after a failover) under a steady load: the worker lives through it, acknowledges nothing it has
+not finished, and goes on once Redis takes writes again. Nothing accepted is lost."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.faults.harness import Sender
+from tests.integration.conftest import SourceUnderTest, TopicNames
+from tests.support.infra import KafkaCollector, RedisServer, Service, start_api, start_worker
+
+# How long Redis refuses writes: what users saw take the worker down.
+REFUSING_FOR = 20
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis", persistent=False).start()
+    yield server
+    server.stop()
+
+
+def run_stack(env: dict[str, str], logs_dir: Path, name: str) -> tuple[Service, Service, str]:
+    worker = start_worker(env, logs_dir / f"{name}-worker.log", f"{name}-{uuid.uuid4().hex[:6]}")
+    try:
+        api, base = start_api(env, logs_dir / f"{name}-api.log", name=f"{name}-api")
+    except BaseException:
+        worker.stop()
+        raise
+    return worker, api, base
+
+
+def deliver_through(
+    base: str,
+    source: SourceUnderTest,
+    kafka: KafkaCollector,
+    topics: TopicNames,
+    worker: Service,
+    refuse: object,
+    accept: object,
+) -> None:
+    """Send a steady load; refuse writes for REFUSING_FOR seconds in the middle of it; then
+    every accepted event must reach Kafka, about once, from the worker that lived through it."""
+    sender = Sender(base, source.write_key, total=1200, batch=10, threads=2, rate=40).start()
+    time.sleep(3)
+    assert callable(refuse) and callable(accept)
+    refuse()
+    try:
+        time.sleep(REFUSING_FOR)
+        assert worker.proc.poll() is None, worker.output()[-3000:]
+    finally:
+        accept()
+    sender.join()
+
+    assert sender.accepted
+    got = kafka.wait_for(sender.accepted, topic=topics.events, timeout=120)
+    duplicates = sum(len(records) - 1 for records in got.values())
+    # A duplicate costs a message handed out again whose ids could not be noted; never a loop.
+    assert duplicates <= len(sender.accepted) // 10, f"{duplicates} duplicates"
+    assert worker.proc.poll() is None, worker.output()[-3000:]
+
+
+def test_a_full_redis_under_load_costs_no_event_and_no_worker(
+    stack_env: dict[str, str],
+    own_redis: RedisServer,
+    source: SourceUnderTest,
+    topics: TopicNames,
+    kafka: KafkaCollector,
+    logs_dir: Path,
+) -> None:
+    env = {**stack_env, "REDIS_URL": own_redis.url}
+    worker, api, base = run_stack(env, logs_dir, "redis-full")
+    admin = redis.Redis.from_url(own_redis.url)
+    try:
+        deliver_through(
+            base,
+            source,
+            kafka,
+            topics,
+            worker,
+            # Over maxmemory with noeviction: every command that may grow memory is refused.
+            refuse=lambda: admin.config_set("maxmemory", "1"),
+            accept=lambda: admin.config_set("maxmemory", "0"),
+        )
+    finally:
+        api.stop()
+        worker.stop()
