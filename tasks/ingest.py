@@ -77,6 +77,7 @@ def _run(task: Task, payload: dict[str, Any], parts: list[dict[str, Any]]) -> No
         delivery = current.deliveries.count(str(task.request.id), task.request.retries or 0)
     except TransientError as exc:
         TASK_RETRIES.labels("transient").inc()
+        log.warning("delivery counter unavailable, retrying: %s", exc)
         raise _retry(task, payload) from exc
     if delivery > 1 and len(parts) > 1:
         # An earlier delivery of this message took the worker down: go on with each request in

@@ -4,6 +4,8 @@ not finished, and goes on once Redis takes writes again. Nothing accepted is los
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -12,6 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from clicktrail.queue import QUEUE
 from tests.faults.harness import Sender
 from tests.integration.conftest import SourceUnderTest, TopicNames
 from tests.support.infra import KafkaCollector, RedisServer, Service, start_api, start_worker
@@ -43,16 +46,24 @@ def deliver_through(
     kafka: KafkaCollector,
     topics: TopicNames,
     worker: Service,
+    queue: redis.Redis,
     refuse: object,
     accept: object,
 ) -> None:
     """Send a steady load; refuse writes for REFUSING_FOR seconds in the middle of it; then
     every accepted event must reach Kafka, about once, from the worker that lived through it."""
+    assert callable(refuse)
+    assert callable(accept)
     sender = Sender(base, source.write_key, total=1200, batch=10, threads=2, rate=40).start()
+    time.sleep(2)
+    # A backlog for the worker to meet the refusals with (the API refuses requests meanwhile).
+    os.killpg(worker.proc.pid, signal.SIGSTOP)
     time.sleep(3)
-    assert callable(refuse) and callable(accept)
     refuse()
+    backlog = queue.llen(QUEUE)
+    os.killpg(worker.proc.pid, signal.SIGCONT)
     try:
+        assert backlog > 0
         time.sleep(REFUSING_FOR)
         assert worker.proc.poll() is None, worker.output()[-3000:]
     finally:
@@ -85,6 +96,7 @@ def test_a_full_redis_under_load_costs_no_event_and_no_worker(
             kafka,
             topics,
             worker,
+            admin,
             # Over maxmemory with noeviction: every command that may grow memory is refused.
             refuse=lambda: admin.config_set("maxmemory", "1"),
             accept=lambda: admin.config_set("maxmemory", "0"),
@@ -92,3 +104,35 @@ def test_a_full_redis_under_load_costs_no_event_and_no_worker(
     finally:
         api.stop()
         worker.stop()
+
+
+def test_a_read_only_pipeline_redis_costs_no_event_and_no_republish_loop(
+    stack_env: dict[str, str],
+    own_redis: RedisServer,
+    tmp_path: Path,
+    source: SourceUnderTest,
+    topics: TopicNames,
+    kafka: KafkaCollector,
+    logs_dir: Path,
+) -> None:
+    pipeline_redis = RedisServer(tmp_path / "pipeline-redis", persistent=False).start()
+    env = {**stack_env, "CELERY_BROKER_URL": own_redis.url, "REDIS_URL": pipeline_redis.url}
+    worker, api, base = run_stack(env, logs_dir, "redis-replica")
+    admin = redis.Redis.from_url(pipeline_redis.url)
+    try:
+        deliver_through(
+            base,
+            source,
+            kafka,
+            topics,
+            worker,
+            redis.Redis.from_url(own_redis.url),
+            # What a failover leaves behind: the old master is now a replica, and replicas
+            # refuse writes (READONLY): the delivery counter, sessions, deduplication all fail.
+            refuse=lambda: admin.replicaof("127.0.0.1", str(own_redis.port)),
+            accept=lambda: admin.replicaof("NO", "ONE"),
+        )
+    finally:
+        api.stop()
+        worker.stop()
+        pipeline_redis.stop()
