@@ -26,8 +26,15 @@ log = logging.getLogger(__name__)
 MAX_UNEXPECTED_FAILURES = 3
 
 # Redis refusing a write (at its maxmemory with noeviction, a read-only replica after a
-# failover): an outage like Redis being away, not a fault of the events.
-REDIS_REFUSED = (redis.OutOfMemoryError, redis.ReadOnlyError)
+# failover, a master without the replicas it wants, a failing disk): an outage like Redis
+# being away, not a fault of the events.
+_REFUSALS = ("OOM", "READONLY", "NOREPLICAS", "MISCONF", "MASTERDOWN")
+
+
+def refused_write(exc: BaseException) -> bool:
+    if isinstance(exc, (redis.OutOfMemoryError, redis.ReadOnlyError)):
+        return True
+    return isinstance(exc, redis.ResponseError) and str(exc).startswith(_REFUSALS)
 
 
 def backoff(retries: int, maximum: int) -> int:
@@ -102,11 +109,15 @@ def _run(task: Task, payload: dict[str, Any], parts: list[dict[str, Any]]) -> No
         TASK_RETRIES.labels("publish").inc()
         log.warning("publish incomplete, retrying %d record(s): %s", len(exc.failures), exc)
         raise _retry(task, exc.retry_payload) from exc
-    except (TransientError, SoftTimeLimitExceeded, *REDIS_REFUSED) as exc:
+    except (TransientError, SoftTimeLimitExceeded) as exc:
         TASK_RETRIES.labels("transient").inc()
         log.warning("transient failure, retrying: %s", exc)
         raise _retry(task, payload) from exc
     except Exception as exc:
+        if refused_write(exc):
+            TASK_RETRIES.labels("transient").inc()
+            log.warning("redis refused a write, retrying: %s", exc)
+            raise _retry(task, payload) from exc
         if len(parts) > 1:
             log.exception("ingest failed, splitting into %d requests", len(parts))
             _split(task, parts)

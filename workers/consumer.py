@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
+from queue import Empty
 from typing import Any
 
 import redis
@@ -32,6 +33,9 @@ from kombu.transport import virtual
 from kombu.utils.json import dumps
 
 log = logging.getLogger(__name__)
+
+# How long the worker waits before taking from a queue whose Redis refused to hand one out.
+QUEUE_PAUSE = 1.0
 
 
 def tolerate_collected_close(connection: Any) -> None:
@@ -64,6 +68,9 @@ class WriteRefusals:
         self._channel = qos.channel
         self._append, self._ack, self._reject = qos.append, qos.ack, qos.reject
         self._restore_visible, self._restore_unacked = qos.restore_visible, qos.restore_unacked
+        self._can_consume = qos.can_consume
+        self._brpop_read = self._channel.handlers["BRPOP"]
+        self._paused_until = 0.0
         # Taken off the queue, never noted as unacknowledged: only this process has them.
         self.unrecorded: dict[str, tuple[Any, str, str]] = {}
         # Finished (False: acknowledged) or to requeue (True), Redis not told yet.
@@ -73,6 +80,23 @@ class WriteRefusals:
         qos = self._qos
         qos.append, qos.ack, qos.reject = self.append, self.ack, self.reject
         qos.restore_visible, qos.restore_unacked = self.restore_visible, self.restore_unacked
+        qos.can_consume = self.can_consume
+        self._channel.handlers["BRPOP"] = self.brpop_read
+
+    def can_consume(self) -> bool:
+        return time.monotonic() >= self._paused_until and bool(self._can_consume())
+
+    def brpop_read(self, **options: Any) -> Any:
+        """Taking from the queue is a write too: refused, the worker waits a moment before it
+        asks again rather than ask in a tight loop."""
+        try:
+            return self._brpop_read(**options)
+        except redis.ResponseError as exc:
+            log.warning(
+                "redis refused to hand out a message (%s); asking again in %g s", exc, QUEUE_PAUSE
+            )
+            self._paused_until = time.monotonic() + QUEUE_PAUSE
+            raise Empty() from exc
 
     def append(self, message: Any, delivery_tag: str) -> None:
         try:

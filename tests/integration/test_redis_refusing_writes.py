@@ -136,3 +136,32 @@ def test_a_read_only_pipeline_redis_costs_no_event_and_no_republish_loop(
         api.stop()
         worker.stop()
         pipeline_redis.stop()
+
+
+def test_a_redis_refusing_writes_for_want_of_replicas_costs_no_event_and_no_worker(
+    stack_env: dict[str, str],
+    own_redis: RedisServer,
+    source: SourceUnderTest,
+    topics: TopicNames,
+    kafka: KafkaCollector,
+    logs_dir: Path,
+) -> None:
+    env = {**stack_env, "REDIS_URL": own_redis.url}
+    worker, api, base = run_stack(env, logs_dir, "redis-noreplicas")
+    admin = redis.Redis.from_url(own_redis.url)
+    try:
+        deliver_through(
+            base,
+            source,
+            kafka,
+            topics,
+            worker,
+            admin,
+            # A master set to write only with a replica in sync, and none left: NOREPLICAS,
+            # an error redis-py has no class for, on every write (taking from the queue too).
+            refuse=lambda: admin.config_set("min-replicas-to-write", "1"),
+            accept=lambda: admin.config_set("min-replicas-to-write", "0"),
+        )
+    finally:
+        api.stop()
+        worker.stop()

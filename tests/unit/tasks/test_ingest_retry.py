@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import redis
 from celery.exceptions import Reject, Retry
 
 from tasks import ingest
@@ -54,3 +55,18 @@ def test_a_retry_the_queue_refused_requeues_the_message() -> None:
 def test_a_queued_retry_is_raised_as_celery_made_it() -> None:
     with pytest.raises(Retry):
         ingest._retry(QueuedRetry(), {"events": []})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("error", "refused"),
+    [
+        (redis.OutOfMemoryError("command not allowed when used memory > 'maxmemory'."), True),
+        (redis.ReadOnlyError("You can't write against a read only replica."), True),
+        (redis.ResponseError("NOREPLICAS Not enough good replicas to write."), True),
+        (redis.ResponseError("MISCONF Redis is configured to save RDB snapshots"), True),
+        (redis.ResponseError("WRONGTYPE Operation against a key holding the wrong kind"), False),
+        (ValueError("a bug"), False),
+    ],
+)
+def test_redis_refusing_a_write_is_an_outage_not_a_bug(error: Exception, refused: bool) -> None:
+    assert ingest.refused_write(error) is refused
