@@ -73,6 +73,10 @@ def deliver_through(
     assert sender.accepted
     got = kafka.wait_for(sender.accepted, topic=topics.events, timeout=120)
     duplicates = sum(len(records) - 1 for records in got.values())
+    print(
+        f"sent {sender.sent} accepted {len(sender.accepted)} delivered {len(got)}"
+        f" duplicates {duplicates} client saw {dict(sender.statuses)}"
+    )
     # A duplicate costs a message handed out again whose ids could not be noted; never a loop.
     assert duplicates <= len(sender.accepted) // 10, f"{duplicates} duplicates"
     assert worker.proc.poll() is None, worker.output()[-3000:]
