@@ -135,6 +135,9 @@ class Settings:
     # How long the workers remember an erasure (in Redis), to drop the erased user's events that
     # were received before it but were still queued or retried.
     erasure_mark_seconds: int = 7 * 24 * 3600
+    # celery-redbeat's lock: one beat sends the periodic tasks; a standby takes over this long
+    # after the holder died. The holder renews it every fifth of it (beat's longest sleep).
+    beat_lock_timeout_seconds: int = 90
     # A MaxMind GeoLite2/GeoIP2 database file for context.location; never downloaded.
     geoip_database: Path | None = None
     # Metrics: where the worker side and the sink serve them (0: not at all), and the directory
@@ -274,6 +277,9 @@ class Settings:
             ),
             erasure_mark_seconds=_int(
                 env, "ERASURE_MARK_SECONDS", cls.erasure_mark_seconds, minimum=1
+            ),
+            beat_lock_timeout_seconds=_int(
+                env, "BEAT_LOCK_TIMEOUT_SECONDS", cls.beat_lock_timeout_seconds, minimum=5
             ),
             geoip_database=Path(geoip) if (geoip := _optional(env, "GEOIP_DATABASE")) else None,
             metrics_host=env.get("METRICS_HOST") or cls.metrics_host,

@@ -14,14 +14,16 @@ bound on how often one message may take a worker down.
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import time
 from collections.abc import Callable, Mapping
 
 import redis
 
 from clicktrail.errors import DependencyUnavailable
-from clicktrail.redisconn import REDIS_DOWN
+from clicktrail.metrics import DEDUPE_NOTE_FAILURES
+
+log = logging.getLogger(__name__)
 
 SEEN_KEY = "ct:seen:{source}:{bucket}"
 DELIVERY_KEY = "ct:delivery:{task_id}:{retries}"
@@ -51,7 +53,7 @@ class SeenIds:
             pipe.smismember(self._key(source_id, bucket - 1), message_ids)
         try:
             replies = pipe.execute()
-        except REDIS_DOWN as exc:
+        except redis.RedisError as exc:
             raise DependencyUnavailable("redis", str(exc)) from exc
         found: dict[str, set[str]] = {}
         for n, (source_id, message_ids) in enumerate(wanted.items()):
@@ -62,8 +64,9 @@ class SeenIds:
         return found
 
     def remember(self, ids: Mapping[str, list[str]]) -> None:
-        """Mark these as delivered, by source (after Kafka confirmed them). Best effort: a
-        failure here only lets a later duplicate through."""
+        """Mark these as delivered, by source (after Kafka confirmed them). Best effort, never
+        raises: Kafka has the events, and a failure here (Redis away, full, read-only) only lets
+        a later copy through as a duplicate, where raising would republish them all now."""
         if self.window_seconds <= 0:
             return
         bucket = int(self._clock()) // self.window_seconds
@@ -73,8 +76,11 @@ class SeenIds:
                 key = self._key(source_id, bucket)
                 pipe.sadd(key, *message_ids)
                 pipe.expire(key, 2 * self.window_seconds)
-        with contextlib.suppress(*REDIS_DOWN):
+        try:
             pipe.execute()
+        except redis.RedisError as exc:
+            DEDUPE_NOTE_FAILURES.inc()
+            log.warning("delivered ids not noted for deduplication: %s", exc)
 
 
 class Deliveries:
@@ -90,6 +96,7 @@ class Deliveries:
         pipe.expire(key, self._ttl)
         try:
             number, _ = pipe.execute()
-        except REDIS_DOWN as exc:
+        except redis.RedisError as exc:
+            # Away, or refusing writes (full, read-only): the task is retried, never acked.
             raise DependencyUnavailable("redis", str(exc)) from exc
         return int(number)

@@ -30,6 +30,9 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
     "compression.type": "lz4",
     # A message not delivered in 30 s gets a final (failed) report; the task then retries it.
     "message.timeout.ms": 30000,
+    # A topic the cluster still does not know after 10 s is reported as unknown
+    # (UNKNOWN_TOPIC_OR_PART), not as a timeout indistinguishable from an outage.
+    "topic.metadata.propagation.max.ms": 10000,
     # Bound what a process may buffer: produce() raises BufferError beyond it (backpressure).
     "queue.buffering.max.messages": 100000,
     "queue.buffering.max.kbytes": 65536,
@@ -80,12 +83,56 @@ class Record:
 
 @dataclass(frozen=True)
 class Delivery:
-    """The final report of one record: where it went, or why it did not."""
+    """The final report of one record: where it went, or why it did not. ``code`` names
+    librdkafka's error; ``permanent``: Kafka will never take this record as it is."""
 
     record: Record
     error: str | None = None
     partition: int | None = None
     offset: int | None = None
+    code: str | None = None
+    permanent: bool = False
+
+
+# Errors that trying again cannot cure: the record itself (its size, its form) or where it
+# goes (a topic the cluster does not have after topic.metadata.propagation.max.ms, or one this
+# client may not write to). librdkafka retries what is retriable before it reports; it reports
+# these at once, or once the topic's metadata has had its time to propagate.
+NEVER_ACCEPTED = frozenset(
+    {
+        KafkaError.MSG_SIZE_TOO_LARGE,
+        KafkaError.RECORD_LIST_TOO_LARGE,
+        KafkaError.INVALID_MSG_SIZE,
+        KafkaError.INVALID_RECORD,
+        KafkaError.POLICY_VIOLATION,
+        KafkaError.TOPIC_EXCEPTION,
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._UNKNOWN_TOPIC,
+    }
+)
+# Of those, the ones a smaller record would cure.
+TOO_LARGE = frozenset(
+    {KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE, KafkaError.INVALID_MSG_SIZE}
+)
+
+
+_TOO_LARGE_NAMES = frozenset(KafkaError(code).name() for code in TOO_LARGE)
+
+
+def refused_for_size(delivery: Delivery) -> bool:
+    """Whether a smaller record would have been taken."""
+    return delivery.code in _TOO_LARGE_NAMES
+
+
+def never_accepted(error: KafkaError) -> bool:
+    """Whether Kafka will refuse this record however often it is sent. A fatal error is the
+    producer's (it is replaced) and a retriable one passes: both are worth another try."""
+    return not error.fatal() and not error.retriable() and error.code() in NEVER_ACCEPTED
+
+
+def failed(record: Record, error: KafkaError) -> Delivery:
+    return Delivery(record, str(error), code=error.name(), permanent=never_accepted(error))
 
 
 class Publisher(Protocol):
@@ -177,7 +224,7 @@ class KafkaPublisher:
                     reports[index] = Delivery(record, None, message.partition(), message.offset())
                 else:
                     PUBLISH_FAILURES.inc()
-                    reports[index] = Delivery(record, str(error))
+                    reports[index] = failed(record, error)
                     if error.fatal() or error.code() in _PRODUCER_STATE_ERRORS:
                         self._fatal = True
 
@@ -185,9 +232,10 @@ class KafkaPublisher:
 
         deadline = started + self._drain_timeout
         for index, record in enumerate(records):
-            error = self._produce(producer, record, reporter(index), deadline)
-            if error is not None:
-                reports[index] = Delivery(record, error)
+            refused = self._produce(producer, record, reporter(index), deadline)
+            if refused is not None:
+                PUBLISH_FAILURES.inc()
+                reports[index] = refused
             producer.poll(0)
         producer.flush(max(0.0, deadline - time.monotonic()))
         KAFKA_DELIVERY_SECONDS.observe(time.monotonic() - started)
@@ -202,8 +250,9 @@ class KafkaPublisher:
         record: Record,
         on_delivery: Callable[[KafkaError | None, Any], None],
         deadline: float,
-    ) -> str | None:
-        """Hand one record to librdkafka; why it could not be, if it could not."""
+    ) -> Delivery | None:
+        """Hand one record to librdkafka; the failed delivery if it would not take it (a
+        record over message.max.bytes is refused here, never sent)."""
         value = record.encode_value()
         headers: list[tuple[str, str | bytes | None]] = [
             (name, text.encode()) for name, text in record.headers.items()
@@ -221,10 +270,13 @@ class KafkaPublisher:
             except BufferError:
                 # The local queue is full: serve delivery reports until there is room.
                 if time.monotonic() >= deadline:
-                    return "local producer queue full"
+                    return Delivery(record, "local producer queue full", code="_QUEUE_FULL")
                 producer.poll(0.1)
             except KafkaException as exc:
-                return str(exc)
+                error = exc.args[0]
+                if isinstance(error, KafkaError):
+                    return failed(record, error)
+                return Delivery(record, str(exc))
 
     def close(self) -> None:
         """Deliver what is still queued (on worker shutdown)."""

@@ -64,6 +64,11 @@ TASK_RETRIES = Counter("clicktrail_task_retries_total", "Ingest task retries", [
 PUBLISH_FAILURES = Counter(
     "clicktrail_publish_failures_total", "Records without a clean delivery report"
 )
+# Workers: batches of delivered messageIds Redis would not note for deduplication (a later
+# copy of them then goes through: a duplicate, never a loss).
+DEDUPE_NOTE_FAILURES = Counter(
+    "clicktrail_dedupe_note_failures_total", "Delivered ids that could not be noted as seen"
+)
 # Workers: from a task's first produce() to its last delivery report.
 KAFKA_DELIVERY_SECONDS = Histogram(
     "clicktrail_kafka_delivery_seconds", "Kafka delivery latency", buckets=_LATENCY_BUCKETS

@@ -27,7 +27,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from clicktrail.clock import Clock, format_ts, parse_ts
 from clicktrail.enrich import Enricher, EnrichmentSettings, attach_session
 from clicktrail.errors import TransientError
-from clicktrail.kafka import Delivery, Publisher, Record
+from clicktrail.kafka import Delivery, Publisher, Record, refused_for_size
 from clicktrail.logs import bound, message_id_fields
 from clicktrail.metrics import (
     DUPLICATES_DROPPED,
@@ -369,6 +369,8 @@ class Pipeline:
             ]
         try:
             deliveries = self._publisher.publish(flat)
+            if any(d.permanent for d in deliveries):
+                deliveries = self._divert_rejected(deliveries)
         finally:
             for produce in produce_spans:
                 produce.end()
@@ -395,6 +397,69 @@ class Pipeline:
                 if part_failures
             ]
             raise PublishIncomplete(failures, group_payload(retry_parts))
+
+    def _divert_rejected(self, deliveries: list[Delivery]) -> list[Delivery]:
+        """Records Kafka will never take go to the dead-letter topic instead, with Kafka's error
+        (``kafka_rejected``), made small enough when their size was the problem; the others of
+        their batch are not held back. The deliveries, those of the diverted in their place."""
+        diverted: dict[int, Record] = {}
+        for index, delivery in enumerate(deliveries):
+            if delivery.permanent:
+                letter = self._rejected_letter(delivery)
+                if letter is not None:
+                    diverted[index] = letter
+        result = [
+            replace(d, permanent=False) if d.permanent and i not in diverted else d
+            for i, d in enumerate(deliveries)
+        ]
+        if not diverted:
+            return result
+        for delivery in (deliveries[i] for i in diverted):
+            log.error(
+                "kafka refused event %s for good (%s: %s), dead-lettering it",
+                _event_id(delivery),
+                delivery.code,
+                delivery.error,
+            )
+        reports = self._publisher.publish(list(diverted.values()))
+        for index, report in zip(diverted, reports, strict=True):
+            # A dead letter that fails in turn is retried as it is, never diverted again.
+            result[index] = replace(report, permanent=False)
+        return result
+
+    def _rejected_letter(self, delivery: Delivery) -> Record | None:
+        """The dead letter of a record Kafka refused for good; None when nothing can be sent
+        instead (a dead letter refused for another reason than its size: the dead-letter topic
+        itself is unknown or forbidden, and only an operator can help; it is retried)."""
+        record = delivery.record
+        too_large = refused_for_size(delivery)
+        error = {
+            "path": "/",
+            "keyword": delivery.code or "",
+            "message": delivery.error or "",
+            "schema": "",
+        }
+        headers = dict(record.headers)
+        if record.topic == self._topics.deadletter:
+            if not too_large or not isinstance(record.value, dict):
+                return None
+            errors = list(record.value.get("errors") or [])[:_MAX_KEPT_ERRORS]
+            value = {
+                **record.value,
+                "errors": [*errors, error],
+                "event": _summary(record.value.get("event")),
+            }
+            return Record(self._topics.deadletter, record.key, value, headers)
+        headers["error-kind"] = REJECTED
+        value = {
+            "reason": REJECTED,
+            "sourceId": headers.get("source-id", ""),
+            "schema": headers.get("schema", ""),
+            "errors": [error],
+            "failedAt": format_ts(self._clock.now()),
+            "event": _summary(record.value) if too_large else record.value,
+        }
+        return Record(self._topics.deadletter, record.key, value, headers)
 
     def _log_part(self, span: Span, deliveries: list[Delivery], failed: int) -> None:
         """One line per request (LOG_REQUESTS), with its trace id and message ids."""
@@ -561,6 +626,27 @@ def _failure(event: Any, exc: BaseException, schema: str) -> Verdict:
 
 
 _OUTCOMES = {"schema_validation": "invalid"}
+
+# The dead-letter reason of a record Kafka will never accept (its size, an unknown or forbidden
+# topic), and what such a dead letter keeps of an event too large for Kafka.
+REJECTED = "kafka_rejected"
+_PREVIEW_CHARS = 1000
+_MAX_KEPT_ERRORS = 20
+
+
+def _summary(event: Any) -> dict[str, Any]:
+    """What a dead letter carries of an event too large for Kafka: enough to find it (its
+    messageId, type and name) and see what made it large (its size, the start of it)."""
+    text = orjson.dumps(event).decode()
+    fields = event if isinstance(event, dict) else {}
+    return {
+        "messageId": fields.get("messageId"),
+        "type": fields.get("type"),
+        "event": fields.get("event"),
+        "size": len(text.encode()),
+        "preview": text[:_PREVIEW_CHARS],
+        "truncated": True,
+    }
 
 
 def _outcome(verdict: Verdict) -> str:

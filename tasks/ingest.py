@@ -7,8 +7,9 @@ import logging
 import time
 from typing import Any
 
+import redis
 from celery import Task, shared_task
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Reject, SoftTimeLimitExceeded
 from celery.utils.time import get_exponential_backoff_interval
 
 from clicktrail.errors import TransientError
@@ -23,6 +24,17 @@ log = logging.getLogger(__name__)
 # Unexpected errors (bugs, data the code cannot handle) are retried this many times, then the
 # request's events go to the dead-letter topic rather than looping forever.
 MAX_UNEXPECTED_FAILURES = 3
+
+# Redis refusing a write (at its maxmemory with noeviction, a read-only replica after a
+# failover, a master without the replicas it wants, a failing disk): an outage like Redis
+# being away, not a fault of the events.
+_REFUSALS = ("OOM", "READONLY", "NOREPLICAS", "MISCONF", "MASTERDOWN")
+
+
+def refused_write(exc: BaseException) -> bool:
+    if isinstance(exc, (redis.OutOfMemoryError, redis.ReadOnlyError)):
+        return True
+    return isinstance(exc, redis.ResponseError) and str(exc).startswith(_REFUSALS)
 
 
 def backoff(retries: int, maximum: int) -> int:
@@ -72,6 +84,7 @@ def _run(task: Task, payload: dict[str, Any], parts: list[dict[str, Any]]) -> No
         delivery = current.deliveries.count(str(task.request.id), task.request.retries or 0)
     except TransientError as exc:
         TASK_RETRIES.labels("transient").inc()
+        log.warning("delivery counter unavailable, retrying: %s", exc)
         raise _retry(task, payload) from exc
     if delivery > 1 and len(parts) > 1:
         # An earlier delivery of this message took the worker down: go on with each request in
@@ -101,6 +114,10 @@ def _run(task: Task, payload: dict[str, Any], parts: list[dict[str, Any]]) -> No
         log.warning("transient failure, retrying: %s", exc)
         raise _retry(task, payload) from exc
     except Exception as exc:
+        if refused_write(exc):
+            TASK_RETRIES.labels("transient").inc()
+            log.warning("redis refused a write, retrying: %s", exc)
+            raise _retry(task, payload) from exc
         if len(parts) > 1:
             log.exception("ingest failed, splitting into %d requests", len(parts))
             _split(task, parts)
@@ -120,14 +137,28 @@ def _run(task: Task, payload: dict[str, Any], parts: list[dict[str, Any]]) -> No
 def _split(task: Task, parts: list[dict[str, Any]]) -> None:
     """Queue each part as a message of its own (acknowledged by Redis) before this one is
     acknowledged: a crash in between costs duplicates, which the pipeline drops."""
-    for part in parts:
-        task.apply_async(args=[part], argsrepr=describe_payload(part))
+    try:
+        for part in parts:
+            task.apply_async(args=[part], argsrepr=describe_payload(part))
+    except Exception as exc:
+        # The queue would not take them: this message goes back whole (the parts sent already
+        # come twice, and are dropped as duplicates).
+        log.warning("could not queue the split requests, requeueing the message: %s", exc)
+        raise Reject(exc, requeue=True) from exc
 
 
 def _retry(task: Task, payload: dict[str, Any]) -> Exception:
+    """The retry to raise. When the queue will not take it (Redis away or refusing writes),
+    Celery would reject this message for good, losing its events: it is requeued instead,
+    which the worker does once Redis takes writes (the message is never acknowledged before)."""
     maximum = runtime().settings.retry_backoff_max_seconds
-    return task.retry(  # type: ignore[no-any-return]
-        args=[payload],
-        countdown=backoff(task.request.retries, maximum),
-        argsrepr=describe_payload(payload),
-    )
+    try:
+        return task.retry(  # type: ignore[no-any-return]
+            args=[payload],
+            countdown=backoff(task.request.retries, maximum),
+            argsrepr=describe_payload(payload),
+        )
+    except Reject as exc:
+        log.warning("could not queue the retry, requeueing the message: %s", exc.reason)
+        requeue: Exception = Reject(exc.reason, requeue=True)
+        return requeue

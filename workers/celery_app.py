@@ -40,6 +40,7 @@ def make_celery(settings: Settings | None = None) -> Celery:
         task_publish_retry_policy=_WORKER_PUBLISH_RETRY,
         beat_schedule=beat_schedule(settings),
         **_redbeat_redis(settings),
+        **beat_lock(settings),
         redbeat_key_prefix="ct:redbeat:",
         # Leave a task's messages in Redis if the worker is stopped mid-task; another picks them up.
         worker_cancel_long_running_tasks_on_connection_loss=True,
@@ -47,6 +48,15 @@ def make_celery(settings: Settings | None = None) -> Celery:
         worker_consumer="workers.consumer:Consumer",
     )
     return app
+
+
+def beat_lock(settings: Settings) -> dict[str, Any]:
+    """celery-redbeat's lock outlives a beat that died by its timeout (by default five times
+    beat's longest sleep, 300 s: 25 minutes without a purge). The holder renews it on every
+    tick, and ticks at most a fifth of the timeout apart, so a live beat keeps it through a
+    tick held up by a retried publish (about a minute at worst); a standby tries for it as often."""
+    timeout = settings.beat_lock_timeout_seconds
+    return {"redbeat_lock_timeout": timeout, "beat_max_loop_interval": max(1, timeout // 5)}
 
 
 def _redbeat_redis(settings: Settings) -> dict[str, Any]:
