@@ -649,6 +649,12 @@ def _summary(event: Any) -> dict[str, Any]:
     }
 
 
+def is_summary(event: Any) -> bool:
+    """Whether a dead letter's event is a summary of one too large for Kafka (``_summary``):
+    it cannot be replayed, the event itself being gone."""
+    return isinstance(event, dict) and event.get("truncated") is True and "preview" in event
+
+
 def _outcome(verdict: Verdict) -> str:
     return "valid" if verdict.valid else _OUTCOMES.get(verdict.reason, verdict.reason)
 

@@ -32,6 +32,7 @@ from clicktrail.health import dependency_checks, workers_check
 from clicktrail.history import erasure_cutoffs
 from clicktrail.intake import MAX_ID_CHARS
 from clicktrail.kafka import decode_value
+from clicktrail.pipeline import is_summary
 from clicktrail.profiles import ProfileStore
 from clicktrail.queue import ingest_payload
 from clicktrail.sources import Source, SourceStore, new_write_key
@@ -247,7 +248,9 @@ def _consumer(settings: Settings, group: str, start: int) -> tuple[Consumer, lis
 
 @deadletters.command("list")
 @click.option(
-    "--reason", help="only this reason (schema_validation, unplanned, processing_failed, poison)"
+    "--reason",
+    help="only this reason (schema_validation, unplanned, schema_missing, processing_failed, "
+    "kafka_rejected, poison)",
 )
 @click.option("--limit", default=20, show_default=True, help="how many of the latest to show")
 @click.option(
@@ -299,6 +302,7 @@ def replay_dead_letters(reason: str, source_name: str | None, dry_run: bool, idl
     group = f"clicktrail-replay-{reason}" + (f"-{source_name}" if source_name else "")
     consumer, partitions = _consumer(settings, group, OFFSET_STORED)
     by_source: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    summaries = 0
     try:
         for message in _read(consumer, idle):
             value, _ = decode_value(message.value())
@@ -307,6 +311,9 @@ def replay_dead_letters(reason: str, source_name: str | None, dry_run: bool, idl
                 and value.get("reason") == reason
                 and isinstance(value.get("event"), dict)
             ):
+                if is_summary(value["event"]):
+                    summaries += 1
+                    continue
                 by_source[str(value.get("sourceId"))].append(value["event"])
         with _database() as db:
             known = {source.id: source for source, _ in SourceStore(db, cache_seconds=0).all()}
@@ -317,6 +324,11 @@ def replay_dead_letters(reason: str, source_name: str | None, dry_run: bool, idl
         total = sum(len(events) for events in wanted.values())
         if erased:
             click.echo(f"skipped {erased} event(s) of users erased after they were received")
+        if summaries:
+            click.echo(
+                f"skipped {summaries} event(s) too large for Kafka: their dead letters hold only a "
+                "summary (messageId, size, the start of the event)"
+            )
         if dry_run:
             click.echo(f"would replay {total} event(s) dead-lettered as {reason}")
             return

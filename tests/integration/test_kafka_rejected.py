@@ -3,6 +3,7 @@ and cost the others of their batch nothing."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.integration.conftest import SourceUnderTest, TopicNames
+from tests.integration.conftest import FlaskCli, SourceUnderTest, TopicNames
 from tests.support.infra import (
     KafkaCollector,
     Service,
@@ -56,6 +57,7 @@ def test_an_event_too_large_for_kafka_is_dead_lettered_and_its_batch_published(
     topics: TopicNames,
     kafka: KafkaCollector,
     logs_dir: Path,
+    flask_cli: FlaskCli,
 ) -> None:
     env = {**own_env, "KAFKA_MESSAGE_MAX_BYTES": str(MAX_BYTES)}
     worker, api, base = run_stack(env, logs_dir, "too-large")
@@ -94,6 +96,11 @@ def test_an_event_too_large_for_kafka_is_dead_lettered_and_its_batch_published(
         assert len(letter.raw) < MAX_BYTES
         assert not kafka.records(large)[1:], "dead-lettered once, never published"
         assert "publish incomplete" not in worker.output()
+
+        # A summary cannot be replayed as the event it stands for: a replay says so and skips it.
+        replay = flask_cli("deadletters", "replay", "--reason", "kafka_rejected", "--dry-run")
+        assert replay.returncode == 0, replay.stderr
+        assert re.search(r"skipped [1-9]\d* event\(s\) too large for Kafka", replay.stdout)
     finally:
         api.stop()
         worker.stop()
