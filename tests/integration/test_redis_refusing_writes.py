@@ -19,8 +19,8 @@ from tests.faults.harness import Sender
 from tests.integration.conftest import SourceUnderTest, TopicNames
 from tests.support.infra import KafkaCollector, RedisServer, Service, start_api, start_worker
 
-# How long Redis refuses writes: what users saw take the worker down.
-REFUSING_FOR = 20
+# How long Redis refuses writes: twice kombu's restore tick, so pending acks wait through one.
+REFUSING_FOR = 10
 
 
 @pytest.fixture

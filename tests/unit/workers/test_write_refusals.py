@@ -74,6 +74,8 @@ class QoS(virtual.QoS):  # type: ignore[misc]
 
     unacked_key = "unacked"
     unacked_index_key = "unacked_index"
+    # Nothing to put back when the test process exits (kombu would log it to a closed stream).
+    restore_at_shutdown = False
 
     def append(self, message: Any, delivery_tag: str) -> None:
         self.channel.server.write("hset", self.unacked_key, delivery_tag)
