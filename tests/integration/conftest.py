@@ -17,6 +17,7 @@ from selenium import webdriver
 
 from clicktrail.config import PROJECT_ROOT, Settings
 from clicktrail.db import Database
+from clicktrail.debugger import DebuggerKeys, new_debugger_key
 from clicktrail.devstack import host_port, listening
 from clicktrail.kafka import ensure_topics
 from clicktrail.sources import SourceStore, new_write_key
@@ -126,6 +127,19 @@ def source(database_url: str, run_id: str) -> SourceUnderTest:
     finally:
         db.close()
     return SourceUnderTest(created.id, key)
+
+
+@pytest.fixture(scope="module")
+def debugger_key(database_url: str, source: SourceUnderTest) -> str:
+    """A fresh debugger key of the run's source, for each module that asks (a new one stops the
+    source's earlier key)."""
+    db = Database(database_url)
+    try:
+        key = new_debugger_key()
+        DebuggerKeys(db, cache_seconds=0).rotate(source.id, key)
+    finally:
+        db.close()
+    return key
 
 
 @pytest.fixture(scope="session")

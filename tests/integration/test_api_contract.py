@@ -10,13 +10,10 @@ import base64
 import uuid
 from typing import Any
 
-import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.config import SchemathesisConfig
 
-from clicktrail.db import Database
-from clicktrail.debugger import DebuggerKeys, new_debugger_key
 from tests.integration.conftest import ADMIN_TOKEN, SourceUnderTest, TopicNames
 from tests.support.infra import KafkaCollector
 from web.openapi import document
@@ -51,17 +48,6 @@ def _within_int64(value: object) -> bool:
     if isinstance(value, list):
         return all(_within_int64(v) for v in value)
     return True
-
-
-@pytest.fixture(scope="module")
-def debugger_key(database_url: str, source: SourceUnderTest) -> str:
-    db = Database(database_url)
-    try:
-        key = new_debugger_key()
-        DebuggerKeys(db, cache_seconds=0).rotate(source.id, key)
-    finally:
-        db.close()
-    return key
 
 
 @schema.parametrize()

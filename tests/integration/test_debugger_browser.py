@@ -9,32 +9,18 @@ import time
 import uuid
 from typing import Any
 
-import pytest
 import requests
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from clicktrail.db import Database
-from clicktrail.debugger import DebuggerKeys, new_debugger_key
 from tests.integration.conftest import ADMIN_TOKEN, SourceUnderTest, TopicNames
 from tests.support.browser import screenshot
 from tests.support.infra import KafkaCollector
 
 # Workers look up which sources are watched at most once a second.
 WATCH_NOTICED = 1.5
-
-
-@pytest.fixture(scope="module")
-def debugger_key(database_url: str, source: SourceUnderTest) -> str:
-    db = Database(database_url)
-    try:
-        key = new_debugger_key()
-        DebuggerKeys(db, cache_seconds=0).rotate(source.id, key)
-    finally:
-        db.close()
-    return key
 
 
 def wait(driver: webdriver.Chrome, timeout: float = 30) -> WebDriverWait[webdriver.Chrome]:

@@ -14,11 +14,9 @@ import requests
 from tests.integration.conftest import FlaskCli, SourceUnderTest, TopicNames
 from tests.support.infra import (
     KafkaCollector,
-    Service,
     claim_redis_db,
     release_redis_db,
-    start_api,
-    start_worker,
+    start_worker_and_api,
 )
 
 # The producer refuses records over this many bytes (librdkafka's own check, as a broker's
@@ -32,16 +30,6 @@ def own_env(stack_env: dict[str, str], run_id: str) -> Iterator[dict[str, str]]:
     db = claim_redis_db(owner=f"{run_id}-{uuid.uuid4().hex[:6]}")
     yield {**stack_env, "REDIS_URL": f"redis://127.0.0.1:6379/{db}"}
     release_redis_db(db)
-
-
-def run_stack(env: dict[str, str], logs_dir: Path, name: str) -> tuple[Service, Service, str]:
-    worker = start_worker(env, logs_dir / f"{name}-worker.log", f"{name}-{uuid.uuid4().hex[:6]}")
-    try:
-        api, base = start_api(env, logs_dir / f"{name}-api.log", name=f"{name}-api")
-    except BaseException:
-        worker.stop()
-        raise
-    return worker, api, base
 
 
 def post_batch(base: str, source: SourceUnderTest, batch: list[dict[str, object]]) -> None:
@@ -60,7 +48,7 @@ def test_an_event_too_large_for_kafka_is_dead_lettered_and_its_batch_published(
     flask_cli: FlaskCli,
 ) -> None:
     env = {**own_env, "KAFKA_MESSAGE_MAX_BYTES": str(MAX_BYTES)}
-    worker, api, base = run_stack(env, logs_dir, "too-large")
+    worker, api, base = start_worker_and_api(env, logs_dir, "too-large")
     try:
         small = [f"small-{uuid.uuid4()}" for _ in range(3)]
         large = f"large-{uuid.uuid4()}"
@@ -120,7 +108,7 @@ def test_events_for_an_unknown_topic_are_dead_lettered_with_kafkas_error(
         "KAFKA_TOPIC_EVENTS": f"ct-{run_id}-never-created",
         "KAFKA_ALLOW_AUTO_CREATE_TOPICS": "false",
     }
-    worker, api, base = run_stack(env, logs_dir, "unknown-topic")
+    worker, api, base = start_worker_and_api(env, logs_dir, "unknown-topic")
     try:
         ids = [f"lost-topic-{uuid.uuid4()}" for _ in range(3)]
         post_batch(

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import redis
 from clicktrail.queue import QUEUE
 from tests.faults.harness import Sender
 from tests.integration.conftest import SourceUnderTest, TopicNames
-from tests.support.infra import KafkaCollector, RedisServer, Service, start_api, start_worker
+from tests.support.infra import KafkaCollector, RedisServer, Service, start_worker_and_api
 
 # How long Redis refuses writes: twice kombu's restore tick, so pending acks wait through one.
 REFUSING_FOR = 10
@@ -28,16 +27,6 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path / "redis", persistent=False).start()
     yield server
     server.stop()
-
-
-def run_stack(env: dict[str, str], logs_dir: Path, name: str) -> tuple[Service, Service, str]:
-    worker = start_worker(env, logs_dir / f"{name}-worker.log", f"{name}-{uuid.uuid4().hex[:6]}")
-    try:
-        api, base = start_api(env, logs_dir / f"{name}-api.log", name=f"{name}-api")
-    except BaseException:
-        worker.stop()
-        raise
-    return worker, api, base
 
 
 def deliver_through(
@@ -91,7 +80,7 @@ def test_a_full_redis_under_load_costs_no_event_and_no_worker(
     logs_dir: Path,
 ) -> None:
     env = {**stack_env, "REDIS_URL": own_redis.url}
-    worker, api, base = run_stack(env, logs_dir, "redis-full")
+    worker, api, base = start_worker_and_api(env, logs_dir, "redis-full")
     admin = redis.Redis.from_url(own_redis.url)
     try:
         deliver_through(
@@ -121,7 +110,7 @@ def test_a_read_only_pipeline_redis_costs_no_event_and_no_republish_loop(
 ) -> None:
     pipeline_redis = RedisServer(tmp_path / "pipeline-redis", persistent=False).start()
     env = {**stack_env, "CELERY_BROKER_URL": own_redis.url, "REDIS_URL": pipeline_redis.url}
-    worker, api, base = run_stack(env, logs_dir, "redis-replica")
+    worker, api, base = start_worker_and_api(env, logs_dir, "redis-replica")
     admin = redis.Redis.from_url(pipeline_redis.url)
     try:
         deliver_through(
@@ -151,7 +140,7 @@ def test_a_redis_refusing_writes_for_want_of_replicas_costs_no_event_and_no_work
     logs_dir: Path,
 ) -> None:
     env = {**stack_env, "REDIS_URL": own_redis.url}
-    worker, api, base = run_stack(env, logs_dir, "redis-noreplicas")
+    worker, api, base = start_worker_and_api(env, logs_dir, "redis-noreplicas")
     admin = redis.Redis.from_url(own_redis.url)
     try:
         deliver_through(

@@ -431,6 +431,19 @@ def start_api(
     return api, base
 
 
+def start_worker_and_api(
+    env: dict[str, str], logs_dir: Path, name: str
+) -> tuple[Service, Service, str]:
+    """A worker and an API of a test's own on ``env``: the worker, the API and its base URL."""
+    worker = start_worker(env, logs_dir / f"{name}-worker.log", f"{name}-{uuid.uuid4().hex[:6]}")
+    try:
+        api, base = start_api(env, logs_dir / f"{name}-api.log", name=f"{name}-api")
+    except BaseException:
+        worker.stop()
+        raise
+    return worker, api, base
+
+
 def child_env(**overrides: str) -> dict[str, str]:
     """The test process's environment minus anything Clicktrail reads, plus ``overrides``."""
     ours = (
