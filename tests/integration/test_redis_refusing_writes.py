@@ -71,7 +71,19 @@ def deliver_through(
     assert worker.proc.poll() is None, worker.output()[-3000:]
 
 
-def test_a_full_redis_under_load_costs_no_event_and_no_worker(
+@pytest.mark.parametrize(
+    ("setting", "refusing"),
+    [
+        # Over maxmemory with noeviction: every command that may grow memory is refused.
+        pytest.param("maxmemory", "1", id="full"),
+        # A master set to write only with a replica in sync, and none left: NOREPLICAS, an
+        # error redis-py has no class for, on every write (taking from the queue too).
+        pytest.param("min-replicas-to-write", "1", id="noreplicas"),
+    ],
+)
+def test_a_redis_refusing_writes_under_load_costs_no_event_and_no_worker(
+    setting: str,
+    refusing: str,
     stack_env: dict[str, str],
     own_redis: RedisServer,
     source: SourceUnderTest,
@@ -80,7 +92,7 @@ def test_a_full_redis_under_load_costs_no_event_and_no_worker(
     logs_dir: Path,
 ) -> None:
     env = {**stack_env, "REDIS_URL": own_redis.url}
-    worker, api, base = start_worker_and_api(env, logs_dir, "redis-full")
+    worker, api, base = start_worker_and_api(env, logs_dir, f"redis-{setting}")
     admin = redis.Redis.from_url(own_redis.url)
     try:
         deliver_through(
@@ -90,9 +102,8 @@ def test_a_full_redis_under_load_costs_no_event_and_no_worker(
             topics,
             worker,
             admin,
-            # Over maxmemory with noeviction: every command that may grow memory is refused.
-            refuse=lambda: admin.config_set("maxmemory", "1"),
-            accept=lambda: admin.config_set("maxmemory", "0"),
+            refuse=lambda: admin.config_set(setting, refusing),
+            accept=lambda: admin.config_set(setting, "0"),
         )
     finally:
         api.stop()
@@ -129,32 +140,3 @@ def test_a_read_only_pipeline_redis_costs_no_event_and_no_republish_loop(
         api.stop()
         worker.stop()
         pipeline_redis.stop()
-
-
-def test_a_redis_refusing_writes_for_want_of_replicas_costs_no_event_and_no_worker(
-    stack_env: dict[str, str],
-    own_redis: RedisServer,
-    source: SourceUnderTest,
-    topics: TopicNames,
-    kafka: KafkaCollector,
-    logs_dir: Path,
-) -> None:
-    env = {**stack_env, "REDIS_URL": own_redis.url}
-    worker, api, base = start_worker_and_api(env, logs_dir, "redis-noreplicas")
-    admin = redis.Redis.from_url(own_redis.url)
-    try:
-        deliver_through(
-            base,
-            source,
-            kafka,
-            topics,
-            worker,
-            admin,
-            # A master set to write only with a replica in sync, and none left: NOREPLICAS,
-            # an error redis-py has no class for, on every write (taking from the queue too).
-            refuse=lambda: admin.config_set("min-replicas-to-write", "1"),
-            accept=lambda: admin.config_set("min-replicas-to-write", "0"),
-        )
-    finally:
-        api.stop()
-        worker.stop()
