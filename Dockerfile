@@ -21,4 +21,4 @@ RUN useradd --system --uid 10001 --no-create-home clicktrail
 USER clicktrail
 
 EXPOSE 8000
-CMD ["gunicorn", "--config", "web/gunicorn.conf.py", "web.wsgi:app"]
+CMD ["gunicorn", "--config", "python:clicktrail.web.gunicorn_conf", "clicktrail.web.wsgi:app"]

@@ -201,12 +201,19 @@ class BenchStack:
     def queue_length(self) -> int:
         return int(self.redis().llen(QUEUE))
 
-    def start_api(self, app: str = "web.wsgi:app") -> Proc:
+    def start_api(self, app: str = "clicktrail.web.wsgi:app") -> Proc:
         metrics = self.dir / f"metrics-api-{time.monotonic_ns()}"
         metrics.mkdir()
         self.api = self._spawn(
             "api",
-            [sys.executable, "-m", "gunicorn", "--config", "web/gunicorn.conf.py", app],
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--config",
+                "python:clicktrail.web.gunicorn_conf",
+                app,
+            ],
             {"PROMETHEUS_MULTIPROC_DIR": str(metrics)},
         )
 
@@ -235,7 +242,7 @@ class BenchStack:
             metrics.mkdir()
             worker = self._spawn(
                 f"worker-{n}",
-                [sys.executable, "-m", "celery", "--app", "workers.celery_app", "worker",
+                [sys.executable, "-m", "celery", "--app", "clicktrail.workers.celery_app", "worker",
                  "--loglevel", "WARNING", "--queues", QUEUE, "--concurrency", str(concurrency),
                  "--hostname", f"bench-{n}-{time.monotonic_ns()}@%h", "--without-mingle",
                  "--without-gossip"],

@@ -1,4 +1,4 @@
-"""What ``flask --app web doctor`` checks: every configuration value, every dependency (the checks
+"""What ``clicktrail doctor`` checks: every configuration value, every dependency (the checks
 /readyz runs), and the set-up that ``make run`` does (migrations, topics, a source), each with
 what to do when it is wrong. Nothing here changes anything."""
 
@@ -159,7 +159,8 @@ _DEPENDENCY_FIXES: dict[str, Callable[[Settings, str], str]] = {
         f"(now {s.schema_registry_url}); unset it to read schemas/ instead"
     ),
     "workers": lambda _, __: (
-        "start a worker: celery --app workers.celery_app worker --queues clicktrail (make run does)"
+        "start a worker: celery --app clicktrail.workers.celery_app worker --queues clicktrail"
+        " (make run does)"
     ),
 }
 
@@ -271,7 +272,7 @@ def _database_setup(db: Database) -> list[Finding]:
             "sources",
             "warn",
             "no source: nothing can send events yet",
-            "flask --app web sources create <name> (it prints the write key)",
+            "flask --app clicktrail.web sources create <name> (it prints the write key)",
         ),
     ]
 

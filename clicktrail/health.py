@@ -1,5 +1,5 @@
 """Readiness checks of Clicktrail's dependencies, each bounded by a short timeout; the API's
-/readyz and the worker side's ``python -m workers.health`` run the same ones."""
+/readyz and the worker side's ``python -m clicktrail.workers.health`` run the same ones."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from clicktrail.pipeline import Outcome, Pipeline
 from clicktrail.queue import payload_parts
-from workers.celery_app import app
+from clicktrail.workers.celery_app import app
 
 __all__ = ["app"]
 

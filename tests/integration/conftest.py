@@ -168,7 +168,7 @@ FlaskCli = Callable[..., "subprocess.CompletedProcess[str]"]
 
 @pytest.fixture(scope="session")
 def flask_cli(stack_env: dict[str, str]) -> FlaskCli:
-    """Runs ``flask --app web <args>`` against the test run's stack."""
+    """Runs ``flask --app clicktrail.web <args>`` against the test run's stack."""
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

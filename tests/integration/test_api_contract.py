@@ -14,9 +14,9 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.config import SchemathesisConfig
 
+from clicktrail.web.openapi import document
 from tests.integration.conftest import ADMIN_TOKEN, SourceUnderTest, TopicNames
 from tests.support.infra import KafkaCollector
-from web.openapi import document
 
 # 413 (over a size limit) is as proper a refusal of a request that breaks the document as a 400.
 CONFIG = SchemathesisConfig.from_dict(

@@ -26,7 +26,7 @@ def start_beat(env: dict[str, str], log_path: Path, name: str) -> Service:
     """Beat as the Procfile runs it (no --max-interval: the app's settings decide)."""
     beat = Service(
         name,
-        [sys.executable, "-m", "celery", "--app", "workers.celery_app", "beat",
+        [sys.executable, "-m", "celery", "--app", "clicktrail.workers.celery_app", "beat",
          "--loglevel", "DEBUG", "--scheduler", "redbeat.RedBeatScheduler"],
         env,
         log_path,

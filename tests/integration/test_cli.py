@@ -1,4 +1,4 @@
-"""Operator commands (`flask --app web ...`) against the test database."""
+"""Operator commands (`flask --app clicktrail.web ...`) against the test database."""
 
 from __future__ import annotations
 
@@ -177,7 +177,7 @@ def test_dead_letters_are_listed_and_replayed_once_after_a_plan_fix(
 def flask_with(
     env: dict[str, str], *args: str, stdin: str = ""
 ) -> subprocess.CompletedProcess[str]:
-    """``flask --app web <args>`` with an environment of the test's making."""
+    """``flask --app clicktrail.web <args>`` with an environment of the test's making."""
     return subprocess.run(
         [sys.executable, "-m", "flask", "--app", "web", *args],
         env=env,

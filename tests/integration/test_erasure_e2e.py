@@ -26,10 +26,10 @@ from clicktrail.debugger import stream_key
 from clicktrail.profiles import ProfileWriter
 from clicktrail.sessions import mark_key
 from clicktrail.sources import SourceStore, new_write_key
+from clicktrail.workers.runtime import Runtime
 from tests.integration.conftest import ADMIN_TOKEN, FlaskCli, TopicNames
 from tests.support.events import published, uid
 from tests.support.infra import KafkaCollector, Service, wait_for
-from workers.runtime import Runtime
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 # Workers look up which sources are watched at most once a second.

@@ -30,7 +30,7 @@ def flower(stack_env: dict[str, str], logs_dir: Path) -> Iterator[str]:
     }
     service = Service(
         "flower",
-        [sys.executable, "-m", "workers.flower"],
+        [sys.executable, "-m", "clicktrail.workers.flower"],
         env,
         logs_dir / "flower.log",
     )

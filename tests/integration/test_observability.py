@@ -27,6 +27,7 @@ from werkzeug.serving import make_server
 
 from clicktrail.config import PROJECT_ROOT, Settings
 from clicktrail.queue import INGEST_TASK, QUEUE, celery_settings, ingest_payload
+from clicktrail.web import create_app
 from tests.integration.conftest import SourceUnderTest, TopicNames
 from tests.support.infra import (
     KafkaCollector,
@@ -38,7 +39,6 @@ from tests.support.infra import (
     wait_for,
 )
 from tests.support.receivers import OtlpReceiver, SentryReceiver
-from web import create_app
 
 OTLP_CONSUMER = 5  # SpanKind.CONSUMER in the OTLP protocol's numbering
 
@@ -278,7 +278,7 @@ def test_metrics_move_as_events_flow_in_every_process(
 
 def health(env: dict[str, str]) -> tuple[int, dict[str, object]]:
     result = subprocess.run(
-        [sys.executable, "-m", "workers.health"],
+        [sys.executable, "-m", "clicktrail.workers.health"],
         env=env,
         cwd=PROJECT_ROOT,
         capture_output=True,

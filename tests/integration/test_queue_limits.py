@@ -29,8 +29,8 @@ from clicktrail.queue import (
     payload_parts,
     task_message,
 )
+from clicktrail.web.enqueue import CeleryEnqueuer
 from tests.support.infra import RedisServer
-from web.enqueue import CeleryEnqueuer
 
 
 @pytest.fixture

@@ -17,9 +17,9 @@ from clicktrail.db import Database
 from clicktrail.errors import RateLimited
 from clicktrail.redisconn import make_redis
 from clicktrail.sources import Source, SourceStore, new_write_key
+from clicktrail.web.admission import Admission, RedisRateCounter
 from tests.integration.conftest import SourceUnderTest
 from tests.support.infra import RedisServer, start_api
-from web.admission import Admission, RedisRateCounter
 
 
 class Broker:

@@ -369,7 +369,7 @@ def start_worker(
     log_path: Path,
     name: str,
     concurrency: int = 2,
-    app: str = "workers.celery_app",
+    app: str = "clicktrail.workers.celery_app",
 ) -> Service:
     env, metrics_url = own_metrics(env, log_path, name, "WORKER_METRICS_PORT")
     worker = Service(
@@ -389,7 +389,9 @@ def start_sink(env: dict[str, str], log_path: Path, name: str = "sink") -> Servi
     port = free_port()
     env = {**env, "SINK_METRICS_PORT": str(port)}
     metrics_url = f"http://127.0.0.1:{port}/metrics"
-    sink = Service(name, [sys.executable, "-m", "workers.sink"], env, log_path, metrics_url)
+    sink = Service(
+        name, [sys.executable, "-m", "clicktrail.workers.sink"], env, log_path, metrics_url
+    )
     sink.wait_for_output("history sink reading")
     return sink
 
@@ -397,7 +399,7 @@ def start_sink(env: dict[str, str], log_path: Path, name: str = "sink") -> Servi
 def start_beat(env: dict[str, str], log_path: Path, name: str = "beat") -> Service:
     beat = Service(
         name,
-        [sys.executable, "-m", "celery", "--app", "workers.celery_app", "beat", "--loglevel", "DEBUG",
+        [sys.executable, "-m", "celery", "--app", "clicktrail.workers.celery_app", "beat", "--loglevel", "DEBUG",
          "--scheduler", "redbeat.RedBeatScheduler", "--max-interval", "1"],
         env,
         log_path,
@@ -413,7 +415,14 @@ def start_api(
     env, _ = own_metrics({**env, "API_BIND": f"127.0.0.1:{port}"}, log_path, name, None)
     api = Service(
         name,
-        [sys.executable, "-m", "gunicorn", "--config", "web/gunicorn.conf.py", "web.wsgi:app"],
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--config",
+            "python:clicktrail.web.gunicorn_conf",
+            "clicktrail.web.wsgi:app",
+        ],
         env,
         log_path,
     )

@@ -146,7 +146,7 @@ class MemorySeenIds:
 
 
 class MemoryRateCounter:
-    """The cell-rate counts of ``web.admission.RedisRateCounter``, in memory."""
+    """The cell-rate counts of ``clicktrail.web.admission.RedisRateCounter``, in memory."""
 
     def __init__(self) -> None:
         self.paid: dict[str, float] = {}

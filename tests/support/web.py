@@ -10,6 +10,8 @@ from flask import Flask
 from clicktrail.config import PROJECT_ROOT, Settings
 from clicktrail.schemas import FileSchemaRegistry
 from clicktrail.validation import EventValidator
+from clicktrail.web import create_app
+from clicktrail.web.services import Services
 from tests.support.twins import (
     FixedClock,
     MemoryProfiles,
@@ -17,8 +19,6 @@ from tests.support.twins import (
     MemorySources,
     RecordingEnqueuer,
 )
-from web import create_app
-from web.services import Services
 
 VALIDATOR = EventValidator(FileSchemaRegistry(PROJECT_ROOT / "schemas"))
 

@@ -71,7 +71,9 @@ def test_the_report_puts_each_fix_under_its_problem() -> None:
         [
             Finding("dependencies", "redis", "ok", "answers"),
             Finding("dependencies", "kafka", "fail", "timed out", "start a broker"),
-            Finding("setup", "sources", "warn", "no source", "flask --app web sources create"),
+            Finding(
+                "setup", "sources", "warn", "no source", "flask --app clicktrail.web sources create"
+            ),
         ]
     )
 
@@ -82,6 +84,6 @@ def test_the_report_puts_each_fix_under_its_problem() -> None:
         "        fix: start a broker",
         "setup",
         "  WARN  sources: no source",
-        "        fix: flask --app web sources create",
+        "        fix: flask --app clicktrail.web sources create",
         "1 problem(s), 1 warning(s)",
     ]

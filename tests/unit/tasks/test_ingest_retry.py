@@ -8,7 +8,7 @@ import pytest
 import redis
 from celery.exceptions import Reject, Retry
 
-from tasks import ingest
+from clicktrail.tasks import ingest
 
 
 class Request:

@@ -14,9 +14,9 @@ import redis
 from clicktrail.config import Settings
 from clicktrail.errors import Overloaded
 from clicktrail.sources import Source, SourceStore, hash_write_key
+from clicktrail.web.admission import Admission
 from tests.support.twins import MemoryRateCounter, MemorySources, RecordingEnqueuer
 from tests.support.web import basic, twin_app, twin_services
-from web.admission import Admission
 
 OPEN_KEY, SHOP_KEY = "wk-open", "wk-shop"
 SOURCES = MemorySources(

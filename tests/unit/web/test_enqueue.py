@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from clicktrail.errors import DependencyUnavailable
-from web.enqueue import GroupCommit
+from clicktrail.web.enqueue import GroupCommit
 
 
 def payload(n: int, events: int = 1) -> tuple[dict[str, Any], int]:

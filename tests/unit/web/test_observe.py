@@ -12,9 +12,9 @@ from prometheus_client import CollectorRegistry
 from prometheus_flask_exporter import PrometheusMetrics
 
 from clicktrail.sources import Source
+from clicktrail.web import observe
 from tests.support.twins import MemorySources, RecordingEnqueuer
 from tests.support.web import basic, twin_app, twin_services
-from web import observe
 
 KEY = "wk-very-secret-key"
 
@@ -55,7 +55,7 @@ def test_a_request_id_is_honoured_echoed_and_on_the_log_line(
     assert accepted["message_ids"] == ["m-1"]
     assert len(str(accepted["trace_id"])) == 32
     assert accepted["level"] == "info"
-    assert accepted["logger"] == "web.ingest"
+    assert accepted["logger"] == "clicktrail.web.ingest"
     assert "timestamp" in accepted
     assert KEY not in buffer.getvalue()
     assert "192.0.2.55" not in buffer.getvalue()

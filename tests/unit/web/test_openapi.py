@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
+from clicktrail.web.openapi import document
 from tests.support.web import twin_app, twin_services
-from web.openapi import document
 
 
 def routes() -> set[tuple[str, str]]:

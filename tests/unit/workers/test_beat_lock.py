@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from clicktrail.config import Settings
-from workers.celery_app import make_celery
+from clicktrail.workers.celery_app import make_celery
 
 
 def test_a_dead_beat_holds_the_lock_for_at_most_a_minute_and_a_half() -> None:

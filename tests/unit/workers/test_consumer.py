@@ -7,8 +7,8 @@ import logging
 import pytest
 from celery.worker.consumer import Consumer as CeleryConsumer
 
-from workers.celery_app import make_celery
-from workers.consumer import Consumer, tolerate_collected_close
+from clicktrail.workers.celery_app import make_celery
+from clicktrail.workers.consumer import Consumer, tolerate_collected_close
 
 
 class Collected:
@@ -27,7 +27,7 @@ def test_closing_a_collected_connection_is_let_go(caplog: pytest.LogCaptureFixtu
     connection = Collected(AttributeError("'NoneType' object has no attribute 'hostname'"))
 
     tolerate_collected_close(connection)
-    with caplog.at_level(logging.WARNING, logger="workers.consumer"):
+    with caplog.at_level(logging.WARNING, logger="clicktrail.workers.consumer"):
         connection.close()
 
     assert connection.closed == 1
@@ -44,5 +44,5 @@ def test_other_errors_still_reach_celery() -> None:
 
 
 def test_the_worker_uses_it() -> None:
-    assert make_celery().conf.worker_consumer == "workers.consumer:Consumer"
+    assert make_celery().conf.worker_consumer == "clicktrail.workers.consumer:Consumer"
     assert issubclass(Consumer, CeleryConsumer)

@@ -12,7 +12,7 @@ import pytest
 import redis
 from kombu.transport import virtual
 
-from workers.consumer import WriteRefusals, tolerate_refused_writes
+from clicktrail.workers.consumer import WriteRefusals, tolerate_refused_writes
 
 OOM = redis.OutOfMemoryError("command not allowed when used memory > 'maxmemory'.")
 

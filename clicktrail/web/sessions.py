@@ -14,9 +14,9 @@ from flask import Blueprint, Response, current_app, request
 from clicktrail.errors import InvalidInput, NotFound
 from clicktrail.intake import parse_json
 from clicktrail.sessions import SessionView
-from web.auth import authenticate, basic_write_key, source_or_admin
-from web.cors import check_origin
-from web.services import Services
+from clicktrail.web.auth import authenticate, basic_write_key, source_or_admin
+from clicktrail.web.cors import check_origin
+from clicktrail.web.services import Services
 
 bp = Blueprint("sessions", __name__)
 

@@ -32,9 +32,9 @@ from clicktrail.queue import Unencodable, encode_part, ingest_payload
 from clicktrail.sources import Source
 from clicktrail.telemetry import current_traceparent
 from clicktrail.validation import TrackingPlan
-from web.auth import authenticate, basic_write_key
-from web.cors import check_origin
-from web.services import Services
+from clicktrail.web.auth import authenticate, basic_write_key
+from clicktrail.web.cors import check_origin
+from clicktrail.web.services import Services
 
 log = logging.getLogger(__name__)
 bp = Blueprint("ingest", __name__)

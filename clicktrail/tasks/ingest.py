@@ -17,7 +17,7 @@ from clicktrail.logs import bind, message_id_fields
 from clicktrail.metrics import POISON_REQUESTS, TASK_RETRIES, TASK_SECONDS
 from clicktrail.pipeline import PublishIncomplete
 from clicktrail.queue import INGEST_TASK, describe_payload, payload_parts
-from workers.runtime import runtime
+from clicktrail.workers.runtime import runtime
 
 log = logging.getLogger(__name__)
 

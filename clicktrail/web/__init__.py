@@ -9,9 +9,9 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from clicktrail.config import ConfigError, Settings
 from clicktrail.intake import MAX_REQUEST_BYTES
 from clicktrail.logs import configure_logging
-from web.errors import register_error_handlers
-from web.observe import instrument
-from web.services import Services
+from clicktrail.web.errors import register_error_handlers
+from clicktrail.web.observe import instrument
+from clicktrail.web.services import Services
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> Flask:
@@ -37,7 +37,17 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.extensions["clicktrail"] = services or Services.build(settings)
     instrument(app, settings)
 
-    from web import cli, cors, debugger, ingest, ops, sessions, shortpaths, sourceconfig, users
+    from clicktrail.web import (
+        cli,
+        cors,
+        debugger,
+        ingest,
+        ops,
+        sessions,
+        shortpaths,
+        sourceconfig,
+        users,
+    )
 
     for module in (ingest, shortpaths, sessions, users, ops, debugger, sourceconfig):
         app.register_blueprint(module.bp)
@@ -49,8 +59,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
 def _commands_only(error: ConfigError) -> Flask:
     """The Flask CLI's app when the environment holds a malformed value: no routes, only the
-    commands, so that ``flask --app web doctor`` can say what is wrong (the others say it too)."""
-    from web import cli
+    commands, so that ``clicktrail doctor`` can say what is wrong (the others say it too)."""
+    from clicktrail.web import cli
 
     app = Flask(__name__, static_folder=None)
     app.config["CLICKTRAIL_CONFIG_ERROR"] = error

@@ -9,7 +9,7 @@ from flask import request
 
 from clicktrail.errors import Forbidden, Unauthorized
 from clicktrail.sources import Source
-from web.services import Services
+from clicktrail.web.services import Services
 
 
 def basic_write_key() -> str | None:

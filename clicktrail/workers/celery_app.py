@@ -1,4 +1,5 @@
-"""The Celery application of the workers, beat and Flower (``celery -A workers.celery_app``)."""
+"""The Celery application of the workers, beat and Flower
+(``celery -A clicktrail.workers.celery_app``)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ from clicktrail.queue import QUEUE, celery_settings
 from clicktrail.redisconn import parse_sentinel_url, pipeline_redis, queue_redis
 from clicktrail.sessions import SessionStore
 from clicktrail.telemetry import setup_sentry, setup_tracing, shutdown_tracing
-from workers.runtime import close_runtime, runtime
-from workers.schedule import beat_schedule
+from clicktrail.workers.runtime import close_runtime, runtime
+from clicktrail.workers.schedule import beat_schedule
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ def make_celery(settings: Settings | None = None) -> Celery:
     app = Celery("clicktrail")
     app.conf.update(celery_settings(settings))
     app.conf.update(
-        include=["tasks.ingest", "tasks.purge"],
+        include=["clicktrail.tasks.ingest", "clicktrail.tasks.purge"],
         task_publish_retry_policy=_WORKER_PUBLISH_RETRY,
         beat_schedule=beat_schedule(settings),
         **_redbeat_redis(settings),
@@ -44,8 +45,8 @@ def make_celery(settings: Settings | None = None) -> Celery:
         redbeat_key_prefix="ct:redbeat:",
         # Leave a task's messages in Redis if the worker is stopped mid-task; another picks them up.
         worker_cancel_long_running_tasks_on_connection_loss=True,
-        # Survives a Redis that went away while the worker held messages (workers/consumer.py).
-        worker_consumer="workers.consumer:Consumer",
+        # Survives a Redis that went away while the worker held messages (consumer.py).
+        worker_consumer="clicktrail.workers.consumer:Consumer",
     )
     return app
 

@@ -13,9 +13,9 @@ from typing import Any
 from flask import Blueprint, current_app
 
 from clicktrail.clock import format_ts
-from web.auth import authenticate, basic_write_key
-from web.cors import check_origin
-from web.services import Services
+from clicktrail.web.auth import authenticate, basic_write_key
+from clicktrail.web.cors import check_origin
+from clicktrail.web.services import Services
 
 bp = Blueprint("sourceconfig", __name__)
 WORKSPACE_ID = "clicktrail"

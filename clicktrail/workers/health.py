@@ -1,4 +1,4 @@
-"""``python -m workers.health``: the readiness checks of /readyz, from the worker side.
+"""``python -m clicktrail.workers.health``: the readiness checks of /readyz, from the worker side.
 
 Prints one JSON document (each dependency's state) and exits 0 when all are up, 1 otherwise;
 usable as a container health check or by an operator.
@@ -17,7 +17,7 @@ from clicktrail.health import CHECK_TIMEOUT, dependency_checks, run_checks, work
 
 
 def main() -> int:
-    from workers.celery_app import app
+    from clicktrail.workers.celery_app import app
 
     settings = Settings.from_env()
     db = Database(settings.database_url, name="clicktrail-health", timeout=CHECK_TIMEOUT)

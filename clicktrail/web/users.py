@@ -11,8 +11,8 @@ from werkzeug.routing import PathConverter
 
 from clicktrail.errors import InvalidInput, NotFound
 from clicktrail.intake import MAX_ID_CHARS
-from web.auth import require_admin
-from web.services import Services
+from clicktrail.web.auth import require_admin
+from clicktrail.web.services import Services
 
 bp = Blueprint("users", __name__)
 

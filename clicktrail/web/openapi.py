@@ -21,7 +21,7 @@ from clicktrail.intake import (
     NAMED_FIELDS,
 )
 from clicktrail.queue import MAX_EVENT_DEPTH
-from web.shortpaths import SHORT_PATHS
+from clicktrail.web.shortpaths import SHORT_PATHS
 
 VERSION = "1.0.0"
 
@@ -396,7 +396,7 @@ def document() -> dict[str, Any]:
                 "debuggerKey": {
                     "type": "http",
                     "scheme": "bearer",
-                    "description": "A source's debugger key (flask --app web sources "
+                    "description": "A source's debugger key (flask --app clicktrail.web sources "
                     "debugger-key NAME); never its write key.",
                 },
                 "metrics": {"type": "http", "scheme": "bearer", "description": "METRICS_TOKEN."},

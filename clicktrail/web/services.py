@@ -16,7 +16,7 @@ from clicktrail.registry import make_registry
 from clicktrail.sessions import SessionStore, SessionView
 from clicktrail.sources import Source, SourceStore
 from clicktrail.validation import EventValidator
-from web.admission import Admission
+from clicktrail.web.admission import Admission
 
 
 class Enqueuer(Protocol):
@@ -77,7 +77,7 @@ class Services:
         """The real services; nothing connects until first used."""
         from clicktrail.debugger import DebugFeed, DebuggerKeys
         from clicktrail.profiles import ProfileStore
-        from web.enqueue import CeleryEnqueuer
+        from clicktrail.web.enqueue import CeleryEnqueuer
 
         db = Database(settings.database_url, name="clicktrail-api")
         enqueuer = CeleryEnqueuer(settings)

@@ -1,4 +1,5 @@
-"""Gunicorn settings for the API (``gunicorn -c web/gunicorn.conf.py web.wsgi:app``).
+"""Gunicorn settings for the API
+(``gunicorn -c python:clicktrail.web.gunicorn_conf clicktrail.web.wsgi:app``).
 
 Threaded workers: a request spends most of its time waiting on Redis and Postgres. The app is
 built in each worker after fork (no preload), so no connection crosses a fork. Override any of

@@ -8,8 +8,8 @@ from typing import Any
 from flask import Blueprint, current_app
 
 from clicktrail.health import run_checks
-from web.openapi import document
-from web.services import Services
+from clicktrail.web.openapi import document
+from clicktrail.web.services import Services
 
 bp = Blueprint("ops", __name__)
 

@@ -1,6 +1,6 @@
 """The live debugger: a page at /debugger and the JSON feed it polls.
 
-The page is static (HTML, CSS and JavaScript in web/static/debugger, nothing from elsewhere) and
+The page is static (HTML, CSS and JavaScript in static/debugger, nothing from elsewhere) and
 holds no data; the feed wants a credential that is not public (Bearer): a source's debugger key
 sees that source only; the admin token sees every source and picks one. A write key is refused:
 it is in every page that runs a browser SDK, and the feed shows every visitor's events. Each poll of
@@ -21,7 +21,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from clicktrail.debugger import ENTRY_ID, WATCH_SECONDS
 from clicktrail.errors import Forbidden, InvalidInput, NotFound, Unauthorized
-from web.services import DebugEvents, Services
+from clicktrail.web.services import DebugEvents, Services
 
 bp = Blueprint("debugger", __name__)
 
@@ -87,14 +87,14 @@ def _caller(services: Services, feed: DebugEvents) -> str | None:
             "write_key_not_accepted",
             "the debugger does not take write keys (every page with a browser SDK shows them):"
             " send Authorization: Bearer <debugger key>"
-            " (flask --app web sources debugger-key NAME) or the admin token",
+            " (flask --app clicktrail.web sources debugger-key NAME) or the admin token",
         )
     token = auth.token if auth is not None and auth.type == "bearer" else None
     if not token:
         raise Unauthorized(
             "missing_debugger_key",
-            "send Authorization: Bearer <debugger key> (flask --app web sources debugger-key"
-            " NAME) or the admin token",
+            "send Authorization: Bearer <debugger key> (clicktrail sources debugger-key NAME)"
+            " or the admin token",
         )
     admin = services.admin_token
     if admin is not None and hmac.compare_digest(token.encode(), admin.encode()):

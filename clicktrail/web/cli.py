@@ -1,4 +1,4 @@
-"""Operator commands: ``flask --app web sources|schemas|deadletters|users|doctor ...``.
+"""Operator commands: ``flask --app clicktrail.web sources|schemas|deadletters|users|doctor ...``.
 
 Each opens only what it needs and closes it when done; a dependency that is down ends a command
 with a one-line error rather than a traceback."""
@@ -37,7 +37,7 @@ from clicktrail.profiles import ProfileStore
 from clicktrail.queue import ingest_payload
 from clicktrail.sources import Source, SourceStore, new_write_key
 from clicktrail.validation import TrackingPlan
-from web.enqueue import CeleryEnqueuer
+from clicktrail.web.enqueue import CeleryEnqueuer
 
 sources = AppGroup("sources", help="Sources and their write keys.")
 schemas = AppGroup("schemas", help="The schema catalogue (SCHEMAS_DIR, or the registry).")
@@ -51,7 +51,7 @@ def _settings() -> Settings:
     """The app's settings; when the environment holds a malformed value, say which and stop."""
     error = current_app.config.get("CLICKTRAIL_CONFIG_ERROR")
     if error is not None:
-        raise click.ClickException(f"{error} (flask --app web doctor lists every problem)")
+        raise click.ClickException(f"{error} (clicktrail doctor lists every problem)")
     settings: Settings = current_app.config["CLICKTRAIL_SETTINGS"]
     return settings
 
@@ -63,7 +63,7 @@ def _database() -> Iterator[Database]:
     try:
         yield db
     except DependencyUnavailable as exc:
-        raise click.ClickException(f"{exc} (flask --app web doctor says what to fix)") from exc
+        raise click.ClickException(f"{exc} (clicktrail doctor says what to fix)") from exc
     finally:
         db.close()
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import Blueprint
 
-from web import ingest
+from clicktrail.web import ingest
 
 bp = Blueprint("shortpaths", __name__)
 

@@ -1,4 +1,4 @@
-"""Flower for the pipeline (``python -m workers.flower [flower options]``), with its Prometheus
+"""Flower for the pipeline (``clicktrail flower [flower options]``), with its Prometheus
 ``/metrics`` behind the same basic auth as every other page: Flower 2 leaves it open, and it
 names workers, tasks and queues."""
 
@@ -14,7 +14,7 @@ Metrics.get = tornado.web.authenticated(Metrics.get)
 
 
 def main() -> None:
-    sys.argv = ["celery", "--app", "workers.celery_app", "flower", *sys.argv[1:]]
+    sys.argv = ["celery", "--app", "clicktrail.workers.celery_app", "flower", *sys.argv[1:]]
     celery_main()
 
 

@@ -8,7 +8,7 @@ from celery import shared_task
 
 from clicktrail.errors import TransientError
 from clicktrail.queue import PURGE_TASK
-from workers.runtime import runtime
+from clicktrail.workers.runtime import runtime
 
 log = logging.getLogger(__name__)
 

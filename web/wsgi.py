@@ -1,5 +1,0 @@
-"""WSGI entry point: ``gunicorn web.wsgi:app``."""
-
-from web import create_app
-
-app = create_app()
