@@ -7,15 +7,13 @@ ENV PYTHONUNBUFFERED=1 \
     API_BIND=0.0.0.0:8000
 
 WORKDIR /app
+# Production's pins only (no local stack), every file checked against its hash; then the package.
 COPY requirements.txt .
-RUN pip install -r requirements.txt
+RUN pip install --require-hashes -r requirements.txt
 
+COPY pyproject.toml README.md LICENSE ./
 COPY clicktrail ./clicktrail
-COPY web ./web
-COPY workers ./workers
-COPY tasks ./tasks
-COPY schemas ./schemas
-COPY migrations ./migrations
+RUN pip install --no-deps . && rm -rf build clicktrail.egg-info
 
 RUN useradd --system --uid 10001 --no-create-home clicktrail
 USER clicktrail

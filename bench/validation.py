@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from jsonschema import Draft202012Validator
 
-from clicktrail.config import PROJECT_ROOT
+from bench.paths import PROJECT_ROOT
 from clicktrail.schemas import FileSchemaRegistry
 from clicktrail.validation import EventValidator, specific_schema
 

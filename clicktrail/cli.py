@@ -30,7 +30,7 @@ def cmd_topics(settings: Settings, _: argparse.Namespace) -> int:
 
 
 def cmd_dev_source(settings: Settings, _: argparse.Namespace) -> int:
-    from clicktrail.devstack import dev_write_key
+    from clicktrail.local.stack import dev_write_key
     from clicktrail.sources import DEV_SOURCE_NAME, SourceStore
 
     key = dev_write_key(settings)
@@ -139,7 +139,7 @@ def cmd_tail(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_run(_: Settings, __: argparse.Namespace) -> int:
-    from clicktrail.devstack import main
+    from clicktrail.local.stack import main
 
     return main()
 

@@ -16,7 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# What the package carries: the schema catalogue and the migrations (package data in a wheel).
+PACKAGE_DIR = Path(__file__).resolve().parent
 
 # Our own KAFKA_* variables; every other KAFKA_* variable is a librdkafka client property.
 _OWN_KAFKA_VARS = frozenset(
@@ -127,7 +128,7 @@ class Settings:
     schema_registry: dict[str, str] = field(default_factory=dict)
     # Subjects are <prefix>.<kind>.<name>.v<model>: environments sharing a registry differ in it.
     schema_subject_prefix: str = "clicktrail"
-    schemas_dir: Path = PROJECT_ROOT / "schemas"
+    schemas_dir: Path = PACKAGE_DIR / "catalogue"
     session_timeout_seconds: int = 1800
     profile_retention_days: int | None = None
     # How often Celery beat runs the purge (erasure requests, then retention).

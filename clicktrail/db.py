@@ -1,6 +1,6 @@
 """Postgres: a per-process connection pool, database creation and numbered SQL migrations.
 
-Migrations are the files ``migrations/NNNN_name.sql``, applied in order, each in its own
+Migrations are the files ``clicktrail/migrations/NNNN_name.sql``, applied in order, each in its own
 transaction, under an advisory lock so that concurrent starters do not race.
 """
 
@@ -18,12 +18,12 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from clicktrail.config import PROJECT_ROOT
+from clicktrail.config import PACKAGE_DIR
 from clicktrail.errors import DependencyUnavailable
 
 log = logging.getLogger(__name__)
 
-MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
+MIGRATIONS_DIR = PACKAGE_DIR / "migrations"
 _MIGRATION_LOCK = 0x436C69636B  # any constant shared by every migrator
 
 # Errors that mean "Postgres is not reachable right now".

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from selenium import webdriver
 
-from clicktrail.config import PROJECT_ROOT, Settings
+from clicktrail.config import Settings
 from clicktrail.db import Database
 from clicktrail.debugger import DebuggerKeys, new_debugger_key
-from clicktrail.devstack import host_port, listening
 from clicktrail.kafka import ensure_topics
+from clicktrail.local.stack import host_port, listening
 from clicktrail.sources import SourceStore, new_write_key
 from tests.support.browser import chromium
 from tests.support.infra import (
@@ -35,6 +35,7 @@ from tests.support.infra import (
     start_sink,
     start_worker,
 )
+from tests.support.paths import PROJECT_ROOT
 
 pytestmark = pytest.mark.integration
 

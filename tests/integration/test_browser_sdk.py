@@ -17,10 +17,10 @@ from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from clicktrail.config import PROJECT_ROOT
 from tests.integration.conftest import SourceUnderTest, TopicNames
 from tests.support.browser import screenshot
 from tests.support.infra import KafkaCollector, Message, free_port
+from tests.support.paths import PROJECT_ROOT
 
 EXAMPLE = PROJECT_ROOT / "examples" / "web"
 

@@ -14,13 +14,13 @@ import pytest
 import requests
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from clicktrail.config import PROJECT_ROOT
 from clicktrail.db import Database
 from clicktrail.profiles import ProfileWriter
 from clicktrail.sources import SourceStore, new_write_key
 from tests.integration.conftest import FlaskCli, TopicNames
 from tests.support.catalogue import copy_catalogue, evolved, require_sku
 from tests.support.infra import KafkaCollector, free_port, wait_for
+from tests.support.paths import PROJECT_ROOT
 from tests.support.registry_server import RegistryServer
 
 

@@ -22,9 +22,8 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from clicktrail.config import PROJECT_ROOT
 from clicktrail.db import drop_database
-from clicktrail.devstack import listening
+from clicktrail.local.stack import listening
 from tests.support.infra import (
     KafkaCollector,
     Message,
@@ -35,6 +34,7 @@ from tests.support.infra import (
     release_redis_db,
     wait_for,
 )
+from tests.support.paths import PROJECT_ROOT
 
 FLOWER = ("ops", "devstack-test")
 

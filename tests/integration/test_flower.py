@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from clicktrail.devstack import listening
+from clicktrail.local.stack import listening
 from clicktrail.queue import INGEST_TASK
 from tests.integration.conftest import SourceUnderTest
 from tests.support.infra import Service, free_port, wait_for

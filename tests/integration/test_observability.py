@@ -25,7 +25,7 @@ from opentelemetry.trace import SpanKind
 from prometheus_client.parser import text_string_to_metric_families
 from werkzeug.serving import make_server
 
-from clicktrail.config import PROJECT_ROOT, Settings
+from clicktrail.config import Settings
 from clicktrail.queue import INGEST_TASK, QUEUE, celery_settings, ingest_payload
 from clicktrail.web import create_app
 from tests.integration.conftest import SourceUnderTest, TopicNames
@@ -38,6 +38,7 @@ from tests.support.infra import (
     start_worker,
     wait_for,
 )
+from tests.support.paths import PROJECT_ROOT
 from tests.support.receivers import OtlpReceiver, SentryReceiver
 
 OTLP_CONSUMER = 5  # SpanKind.CONSUMER in the OTLP protocol's numbering

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from clicktrail.config import PROJECT_ROOT
 from clicktrail.schemas import FileSchemaRegistry
 from tests.integration.conftest import SourceUnderTest, TopicNames
 from tests.support.catalogue import copy_catalogue
 from tests.support.infra import KafkaCollector
+from tests.support.paths import PROJECT_ROOT
 from tests.support.registry_server import registry_under_test
 from tests.support.schema_stack import SchemaStack, clicktrail_cli, schema_stack
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from clicktrail.config import PROJECT_ROOT
+from tests.support.paths import PROJECT_ROOT
 
 SCHEMAS = PROJECT_ROOT / "schemas"
 

@@ -24,10 +24,10 @@ import requests
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from clicktrail.config import PROJECT_ROOT
 from clicktrail.db import Database, create_database, drop_database, migrate
-from clicktrail.devstack import listening, spawn_tansu
 from clicktrail.kafka import decode_value, parse_headers
+from clicktrail.local.stack import listening, spawn_tansu
+from tests.support.paths import PROJECT_ROOT
 
 
 def free_port() -> int:

@@ -10,8 +10,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from clicktrail.config import PROJECT_ROOT
 from tests.support.infra import claim_redis_db, release_redis_db, start_api, start_worker
+from tests.support.paths import PROJECT_ROOT
 from tests.support.registry_server import RegistryUnderTest
 
 

@@ -7,11 +7,12 @@ from typing import Any
 
 from flask import Flask
 
-from clicktrail.config import PROJECT_ROOT, Settings
+from clicktrail.config import Settings
 from clicktrail.schemas import FileSchemaRegistry
 from clicktrail.validation import EventValidator
 from clicktrail.web import create_app
 from clicktrail.web.services import Services
+from tests.support.paths import PROJECT_ROOT
 from tests.support.twins import (
     FixedClock,
     MemoryProfiles,

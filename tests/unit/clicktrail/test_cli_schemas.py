@@ -6,9 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from clicktrail.config import PROJECT_ROOT
 from tests.support.catalogue import add_optional_color, copy_catalogue, evolved, require_sku
 from tests.support.infra import child_env
+from tests.support.paths import PROJECT_ROOT
 
 
 def clicktrail(*args: str) -> subprocess.CompletedProcess[str]:

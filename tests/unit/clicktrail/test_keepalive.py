@@ -6,7 +6,13 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from clicktrail.keepalive import FIRST_DELAY, MAX_DELAY, STEADY_SECONDS, keep_running, next_delay
+from clicktrail.local.keepalive import (
+    FIRST_DELAY,
+    MAX_DELAY,
+    STEADY_SECONDS,
+    keep_running,
+    next_delay,
+)
 
 
 def test_quick_exits_double_the_wait_up_to_its_cap() -> None:

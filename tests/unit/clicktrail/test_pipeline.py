@@ -11,7 +11,6 @@ import pytest
 from billiard.exceptions import SoftTimeLimitExceeded
 
 from clicktrail import enrich
-from clicktrail.config import PROJECT_ROOT
 from clicktrail.enrich import Enricher
 from clicktrail.errors import DependencyUnavailable
 from clicktrail.kafka import Record
@@ -20,6 +19,7 @@ from clicktrail.queue import group_payload, ingest_payload
 from clicktrail.schemas import FileSchemaRegistry
 from clicktrail.validation import ALLOW_ALL, EventValidator, TrackingPlan, Verdict
 from tests.support.data import invalid_events, valid_events
+from tests.support.paths import PROJECT_ROOT
 from tests.support.twins import FixedClock, MemoryPublisher, MemorySeenIds, MemorySessions
 
 TOPICS = Topics(events="ev", deadletter="dlq")

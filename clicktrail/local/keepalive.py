@@ -1,5 +1,5 @@
-"""``make run``'s restart policy: ``python -m clicktrail.keepalive NAME COMMAND`` runs a Procfile
-command and, whenever it exits, runs it again after a backoff, until it is told to stop.
+"""``make run``'s restart policy: ``python -m clicktrail.local.keepalive NAME COMMAND`` runs a
+Procfile command and, whenever it exits, runs it again after a backoff, until it is told to stop.
 
 Honcho (which runs the Procfile) stops every process as soon as one exits; under it, a worker
 that died would take the API, the sink and the broker this command started with it, and the
@@ -59,7 +59,7 @@ def keep_running(
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
-        print("usage: python -m clicktrail.keepalive NAME COMMAND", file=sys.stderr)
+        print("usage: python -m clicktrail.local.keepalive NAME COMMAND", file=sys.stderr)
         return 2
     name, command = argv
     stop = False
