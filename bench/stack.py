@@ -25,7 +25,7 @@ from bench.paths import PROJECT_ROOT
 from clicktrail.config import Settings
 from clicktrail.db import Database, create_database, drop_database, migrate
 from clicktrail.kafka import create_pipeline_topics
-from clicktrail.local.stack import listening, spawn_tansu
+from clicktrail.local.stack import listening, spawn_redis, spawn_tansu
 from clicktrail.queue import QUEUE
 from clicktrail.sources import SourceStore, new_write_key
 
@@ -166,16 +166,11 @@ class BenchStack:
         return Proc(name, popen)
 
     def start(self) -> BenchStack:
-        server = shutil.which("redis-server")
-        if server is None:
-            raise RuntimeError("redis-server is not installed")
-        self.infra.append(
-            self._spawn(
-                "redis",
-                [server, "--bind", "127.0.0.1", "--port", str(self.redis_port), "--save", "",
-                 "--appendonly", "no", "--maxmemory-policy", "noeviction", "--dir", str(self.dir)],
-            )
-        )  # fmt: skip
+        redis_log = open(self.dir / "redis.log", "ab")  # noqa: SIM115
+        redis_server = spawn_redis(
+            "127.0.0.1", self.redis_port, self.dir, redis_log, appendonly=False, own_session=True
+        )
+        self.infra.append(Proc("redis", redis_server))
         log = open(self.dir / "tansu.log", "ab")  # noqa: SIM115
         self.infra.append(Proc("kafka", spawn_tansu("127.0.0.1", self.kafka_port, log)))
         wait_until(lambda: listening("127.0.0.1", self.kafka_port), "the broker")

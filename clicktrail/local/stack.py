@@ -96,6 +96,34 @@ def spawn_tansu(host: str, port: int, log: IO[bytes] | int) -> subprocess.Popen[
     )
 
 
+def spawn_redis(
+    host: str,
+    port: int,
+    data: Path,
+    log: IO[bytes] | int,
+    *,
+    appendonly: bool,
+    appendfsync: str = "everysec",
+    maxmemory: str = "0",
+    own_session: bool = False,
+) -> subprocess.Popen[bytes]:
+    """A redis-server on ``host:port`` keeping its files in ``data``: no snapshots, never evicting
+    (the queue must not lose messages), the append-only file when ``appendonly``. ``own_session``
+    keeps a terminal's Ctrl-C from reaching it, for a caller that stops it after its clients."""
+    server = shutil.which("redis-server")
+    if server is None:
+        raise RuntimeError("redis-server is not installed")
+    data.mkdir(parents=True, exist_ok=True)
+    argv = [
+        server, "--bind", host, "--port", str(port), "--dir", str(data), "--save", "",
+        "--maxmemory", maxmemory, "--maxmemory-policy", "noeviction",
+        "--appendonly", "yes" if appendonly else "no", "--appendfsync", appendfsync,
+    ]  # fmt: skip
+    return subprocess.Popen(
+        argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=own_session
+    )
+
+
 def start_kafka(settings: Settings, started: list[subprocess.Popen[bytes]]) -> None:
     host, port = host_port(settings.kafka_bootstrap_servers, 9092)
     if listening(host, port):
@@ -120,33 +148,11 @@ def start_redis(settings: Settings, started: list[subprocess.Popen[bytes]]) -> N
         say("Redis: using the server at REDIS_URL")
         return
     host, port = host_port(urlsplit(settings.redis_url).netloc.rsplit("@", 1)[-1], 6379)
-    server = shutil.which("redis-server")
-    if host not in LOCAL_HOSTS or server is None:
+    if host not in LOCAL_HOSTS or shutil.which("redis-server") is None:
         raise SystemExit("clicktrail | no Redis answers at REDIS_URL and none can be started here")
     data = STATE_DIR / "redis"
-    data.mkdir(parents=True, exist_ok=True)
-    started.append(
-        subprocess.Popen(
-            [
-                server,
-                "--bind",
-                host,
-                "--port",
-                str(port),
-                "--dir",
-                str(data),
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--maxmemory-policy",
-                "noeviction",
-            ],
-            stdout=open(STATE_DIR / "redis.log", "ab"),  # noqa: SIM115
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    )
+    log = open(STATE_DIR / "redis.log", "ab")  # noqa: SIM115 - the server keeps it open
+    started.append(spawn_redis(host, port, data, log, appendonly=True, own_session=True))
     wait_until(answers, f"redis-server on {host}:{port}")
     say(f"Redis: started redis-server (append-only file in .run/redis) on {host}:{port}")
 

@@ -26,7 +26,7 @@ from confluent_kafka.admin import AdminClient
 
 from clicktrail.db import Database, create_database, drop_database, migrate
 from clicktrail.kafka import decode_value, parse_headers
-from clicktrail.local.stack import listening, spawn_tansu
+from clicktrail.local.stack import listening, spawn_redis, spawn_tansu
 from tests.support.paths import PROJECT_ROOT
 
 
@@ -94,18 +94,17 @@ class RedisServer:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._workdir = workdir
-        self._args = [
-            "redis-server", "--bind", "127.0.0.1", "--port", str(self.port),
-            "--dir", str(workdir), "--save", "", "--maxmemory", maxmemory,
-            "--maxmemory-policy", "noeviction",
-            "--appendonly", "yes" if persistent else "no", "--appendfsync", "always",
-        ]  # fmt: skip
+        self._persistent = persistent
+        self._maxmemory = maxmemory
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> RedisServer:
         self._workdir.mkdir(parents=True, exist_ok=True)
         log = open(self._workdir / "redis.log", "ab")  # noqa: SIM115
-        self._proc = subprocess.Popen(self._args, stdout=log, stderr=subprocess.STDOUT)
+        self._proc = spawn_redis(
+            "127.0.0.1", self.port, self._workdir, log,
+            appendonly=self._persistent, appendfsync="always", maxmemory=self._maxmemory,
+        )  # fmt: skip
         client = redis.Redis.from_url(self.url)
 
         def ready() -> bool:
