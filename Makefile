@@ -44,7 +44,7 @@ test-deps: $(VENV)/.installed-dev $(NODE_SDKS)/node_modules/.installed
 	tests/support/start-services
 
 run: $(VENV)/.installed
-	$(PY) -m clicktrail run
+	$(BIN)/clicktrail run
 
 test: test-deps schemas-check
 	$(PY) -m pytest
@@ -75,18 +75,18 @@ typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
 
 migrate: $(VENV)/.installed
-	$(PY) -m clicktrail migrate
+	$(BIN)/clicktrail migrate
 
 topics: $(VENV)/.installed
-	$(PY) -m clicktrail topics
+	$(BIN)/clicktrail topics
 
 # Every schema valid, every new version backward compatible with the one before it.
 schemas-check: $(VENV)/.installed
-	$(PY) -m clicktrail schemas check
+	$(BIN)/clicktrail schemas check
 
 # Register schemas/ with the Confluent-compatible registry at SCHEMA_REGISTRY_URL.
 schemas-register: $(VENV)/.installed
-	$(PY) -m clicktrail schemas register
+	$(BIN)/clicktrail schemas register
 
 # Re-pin every dependency, with hashes, after editing pyproject.toml or requirements-*.in.
 lock: $(VENV)/.installed-dev

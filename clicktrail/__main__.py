@@ -1,5 +1,3 @@
-import sys
-
 from clicktrail.cli import main
 
-sys.exit(main())
+main()

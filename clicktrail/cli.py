@@ -1,12 +1,19 @@
-"""``python -m clicktrail <command>``: set-up and inspection commands for operators."""
+"""``clicktrail <command>``: the one command line (also ``python -m clicktrail``).
+
+One group per concern: running the services (``run``, ``sink``, ``flower``), set-up (``migrate``,
+``topics``, ``dev-source``), ``sources``, ``schemas``, ``deadletters``, ``users``, ``tail`` and
+``doctor``. The commands that need the API's services (sources, schemas, dead letters, users,
+doctor) run in its application context, built only when one of them runs;
+``clicktrail <group>`` runs the same groups."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+import click
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
 
@@ -15,7 +22,7 @@ from clicktrail.db import Database, create_database, migrate
 from clicktrail.kafka import create_pipeline_topics, decode_value, parse_headers
 
 
-def cmd_migrate(settings: Settings, _: argparse.Namespace) -> int:
+def cmd_migrate(settings: Settings) -> int:
     if create_database(settings.database_url):
         print("created the database")
     applied = migrate(settings.database_url)
@@ -23,13 +30,13 @@ def cmd_migrate(settings: Settings, _: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_topics(settings: Settings, _: argparse.Namespace) -> int:
+def cmd_topics(settings: Settings) -> int:
     created = create_pipeline_topics(settings)
     print(f"created: {', '.join(created)}" if created else "all topics exist")
     return 0
 
 
-def cmd_dev_source(settings: Settings, _: argparse.Namespace) -> int:
+def cmd_dev_source(settings: Settings) -> int:
     from clicktrail.local.stack import dev_write_key
     from clicktrail.sources import DEV_SOURCE_NAME, SourceStore
 
@@ -90,17 +97,15 @@ def schemas_register(settings: Settings, root: Path | None = None) -> int:
     return 1 if failed else 0
 
 
-def cmd_schemas_check(settings: Settings, args: argparse.Namespace) -> int:
-    return schemas_check(settings, Path(args.dir) if args.dir else None)
-
-
-def cmd_schemas_register(settings: Settings, args: argparse.Namespace) -> int:
-    return schemas_register(settings, Path(args.dir) if args.dir else None)
-
-
-def cmd_tail(settings: Settings, args: argparse.Namespace) -> int:
+def cmd_tail(
+    settings: Settings,
+    topic: str | None,
+    from_beginning: bool,
+    most: int | None,
+    seconds: float | None,
+) -> int:
     """Print a topic's records as JSON lines (no consumer group, nothing committed)."""
-    topic = args.topic or settings.topic_events
+    topic = topic or settings.topic_events
     consumer = Consumer(
         {**settings.kafka, "group.id": "clicktrail-tail", "enable.auto.commit": False}
     )
@@ -109,12 +114,10 @@ def cmd_tail(settings: Settings, args: argparse.Namespace) -> int:
         if metadata is None or metadata.error is not None:
             print(f"topic {topic!r} not found", file=sys.stderr)
             return 1
-        start = OFFSET_BEGINNING if args.from_beginning else OFFSET_END
+        start = OFFSET_BEGINNING if from_beginning else OFFSET_END
         consumer.assign([TopicPartition(topic, p, start) for p in metadata.partitions])
-        seen, deadline = 0, None if args.seconds is None else time.monotonic() + args.seconds
-        while (deadline is None or time.monotonic() < deadline) and (
-            args.max is None or seen < args.max
-        ):
+        seen, deadline = 0, None if seconds is None else time.monotonic() + seconds
+        while (deadline is None or time.monotonic() < deadline) and (most is None or seen < most):
             message = consumer.poll(0.5)
             if message is None or message.error():
                 continue
@@ -138,42 +141,103 @@ def cmd_tail(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run(_: Settings, __: argparse.Namespace) -> int:
-    from clicktrail.local.stack import main
+def _web_app() -> Any:
+    from clicktrail.web import create_app
 
-    return main()
+    return create_app()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m clicktrail", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("migrate", help="create the database if missing and apply migrations")
-    commands.add_parser("topics", help="create the Kafka topics that are missing")
-    commands.add_parser("dev-source", help="ensure the development source and print its key")
-    tail = commands.add_parser("tail", help="print a topic's records as JSON lines")
-    tail.add_argument("topic", nargs="?", help="default: KAFKA_TOPIC_EVENTS")
-    tail.add_argument("--from-beginning", action="store_true", help="not just new records")
-    tail.add_argument("--max", type=int, help="stop after this many records")
-    tail.add_argument("--seconds", type=float, help="stop after this long")
-    schemas = commands.add_parser("schemas", help="the schema catalogue").add_subparsers(
-        dest="schemas_command", required=True
+def _group() -> click.Group:
+    from flask.cli import FlaskGroup
+
+    group = FlaskGroup(
+        name="clicktrail",
+        help="Clicktrail's command line: the services, set-up, sources, schemas, dead letters,"
+        " users, tail and doctor. `clicktrail COMMAND --help` says more.",
+        create_app=_web_app,
+        add_default_commands=False,
+        add_version_option=False,
+        load_dotenv=False,
+        set_debug_flag=False,
     )
-    for name, text in (
-        ("check", "check the catalogue: valid schemas, every version backward compatible"),
-        ("register", "register the catalogue with the registry at SCHEMA_REGISTRY_URL"),
-    ):
-        sub = schemas.add_parser(name, help=text)
-        sub.add_argument("--dir", help="the catalogue (default: SCHEMAS_DIR or schemas/)")
-    commands.add_parser("run", help="run the whole stack in the foreground (make run)")
-    args = parser.parse_args(argv)
-    if args.command == "schemas":
-        schema_handlers = {"check": cmd_schemas_check, "register": cmd_schemas_register}
-        return schema_handlers[args.schemas_command](Settings.from_env(), args)
-    handlers = {
-        "migrate": cmd_migrate,
-        "topics": cmd_topics,
-        "dev-source": cmd_dev_source,
-        "tail": cmd_tail,
-        "run": cmd_run,
-    }
-    return handlers[args.command](Settings.from_env(), args)
+    # The app is always the API's factory: no --app, --env-file or --debug to choose another.
+    group.params = [p for p in group.params if p.name not in ("app", "env_file", "debug")]
+    # sources, schemas, deadletters, users and doctor come from the app's own command line, in its
+    # application context (clicktrail.web.cli), built only when one of them runs.
+    for command in LOCAL_COMMANDS:
+        group.add_command(command)
+    return group
+
+
+@click.command("migrate")
+def migrate_command() -> None:
+    """Create the database if missing and apply the migrations."""
+    sys.exit(cmd_migrate(Settings.from_env()))
+
+
+@click.command("topics")
+def topics_command() -> None:
+    """Create the Kafka topics that are missing."""
+    sys.exit(cmd_topics(Settings.from_env()))
+
+
+@click.command("dev-source")
+def dev_source_command() -> None:
+    """Ensure the development source and print its write key."""
+    sys.exit(cmd_dev_source(Settings.from_env()))
+
+
+@click.command("tail")
+@click.argument("topic", required=False)
+@click.option("--from-beginning", is_flag=True, help="not just new records")
+@click.option("--max", "most", type=int, help="stop after this many records")
+@click.option("--seconds", type=float, help="stop after this long")
+def tail_command(
+    topic: str | None, from_beginning: bool, most: int | None, seconds: float | None
+) -> None:
+    """Print a topic's records as JSON lines (default: KAFKA_TOPIC_EVENTS)."""
+    sys.exit(cmd_tail(Settings.from_env(), topic, from_beginning, most, seconds))
+
+
+@click.command("run")
+def run_command() -> None:
+    """Run the whole stack in the foreground, as make run does (the local extra)."""
+    from clicktrail.local.stack import main as run_stack
+
+    sys.exit(run_stack())
+
+
+@click.command("sink")
+def sink_command() -> None:
+    """Run the history sink: the events topic into Postgres history and profiles."""
+    from clicktrail.workers.sink import main as run_sink
+
+    sys.exit(run_sink())
+
+
+@click.command(
+    "flower", context_settings={"ignore_unknown_options": True, "allow_extra_args": True}
+)
+@click.argument("options", nargs=-1, type=click.UNPROCESSED)
+def flower_command(options: tuple[str, ...]) -> None:
+    """Run Flower for the workers (Flower's own options follow)."""
+    from clicktrail.workers.flower import main as run_flower
+
+    sys.argv = ["clicktrail flower", *options]
+    run_flower()
+
+
+LOCAL_COMMANDS = (
+    migrate_command,
+    topics_command,
+    dev_source_command,
+    tail_command,
+    run_command,
+    sink_command,
+    flower_command,
+)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The ``clicktrail`` console script: runs the command and exits with its status."""
+    _group().main(args=argv, prog_name="clicktrail")

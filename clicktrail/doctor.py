@@ -272,7 +272,7 @@ def _database_setup(db: Database) -> list[Finding]:
             "sources",
             "warn",
             "no source: nothing can send events yet",
-            "flask --app clicktrail.web sources create <name> (it prints the write key)",
+            "clicktrail sources create <name> (it prints the write key)",
         ),
     ]
 

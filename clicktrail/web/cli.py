@@ -1,4 +1,4 @@
-"""Operator commands: ``flask --app clicktrail.web sources|schemas|deadletters|users|doctor ...``.
+"""Operator commands: ``clicktrail sources|schemas|deadletters|users|doctor ...``.
 
 Each opens only what it needs and closes it when done; a dependency that is down ends a command
 with a one-line error rather than a traceback."""

@@ -87,7 +87,7 @@ def _caller(services: Services, feed: DebugEvents) -> str | None:
             "write_key_not_accepted",
             "the debugger does not take write keys (every page with a browser SDK shows them):"
             " send Authorization: Bearer <debugger key>"
-            " (flask --app clicktrail.web sources debugger-key NAME) or the admin token",
+            " (clicktrail sources debugger-key NAME) or the admin token",
         )
     token = auth.token if auth is not None and auth.type == "bearer" else None
     if not token:

@@ -396,7 +396,7 @@ def document() -> dict[str, Any]:
                 "debuggerKey": {
                     "type": "http",
                     "scheme": "bearer",
-                    "description": "A source's debugger key (flask --app clicktrail.web sources "
+                    "description": "A source's debugger key (clicktrail sources "
                     "debugger-key NAME); never its write key.",
                 },
                 "metrics": {"type": "http", "scheme": "bearer", "description": "METRICS_TOKEN."},

@@ -1,4 +1,4 @@
-"""The history sink (``python -m clicktrail.workers.sink``): events topic -> Postgres.
+"""The history sink (``clicktrail sink``): events topic -> Postgres.
 
 Reads the events topic in a consumer group, and for each batch, in one transaction, writes the
 history rows and applies the profile changes of the events written for the first time; only

@@ -164,16 +164,16 @@ def stack_env(
     )
 
 
-FlaskCli = Callable[..., "subprocess.CompletedProcess[str]"]
+ClicktrailCli = Callable[..., "subprocess.CompletedProcess[str]"]
 
 
 @pytest.fixture(scope="session")
-def flask_cli(stack_env: dict[str, str]) -> FlaskCli:
-    """Runs ``flask --app clicktrail.web <args>`` against the test run's stack."""
+def clicktrail_cli(stack_env: dict[str, str]) -> ClicktrailCli:
+    """Runs ``clicktrail <args>`` against the test run's stack."""
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "flask", "--app", "web", *args],
+            [sys.executable, "-m", "clicktrail", *args],
             env=stack_env,
             cwd=PROJECT_ROOT,
             capture_output=True,

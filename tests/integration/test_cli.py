@@ -17,7 +17,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from clicktrail.db import Database
 from clicktrail.profiles import ProfileWriter
 from clicktrail.sources import SourceStore, new_write_key
-from tests.integration.conftest import FlaskCli, TopicNames
+from tests.integration.conftest import ClicktrailCli, TopicNames
 from tests.support.catalogue import copy_catalogue, evolved, require_sku
 from tests.support.infra import KafkaCollector, free_port, wait_for
 from tests.support.paths import PROJECT_ROOT
@@ -25,15 +25,15 @@ from tests.support.registry_server import RegistryServer
 
 
 def test_sources_plan_shows_and_changes_a_tracking_plan(
-    database_url: str, flask_cli: FlaskCli
+    database_url: str, clicktrail_cli: ClicktrailCli
 ) -> None:
     name = f"cli-{uuid.uuid4().hex[:8]}"
     db = Database(database_url)
     try:
         SourceStore(db, cache_seconds=0).create(name, new_write_key())
 
-        shown = flask_cli("sources", "plan", name)
-        changed = flask_cli(
+        shown = clicktrail_cli("sources", "plan", name)
+        changed = clicktrail_cli(
             "sources",
             "plan",
             name,
@@ -44,7 +44,7 @@ def test_sources_plan_shows_and_changes_a_tracking_plan(
             "--unplanned",
             "deadletter",
         )
-        opened = flask_cli("sources", "plan", name, "--any-event")
+        opened = clicktrail_cli("sources", "plan", name, "--any-event")
         stored = SourceStore(db, cache_seconds=0).by_name(name)
     finally:
         db.close()
@@ -59,8 +59,8 @@ def test_sources_plan_shows_and_changes_a_tracking_plan(
     assert stored.settings["tracking_plan"] == {"unplanned": "deadletter"}
 
 
-def test_sources_plan_of_an_unknown_source_fails(flask_cli: FlaskCli) -> None:
-    result = flask_cli("sources", "plan", "no-such-source")
+def test_sources_plan_of_an_unknown_source_fails(clicktrail_cli: ClicktrailCli) -> None:
+    result = clicktrail_cli("sources", "plan", "no-such-source")
 
     assert result.returncode == 1
     assert "no source named 'no-such-source'" in result.stderr
@@ -80,13 +80,13 @@ def _status(base: str, key: str, **kwargs: Any) -> int:
 
 
 def test_keys_are_created_rotated_with_a_grace_period_and_revoked(
-    pipeline: str, flask_cli: FlaskCli
+    pipeline: str, clicktrail_cli: ClicktrailCli
 ) -> None:
     name = f"keys-{uuid.uuid4().hex[:8]}"
-    first = _created_key(flask_cli("sources", "create", name))
+    first = _created_key(clicktrail_cli("sources", "create", name))
     assert _status(pipeline, first) == 200
 
-    rotated = flask_cli("sources", "rotate", name, "--grace-hours", "0.002")  # 7.2 s
+    rotated = clicktrail_cli("sources", "rotate", name, "--grace-hours", "0.002")  # 7.2 s
     assert rotated.returncode == 0, rotated.stderr
     second = rotated.stdout.split("new write key: ")[1].split()[0]
     time.sleep(1.5)  # past the API's source cache: what follows is the database's answer
@@ -94,10 +94,10 @@ def test_keys_are_created_rotated_with_a_grace_period_and_revoked(
     wait_for(lambda: _status(pipeline, first) == 401, "the old key expiring", timeout=20)
     assert _status(pipeline, second) == 200
 
-    listed = flask_cli("sources", "list")
-    revoked = flask_cli("sources", "revoke", name)
+    listed = clicktrail_cli("sources", "list")
+    revoked = clicktrail_cli("sources", "revoke", name)
     wait_for(lambda: _status(pipeline, second) == 401, "the revoked key refused", timeout=10)
-    after = flask_cli("sources", "list")
+    after = clicktrail_cli("sources", "list")
 
     assert first not in listed.stdout  # keys are shown by id (a hash prefix), never themselves
     assert second not in listed.stdout
@@ -119,12 +119,12 @@ def _key_states(listing: str, name: str) -> list[str]:
 
 
 def test_settings_are_checked_and_a_rate_limit_answers_429(
-    pipeline: str, flask_cli: FlaskCli
+    pipeline: str, clicktrail_cli: ClicktrailCli
 ) -> None:
     name = f"rate-{uuid.uuid4().hex[:8]}"
-    key = _created_key(flask_cli("sources", "create", name))
-    refused = flask_cli("sources", "settings", name, "rate_limit_events_per_second=-5")
-    set_rate = flask_cli("sources", "settings", name, "rate_limit_events_per_second=3")
+    key = _created_key(clicktrail_cli("sources", "create", name))
+    refused = clicktrail_cli("sources", "settings", name, "rate_limit_events_per_second=-5")
+    set_rate = clicktrail_cli("sources", "settings", name, "rate_limit_events_per_second=3")
     time.sleep(1.5)  # the API's source cache
     batch = {"batch": [{"type": "track", "userId": "u", "event": "Signed Up"}] * 3}
 
@@ -143,24 +143,26 @@ def test_settings_are_checked_and_a_rate_limit_answers_429(
 
 
 def test_dead_letters_are_listed_and_replayed_once_after_a_plan_fix(
-    pipeline: str, flask_cli: FlaskCli, kafka: KafkaCollector, topics: TopicNames
+    pipeline: str, clicktrail_cli: ClicktrailCli, kafka: KafkaCollector, topics: TopicNames
 ) -> None:
     name = f"replay-{uuid.uuid4().hex[:8]}"
     plan = '{"events": ["Signed Up"], "unplanned": "deadletter"}'
-    key = _created_key(flask_cli("sources", "create", name, "--setting", f"tracking_plan={plan}"))
+    key = _created_key(
+        clicktrail_cli("sources", "create", name, "--setting", f"tracking_plan={plan}")
+    )
     message_id = f"replay-{uuid.uuid4()}"
     body = {"userId": "u-replay", "event": "Coupon Clipped", "messageId": message_id}
     assert requests.post(f"{pipeline}/v1/track", json=body, auth=(key, ""), timeout=10).ok
     [dead] = kafka.wait_for([message_id], topic=topics.deadletter)[message_id]
 
-    listed = flask_cli("deadletters", "list", "--reason", "unplanned", "--idle", "2")
-    early = flask_cli("deadletters", "replay", "--reason", "unplanned", "--source", name,
+    listed = clicktrail_cli("deadletters", "list", "--reason", "unplanned", "--idle", "2")
+    early = clicktrail_cli("deadletters", "replay", "--reason", "unplanned", "--source", name,
                       "--dry-run", "--idle", "2")  # fmt: skip
-    flask_cli("sources", "plan", name, "--any-event", "--unplanned", "allow")
-    replayed = flask_cli("deadletters", "replay", "--reason", "unplanned", "--source", name,
+    clicktrail_cli("sources", "plan", name, "--any-event", "--unplanned", "allow")
+    replayed = clicktrail_cli("deadletters", "replay", "--reason", "unplanned", "--source", name,
                          "--idle", "2")  # fmt: skip
     [record] = kafka.wait_for([message_id], topic=topics.events)[message_id]
-    again = flask_cli("deadletters", "replay", "--reason", "unplanned", "--source", name,
+    again = clicktrail_cli("deadletters", "replay", "--reason", "unplanned", "--source", name,
                       "--idle", "2")  # fmt: skip
 
     assert listed.returncode == 0, listed.stderr
@@ -174,12 +176,12 @@ def test_dead_letters_are_listed_and_replayed_once_after_a_plan_fix(
     assert len([m for m in kafka.records(message_id) if m.topic == topics.events]) == 1
 
 
-def flask_with(
+def clicktrail_with(
     env: dict[str, str], *args: str, stdin: str = ""
 ) -> subprocess.CompletedProcess[str]:
-    """``flask --app clicktrail.web <args>`` with an environment of the test's making."""
+    """``clicktrail <args>`` with an environment of the test's making."""
     return subprocess.run(
-        [sys.executable, "-m", "flask", "--app", "web", *args],
+        [sys.executable, "-m", "clicktrail", *args],
         env=env,
         cwd=PROJECT_ROOT,
         input=stdin,
@@ -199,25 +201,32 @@ def flask_with(
         (("users", "show"), "an alias finds its user"),
         (("users", "erase"), "File an erasure request"),
         (("doctor",), "say what to fix"),
+        (("migrate",), "apply the migrations"),
+        (("topics",), "Kafka topics that are missing"),
+        (("dev-source",), "development source"),
+        (("tail",), "JSON lines"),
+        (("run",), "whole stack in the foreground"),
+        (("sink",), "history sink"),
+        (("flower",), "Flower for the workers"),
     ],
 )
 def test_every_command_explains_itself(
-    flask_cli: FlaskCli, command: tuple[str, ...], says: str
+    clicktrail_cli: ClicktrailCli, command: tuple[str, ...], says: str
 ) -> None:
-    result = flask_cli(*command, "--help")
+    result = clicktrail_cli(*command, "--help")
 
     assert result.returncode == 0, result.stderr
     assert says in " ".join(result.stdout.split())
 
 
 def test_schemas_check_passes_the_catalogue_and_fails_a_breaking_change(
-    flask_cli: FlaskCli, tmp_path: Path
+    clicktrail_cli: ClicktrailCli, tmp_path: Path
 ) -> None:
     breaking = copy_catalogue(tmp_path / "schemas")
     evolved(breaking, "events/product_viewed", "2-0-1", require_sku)
 
-    shipped = flask_cli("schemas", "check")
-    broken = flask_cli("schemas", "check", "--dir", str(breaking))
+    shipped = clicktrail_cli("schemas", "check")
+    broken = clicktrail_cli("schemas", "check", "--dir", str(breaking))
 
     assert shipped.returncode == 0, shipped.stdout + shipped.stderr
     assert "every version is backward compatible" in shipped.stdout
@@ -227,12 +236,12 @@ def test_schemas_check_passes_the_catalogue_and_fails_a_breaking_change(
 
 
 def test_schemas_register_fills_the_registry_and_needs_one(
-    stack_env: dict[str, str], flask_cli: FlaskCli, run_id: str
+    stack_env: dict[str, str], clicktrail_cli: ClicktrailCli, run_id: str
 ) -> None:
     server = RegistryServer().start()
     prefix = f"ct-cli-{run_id}"
     try:
-        registered = flask_with(
+        registered = clicktrail_with(
             {**stack_env, "SCHEMA_REGISTRY_URL": server.url, "SCHEMA_SUBJECT_PREFIX": prefix},
             "schemas",
             "register",
@@ -240,7 +249,7 @@ def test_schemas_register_fills_the_registry_and_needs_one(
         subjects = SchemaRegistryClient({"url": server.url}).get_subjects()
     finally:
         server.stop()
-    nowhere = flask_cli("schemas", "register")
+    nowhere = clicktrail_cli("schemas", "register")
 
     assert registered.returncode == 0, registered.stdout + registered.stderr
     assert f"ok      {prefix}.events.product_viewed.v1 v1" in registered.stdout
@@ -250,7 +259,7 @@ def test_schemas_register_fills_the_registry_and_needs_one(
 
 
 def test_users_show_prints_a_profile_and_erase_files_a_request_once(
-    database_url: str, flask_cli: FlaskCli
+    database_url: str, clicktrail_cli: ClicktrailCli
 ) -> None:
     user = f"cli-user-{uuid.uuid4().hex[:8]}"
     db = Database(database_url)
@@ -265,12 +274,12 @@ def test_users_show_prints_a_profile_and_erase_files_a_request_once(
                 ],
             )  # fmt: skip
 
-        shown = flask_cli("users", "show", user)
-        by_alias = flask_cli("users", "show", f"anon-{user}")
-        unknown = flask_cli("users", "show", f"nobody-{user}")
-        unconfirmed = flask_cli("users", "erase", user)
-        erased = flask_cli("users", "erase", user, "--yes")
-        again = flask_cli("users", "erase", f"anon-{user}", "--yes")
+        shown = clicktrail_cli("users", "show", user)
+        by_alias = clicktrail_cli("users", "show", f"anon-{user}")
+        unknown = clicktrail_cli("users", "show", f"nobody-{user}")
+        unconfirmed = clicktrail_cli("users", "erase", user)
+        erased = clicktrail_cli("users", "erase", user, "--yes")
+        again = clicktrail_cli("users", "erase", f"anon-{user}", "--yes")
         with db.connection() as conn:
             pending = conn.execute(
                 "SELECT id FROM erasure_requests WHERE user_id = %s AND completed_at IS NULL",
@@ -295,8 +304,8 @@ def test_users_show_prints_a_profile_and_erase_files_a_request_once(
     assert len(pending) == 1
 
 
-def test_doctor_passes_a_healthy_stack(pipeline: str, flask_cli: FlaskCli) -> None:
-    result = flask_cli("doctor")
+def test_doctor_passes_a_healthy_stack(pipeline: str, clicktrail_cli: ClicktrailCli) -> None:
+    result = clicktrail_cli("doctor")
 
     assert result.returncode == 0, result.stdout + result.stderr
     for line in ("ok    redis", "ok    postgres", "ok    kafka", "ok    workers",
@@ -306,10 +315,10 @@ def test_doctor_passes_a_healthy_stack(pipeline: str, flask_cli: FlaskCli) -> No
 
 def test_doctor_names_each_problem_and_its_fix(stack_env: dict[str, str], run_id: str) -> None:
     nothing_there = f"127.0.0.1:{free_port()}"
-    broken = flask_with(
+    broken = clicktrail_with(
         {**stack_env, "SESSION_TIMEOUT_SECONDS": "soon", "MAX_DELIVERIES": "0"}, "doctor"
     )
-    unreachable = flask_with(
+    unreachable = clicktrail_with(
         {
             **stack_env,
             "KAFKA_BOOTSTRAP_SERVERS": nothing_there,
@@ -334,3 +343,17 @@ def test_doctor_names_each_problem_and_its_fix(stack_env: dict[str, str], run_id
     assert f"point KAFKA_BOOTSTRAP_SERVERS at one (now {nothing_there})" in out
     assert "WARN  ADMIN_TOKEN" in out
     assert "hunter2" not in out + unreachable.stderr
+
+
+def test_the_flask_command_line_runs_the_same_groups(stack_env: dict[str, str]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "clicktrail.web", "sources", "--help"],
+        env=stack_env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "Sources and their write keys." in result.stdout

@@ -11,7 +11,7 @@ from typing import Any
 
 import requests
 
-from tests.integration.conftest import ADMIN_TOKEN, FlaskCli, SourceUnderTest
+from tests.integration.conftest import ADMIN_TOKEN, ClicktrailCli, SourceUnderTest
 from tests.support.infra import KafkaCollector
 
 # Workers look up which sources are watched at most once a second.
@@ -26,25 +26,25 @@ def bearer(token: str) -> dict[str, Any]:
     return {"headers": {"Authorization": f"Bearer {token}"}}
 
 
-def new_key(flask_cli: FlaskCli, name: str) -> str:
-    made = flask_cli("sources", "debugger-key", name)
+def new_key(clicktrail_cli: ClicktrailCli, name: str) -> str:
+    made = clicktrail_cli("sources", "debugger-key", name)
     assert made.returncode == 0, made.stderr
     found = re.search(r"debugger key: (\S+)", made.stdout)
     assert found is not None, made.stdout
     return found.group(1)
 
 
-def source_name(flask_cli: FlaskCli, source: SourceUnderTest) -> str:
-    listed = flask_cli("sources", "list")
+def source_name(clicktrail_cli: ClicktrailCli, source: SourceUnderTest) -> str:
+    listed = clicktrail_cli("sources", "list")
     names = [line.split()[0] for line in listed.stdout.splitlines() if source.id in line]
     assert names, listed.stdout
     return names[0]
 
 
 def test_the_write_key_opens_nothing_and_a_debugger_key_opens_its_source(
-    pipeline: str, source: SourceUnderTest, flask_cli: FlaskCli, kafka: KafkaCollector
+    pipeline: str, source: SourceUnderTest, clicktrail_cli: ClicktrailCli, kafka: KafkaCollector
 ) -> None:
-    key = new_key(flask_cli, source_name(flask_cli, source))
+    key = new_key(clicktrail_cli, source_name(clicktrail_cli, source))
     assert feed(pipeline, **bearer(key)).status_code == 200
     time.sleep(WATCH_NOTICED)
     message_id = f"access-{uuid.uuid4()}"
@@ -81,23 +81,23 @@ def test_the_write_key_opens_nothing_and_a_debugger_key_opens_its_source(
 
 
 def test_a_new_debugger_key_stops_the_old_one(
-    pipeline: str, source: SourceUnderTest, flask_cli: FlaskCli
+    pipeline: str, source: SourceUnderTest, clicktrail_cli: ClicktrailCli
 ) -> None:
-    name = source_name(flask_cli, source)
-    old = new_key(flask_cli, name)
+    name = source_name(clicktrail_cli, source)
+    old = new_key(clicktrail_cli, name)
     assert feed(pipeline, **bearer(old)).status_code == 200
-    new = new_key(flask_cli, name)
+    new = new_key(clicktrail_cli, name)
     # The API remembers a key it found for SOURCE_CACHE_SECONDS (1 s in these tests).
     time.sleep(1.5)
     old_after_rotation = feed(pipeline, **bearer(old)).status_code
     new_after_rotation = feed(pipeline, **bearer(new)).status_code
-    revoked = flask_cli("sources", "debugger-key", name, "--revoke")
+    revoked = clicktrail_cli("sources", "debugger-key", name, "--revoke")
     time.sleep(1.5)
 
     assert (old_after_rotation, new_after_rotation) == (401, 200)
     assert feed(pipeline, **bearer(new)).status_code == 401
     assert revoked.returncode == 0
     assert "revoked 1 debugger key(s)" in revoked.stdout
-    stored = flask_cli("sources", "list")
+    stored = clicktrail_cli("sources", "list")
     assert new not in stored.stdout
     assert old not in stored.stdout

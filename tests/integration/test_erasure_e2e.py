@@ -27,7 +27,7 @@ from clicktrail.profiles import ProfileWriter
 from clicktrail.sessions import mark_key
 from clicktrail.sources import SourceStore, new_write_key
 from clicktrail.workers.runtime import Runtime
-from tests.integration.conftest import ADMIN_TOKEN, FlaskCli, TopicNames
+from tests.integration.conftest import ADMIN_TOKEN, ClicktrailCli, TopicNames
 from tests.support.events import published, uid
 from tests.support.infra import KafkaCollector, Service, wait_for
 
@@ -246,14 +246,14 @@ def test_an_erased_users_events_leave_the_live_debugger(
 def test_a_replay_after_the_erasure_skips_the_erased_users_dead_letters(
     pipeline: str,
     runtime: Runtime,
-    flask_cli: FlaskCli,
+    clicktrail_cli: ClicktrailCli,
     kafka: KafkaCollector,
     topics: TopicNames,
     client: redis.Redis,
 ) -> None:
     name = f"erasure-replay-{uuid.uuid4().hex[:8]}"
     plan = '{"events": [], "unplanned": "deadletter"}'
-    created = flask_cli("sources", "create", name, "--setting", f"tracking_plan={plan}")
+    created = clicktrail_cli("sources", "create", name, "--setting", f"tracking_plan={plan}")
     assert created.returncode == 0, created.stderr
     [key] = [
         line.split("write key: ")[1] for line in created.stdout.splitlines() if "key: " in line
@@ -268,10 +268,10 @@ def test_a_replay_after_the_erasure_skips_the_erased_users_dead_letters(
     erase(pipeline, runtime, user)
     # Long after the erasure the workers no longer remember it: the replay must not need them to.
     client.delete(mark_key(user))
-    fixed = flask_cli("sources", "plan", shop.name, "--any-event", "--unplanned", "allow")
+    fixed = clicktrail_cli("sources", "plan", shop.name, "--any-event", "--unplanned", "allow")
     assert fixed.returncode == 0, fixed.stderr
 
-    replayed = flask_cli("deadletters", "replay", "--reason", "unplanned", "--source", shop.name,
+    replayed = clicktrail_cli("deadletters", "replay", "--reason", "unplanned", "--source", shop.name,
                          "--idle", "2")  # fmt: skip
     kafka.wait_for([stays], topic=topics.events)
     time.sleep(2)

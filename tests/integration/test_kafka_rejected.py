@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.integration.conftest import FlaskCli, SourceUnderTest, TopicNames
+from tests.integration.conftest import ClicktrailCli, SourceUnderTest, TopicNames
 from tests.support.infra import (
     KafkaCollector,
     claim_redis_db,
@@ -45,7 +45,7 @@ def test_an_event_too_large_for_kafka_is_dead_lettered_and_its_batch_published(
     topics: TopicNames,
     kafka: KafkaCollector,
     logs_dir: Path,
-    flask_cli: FlaskCli,
+    clicktrail_cli: ClicktrailCli,
 ) -> None:
     env = {**own_env, "KAFKA_MESSAGE_MAX_BYTES": str(MAX_BYTES)}
     worker, api, base = start_worker_and_api(env, logs_dir, "too-large")
@@ -86,7 +86,7 @@ def test_an_event_too_large_for_kafka_is_dead_lettered_and_its_batch_published(
         assert "publish incomplete" not in worker.output()
 
         # A summary cannot be replayed as the event it stands for: a replay says so and skips it.
-        replay = flask_cli("deadletters", "replay", "--reason", "kafka_rejected", "--dry-run")
+        replay = clicktrail_cli("deadletters", "replay", "--reason", "kafka_rejected", "--dry-run")
         assert replay.returncode == 0, replay.stderr
         assert re.search(r"skipped [1-9]\d* event\(s\) too large for Kafka", replay.stdout)
     finally:

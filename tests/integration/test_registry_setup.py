@@ -38,7 +38,7 @@ def unregistered(
 
 def doctor(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "flask", "--app", "web", "doctor"],
+        [sys.executable, "-m", "clicktrail", "doctor"],
         env=env,
         cwd=PROJECT_ROOT,
         capture_output=True,

@@ -25,7 +25,7 @@ class SchemaStack:
 
 
 def clicktrail_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    """``python -m clicktrail <args>``, as the make targets run it."""
+    """``clicktrail <args>``, as the make targets run it."""
     return subprocess.run(
         [sys.executable, "-m", "clicktrail", *args],
         env=env,

@@ -1,4 +1,4 @@
-"""`python -m clicktrail schemas ...`, run as `make schemas-check` and `-register` do."""
+"""`clicktrail schemas ...`, run as `make schemas-check` and `-register` do."""
 
 from __future__ import annotations
 

@@ -71,9 +71,7 @@ def test_the_report_puts_each_fix_under_its_problem() -> None:
         [
             Finding("dependencies", "redis", "ok", "answers"),
             Finding("dependencies", "kafka", "fail", "timed out", "start a broker"),
-            Finding(
-                "setup", "sources", "warn", "no source", "flask --app clicktrail.web sources create"
-            ),
+            Finding("setup", "sources", "warn", "no source", "clicktrail sources create"),
         ]
     )
 
@@ -84,6 +82,6 @@ def test_the_report_puts_each_fix_under_its_problem() -> None:
         "        fix: start a broker",
         "setup",
         "  WARN  sources: no source",
-        "        fix: flask --app clicktrail.web sources create",
+        "        fix: clicktrail sources create",
         "1 problem(s), 1 warning(s)",
     ]

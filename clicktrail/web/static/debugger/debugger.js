@@ -241,7 +241,7 @@
     $("connect").hidden = true;
     $("watch").hidden = false;
     if (!body.sources.length) {
-      setStatus("There is no source yet: create one with flask --app clicktrail.web sources create", true);
+      setStatus("There is no source yet: create one with clicktrail sources create", true);
       return;
     }
     const remembered = sessionStorage.getItem(`${STORE}-source`);
