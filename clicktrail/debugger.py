@@ -44,6 +44,7 @@ from clicktrail.db import Database
 from clicktrail.enrich import EnrichmentSettings
 from clicktrail.errors import DependencyUnavailable
 from clicktrail.kafka import Record
+from clicktrail.message import Part
 from clicktrail.redisconn import REDIS_DOWN
 from clicktrail.sources import hash_write_key
 
@@ -209,7 +210,7 @@ class DebugTap:
         self._refresh_at = float("-inf")
         self._windows: dict[str, _Window] = {}
 
-    def offer(self, prepared: Sequence[tuple[dict[str, Any], list[Record]]]) -> None:
+    def offer(self, prepared: Sequence[tuple[Part, list[Record]]]) -> None:
         """Keep the entries of each prepared request whose source is watched, in one
         round-trip for all of them. Never raises: the debugger must not cost the pipeline an
         event."""
@@ -219,7 +220,7 @@ class DebugTap:
         try:
             by_source: dict[str, list[bytes]] = {}
             for request, records in prepared:
-                source_id = str(request["source"]["id"])
+                source_id = request.source_id
                 if source_id not in watched:
                     continue
                 kept = [r for r in records if r.value is not None]
@@ -253,12 +254,10 @@ class DebugTap:
                 self._watched = frozenset()
         return self._watched
 
-    def _entries(self, payload: dict[str, Any], records: Sequence[Record]) -> list[bytes]:
-        settings = EnrichmentSettings.from_settings(payload["source"].get("settings") or {})
+    def _entries(self, part: Part, records: Sequence[Record]) -> list[bytes]:
+        settings = EnrichmentSettings.from_settings(part.settings)
         received = {
-            str(event.get("messageId")): event
-            for event in payload.get("events") or []
-            if isinstance(event, dict)
+            str(event.get("messageId")): event for event in part.events if isinstance(event, dict)
         }
         entries = []
         for record in records:

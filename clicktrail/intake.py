@@ -18,7 +18,7 @@ import orjson
 
 from clicktrail.clock import format_ts
 from clicktrail.errors import InvalidInput, PayloadTooLarge
-from clicktrail.queue import MAX_EVENT_DEPTH
+from clicktrail.message import MAX_EVENT_DEPTH
 
 CALL_TYPES = ("track", "page", "screen", "identify", "group", "alias")
 MAX_EVENT_BYTES = 32 * 1024
@@ -245,7 +245,7 @@ def _check_identity(event: dict[str, Any], where: str) -> None:
 def nesting_error(events: list[dict[str, Any]], batch: bool) -> InvalidInput:
     """The 400 for events the queue could not encode: names the first event field that nests
     deeper than MAX_EVENT_DEPTH. Walks only on this path: the bound itself is checked by the
-    encoder (clicktrail.queue.encode_part)."""
+    encoder (clicktrail.message.Part.encode)."""
     for index, event in enumerate(events):
         for name, value in event.items():
             if _deeper_than(value, MAX_EVENT_DEPTH - 1):

@@ -1,6 +1,7 @@
-"""The pipeline as plain functions: validate -> enrich -> publish, for one task's payload.
+"""The pipeline as plain functions: validate -> enrich -> publish, for one task's message.
 
-A payload holds the events of one request, or of several that reached one API process at once.
+A message (``clicktrail.message``) holds the events of one request, or of several that reached
+one API process at once.
 Events are validated one by one; valid ones are enriched (IP protection, session, clock skew)
 and go to the events topic, invalid ones go, one record each with every error, to the
 dead-letter topic, as does (``processing_failed``, with the error) an event that made
@@ -15,7 +16,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -29,6 +30,7 @@ from clicktrail.enrich import Enricher, EnrichmentSettings, attach_session
 from clicktrail.errors import TransientError
 from clicktrail.kafka import Delivery, Publisher, Record, refused_for_size
 from clicktrail.logs import bound, message_id_fields
+from clicktrail.message import Message, Part
 from clicktrail.metrics import (
     DUPLICATES_DROPPED,
     END_TO_END_SECONDS,
@@ -36,7 +38,7 @@ from clicktrail.metrics import (
     EVENTS_PUBLISHED,
     EVENTS_VALIDATED,
 )
-from clicktrail.queue import INGEST_TASK, group_payload, payload_parts
+from clicktrail.queue import INGEST_TASK
 from clicktrail.sessions import SessionTracker, Touch
 from clicktrail.telemetry import context_of, start_span, traceparent_of
 from clicktrail.validation import EventValidator, TrackingPlan, Verdict
@@ -71,12 +73,12 @@ class Outcome:
 
 
 class PublishIncomplete(TransientError):
-    """Some records got no clean delivery report. ``retry_payload`` carries only those records."""
+    """Some records got no clean delivery report. ``retry`` carries only those records."""
 
-    def __init__(self, failures: list[Delivery], retry_payload: dict[str, Any]) -> None:
+    def __init__(self, failures: list[Delivery], retry: Message) -> None:
         super().__init__(f"{len(failures)} record(s) not delivered: {failures[0].error}")
         self.failures = failures
-        self.retry_payload = retry_payload
+        self.retry = retry
 
 
 def kafka_key(event: dict[str, Any]) -> str | None:
@@ -119,14 +121,14 @@ class Erasures(Protocol):
     """Drops the events of erased users received before their erasure
     (``clicktrail.purge.ErasureMarks``)."""
 
-    def without_erased(self, parts: list[dict[str, Any]]) -> list[dict[str, Any]]: ...
+    def without_erased(self, parts: Sequence[Part]) -> list[Part]: ...
 
 
 class Tap(Protocol):
     """Sees each request's records once prepared (``clicktrail.debugger.DebugTap``); must never
     raise."""
 
-    def offer(self, prepared: list[tuple[dict[str, Any], list[Record]]]) -> None: ...
+    def offer(self, prepared: list[tuple[Part, list[Record]]]) -> None: ...
 
 
 class Pipeline:
@@ -158,18 +160,18 @@ class Pipeline:
         self._tap = tap
         self._erasures = erasures
 
-    def process(self, payload: dict[str, Any]) -> Outcome:
-        """Publish a payload's events; raises PublishIncomplete (retry) or TransientError.
+    def process(self, message: Message) -> Outcome:
+        """Publish a message's events; raises PublishIncomplete (retry) or TransientError.
 
-        A payload holds one request's events or records, or several requests' (``parts``): they
+        A message holds one request's events or records, or several requests' (its parts): they
         are validated and enriched together, with one Redis round-trip for all their sessions
         and one wait for all their delivery reports.
         """
-        parts = payload_parts(payload)
+        parts = list(message.parts)
         if self._erasures is not None:
             parts = self._erasures.without_erased(parts)
         with _part_spans(parts) as spans:
-            fresh = [i for i, part in enumerate(parts) if "records" not in part]
+            fresh = [i for i, part in enumerate(parts) if not part.is_retry]
             prepared = (
                 dict(zip(fresh, self.prepare([parts[i] for i in fresh]), strict=True))
                 if fresh
@@ -178,26 +180,26 @@ class Pipeline:
             if self._tap is not None and prepared:
                 self._tap.offer([(parts[i], rs) for i, rs in prepared.items()])
             records = [
-                prepared[i] if i in prepared else [Record.from_json(r) for r in part["records"]]
+                prepared[i] if i in prepared else list(part.records or ())
                 for i, part in enumerate(parts)
             ]
             self._publish(parts, records, spans)
         dead = sum(1 for rs in records for r in rs if r.topic == self._topics.deadletter)
         return Outcome(published=sum(len(rs) for rs in records) - dead, dead_lettered=dead)
 
-    def prepare(self, parts: list[dict[str, Any]]) -> list[list[Record]]:
+    def prepare(self, parts: Sequence[Part]) -> list[list[Record]]:
         """Validate and enrich the events of each part into Kafka records (events and dead
         letters), in the order of the events. Whatever one event raises (but a dependency
         being away) dead-letters that event alone as ``processing_failed``."""
-        sources: list[str] = [part["source"]["id"] for part in parts]
-        # Work on copies: a retried task is handed the very payload this call received.
+        sources = [part.source_id for part in parts]
+        # Work on copies: a retried task is handed the very message this call received.
         batches, failed = _copies(parts)
         if self._seen is not None:
             batches = self._drop_delivered(sources, batches)
 
         jobs: list[_Job] = []
         for part, source_id, events in zip(parts, sources, batches, strict=True):
-            settings: dict[str, Any] = part["source"].get("settings") or {}
+            settings = part.settings
             plan = TrackingPlan.from_settings(settings)
             verdicts = [failed.get(id(event)) or self._validate(event, plan) for event in events]
             outcomes = Counter(
@@ -308,31 +310,28 @@ class Pipeline:
             kept.append(fresh)
         return kept
 
-    def dead_letter_all(self, payload: dict[str, Any], reason: str, message: str) -> None:
-        """Give up on a payload that cannot be processed: every event to the dead-letter topic.
+    def dead_letter_all(self, message: Message, reason: str, why: str) -> None:
+        """Give up on a message that cannot be processed: every event to the dead-letter topic.
 
         Raises PublishIncomplete when the dead-letter topic cannot take them either.
         """
-        parts = payload_parts(payload)
-        error = {"path": "/", "keyword": reason, "message": message, "schema": ""}
+        parts = list(message.parts)
+        error = {"path": "/", "keyword": reason, "message": why, "schema": ""}
         with _part_spans(parts) as spans:
             records = []
             for part in parts:
-                source_id = part["source"]["id"]
-                if "records" in part:
+                source_id = part.source_id
+                if part.records is not None:
                     events = [
-                        r["value"] for r in part["records"] if r["topic"] != self._topics.deadletter
+                        r.value
+                        for r in part.records
+                        if r.topic != self._topics.deadletter and r.value is not None
                     ]
-                    kept = [
-                        Record.from_json(r)
-                        for r in part["records"]
-                        if r["topic"] == self._topics.deadletter
-                    ]
+                    kept = [r for r in part.records if r.topic == self._topics.deadletter]
                 else:
-                    events, kept = [_copy(event) for event in part["events"]], []
-                settings = part["source"].get("settings") or {}
+                    events, kept = [_copy(event) for event in part.events], []
                 try:
-                    switches = EnrichmentSettings.from_settings(settings)
+                    switches = EnrichmentSettings.from_settings(part.settings)
                 except ValueError:  # unreadable settings: protect as much as the defaults do
                     switches = EnrichmentSettings()
                 part_records = list(kept)
@@ -343,9 +342,7 @@ class Pipeline:
                 records.append(part_records)
             self._publish(parts, records, spans)
 
-    def _publish(
-        self, parts: list[dict[str, Any]], records: list[list[Record]], spans: list[Span]
-    ) -> None:
+    def _publish(self, parts: list[Part], records: list[list[Record]], spans: list[Span]) -> None:
         """Publish every part's records with one wait for all reports. Each part gets a produce
         span under its own span, whose context its records carry as their traceparent."""
         produce_spans = [
@@ -388,15 +385,12 @@ class Pipeline:
                 self._log_part(span, mine, len(failed[-1]))
         failures = [d for part_failures in failed for d in part_failures]
         if failures:
-            retry_parts = [
-                {
-                    **{k: v for k, v in part.items() if k not in ("events", "records")},
-                    "records": [d.record.to_json() for d in part_failures],
-                }
+            retry = Message.of(
+                part.retrying([d.record for d in part_failures])
                 for part, part_failures in zip(parts, failed, strict=True)
                 if part_failures
-            ]
-            raise PublishIncomplete(failures, group_payload(retry_parts))
+            )
+            raise PublishIncomplete(failures, retry)
 
     def _divert_rejected(self, deliveries: list[Delivery]) -> list[Delivery]:
         """Records Kafka will never take go to the dead-letter topic instead, with Kafka's error
@@ -570,20 +564,18 @@ def _copy(event: Any) -> Any:
         return _json_safe(event)
 
 
-def _copies(
-    parts: list[dict[str, Any]],
-) -> tuple[list[list[dict[str, Any]]], dict[int, Verdict]]:
+def _copies(parts: Sequence[Part]) -> tuple[list[list[dict[str, Any]]], dict[int, Verdict]]:
     """JSON copies of each part's events (one encoding for all of them), and the failure of each
     event that could not be encoded (keyed by the id of its copy)."""
     try:
-        return orjson.loads(orjson.dumps([part["events"] for part in parts])), {}
+        return orjson.loads(orjson.dumps([part.events for part in parts])), {}
     except (TypeError, orjson.JSONEncodeError):
         pass
     failed: dict[int, Verdict] = {}
     batches = []
     for part in parts:
         events = []
-        for event in part["events"]:
+        for event in part.events:
             try:
                 events.append(orjson.loads(orjson.dumps(event)))
             except (TypeError, orjson.JSONEncodeError) as exc:
@@ -710,11 +702,11 @@ class _Job:
 
 
 @contextmanager
-def _part_spans(parts: list[dict[str, Any]]) -> Iterator[list[Span]]:
+def _part_spans(parts: Sequence[Part]) -> Iterator[list[Span]]:
     """The span of the ingest task for each part, continuing its request's trace; an error
     is recorded on all of them."""
     spans = [
-        start_span(INGEST_TASK, context=context_of(part.get("traceparent")), kind=SpanKind.CONSUMER)
+        start_span(INGEST_TASK, context=context_of(part.traceparent), kind=SpanKind.CONSUMER)
         for part in parts
     ]
     try:

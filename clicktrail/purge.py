@@ -19,8 +19,8 @@ with ``reason: retention``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -32,6 +32,7 @@ from clicktrail.db import Database
 from clicktrail.debugger import forget_entries
 from clicktrail.errors import DependencyUnavailable, TransientError
 from clicktrail.kafka import Delivery, Publisher, Record
+from clicktrail.message import Part
 from clicktrail.metrics import PROFILES_PURGED
 from clicktrail.redisconn import REDIS_DOWN
 from clicktrail.sessions import SessionStore, mark_key
@@ -56,9 +57,9 @@ def _received_ms(event: dict[str, Any]) -> int | None:
     return None if received is None else _ms(received)
 
 
-def _event_of(record: dict[str, Any]) -> Any:
+def _event_of(record: Record) -> Any:
     """The event a queued record carries (a dead letter wraps it)."""
-    value = record.get("value")
+    value = record.value
     if isinstance(value, dict) and isinstance(value.get("event"), dict) and "reason" in value:
         return value["event"]
     return value
@@ -104,19 +105,18 @@ class ErasureMarks:
             raise DependencyUnavailable("redis", str(exc)) from exc
         return {i: int(at) for i, at in zip(wanted, found, strict=True) if at is not None}
 
-    def without_erased(self, parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def without_erased(self, parts: Sequence[Part]) -> list[Part]:
         """The parts of a task without the events (or queued records) of erased ids received
         before their erasure. Raises DependencyUnavailable (the task is retried)."""
         ids: set[str] = set()
         for part in parts:
-            for event in part.get("events") or []:
+            for event in part.events:
                 ids |= _identities(event)
-            for record in part.get("records") or []:
-                if isinstance(record, dict):
-                    ids |= _identities(_event_of(record))
+            for record in part.records or ():
+                ids |= _identities(_event_of(record))
         marks = self.erased(ids)
         if not marks:
-            return parts
+            return list(parts)
         if self._on_erased is not None:
             self._on_erased(marks)
 
@@ -129,14 +129,13 @@ class ErasureMarks:
 
         kept_parts, dropped = [], 0
         for part in parts:
-            if "records" in part:
-                records = [r for r in part["records"] if not erased(_event_of(r))]
-                dropped += len(part["records"]) - len(records)
-                kept_parts.append({**part, "records": records})
+            if part.records is not None:
+                records = [r for r in part.records if not erased(_event_of(r))]
+                kept_parts.append(replace(part, records=records))
             else:
-                events = [e for e in part.get("events") or [] if not erased(e)]
-                dropped += len(part.get("events") or []) - len(events)
-                kept_parts.append({**part, "events": events})
+                events = [e for e in part.events if not erased(e)]
+                kept_parts.append(replace(part, events=events))
+            dropped += part.size - kept_parts[-1].size
         if dropped:
             log.info("dropped %d event(s) of erased users received before their erasure", dropped)
         return kept_parts

@@ -1,4 +1,5 @@
-"""The contract between the API (which enqueues) and the workers (which own Celery).
+"""The contract between the API (which enqueues) and the workers (which own Celery); what a
+task message holds is ``clicktrail.message``'s.
 
 Tasks are sent by name with one JSON argument, so the API never imports task code. The Celery
 settings live here as plain data because every process that touches the broker (API, worker,
@@ -23,15 +24,6 @@ INGEST_TASK = "clicktrail.ingest"
 PURGE_TASK = "clicktrail.purge_profiles"
 QUEUE = "clicktrail"
 
-# Payload format of INGEST_TASK (bump when it changes incompatibly; workers accept old ones):
-#   a part, one request's events: {"v": 1, "source": {"id", "settings"}, "events": [...],
-#                                  "traceparent": str | None}
-#   or a group of parts, requests that reached one API process together: {"v": 2, "parts": [...]}
-# A retry carries "records" (Kafka-ready, already enriched) instead of "events", so that a
-# retried publish neither re-enriches nor re-counts sessions.
-PAYLOAD_VERSION = 1
-GROUP_VERSION = 2
-
 # Task arguments are JSON written by orjson (several times faster than kombu's json on event
 # batches) and compressed with zlib at its fastest level (a microsecond an event): a queued event
 # then takes a tenth or less of the Redis memory, and every copy of a message (the queue, kombu's
@@ -41,18 +33,6 @@ CONTENT_TYPE = "application/x-clicktrail-zjson"
 
 # Celery holds a retry, unacked, until its countdown is due: at most this many per worker.
 ETA_TASK_LIMIT = 1000
-
-# How deep an event may nest (the event object is one level). orjson writes at most 254 levels;
-# a task message puts an event 7 levels down, a retry's dead letter 9, and the consumers we know
-# of read far deeper (Jackson 1,000, Python's json about as many), so 128 leaves room to spare.
-MAX_EVENT_DEPTH = 128
-_ORJSON_DEPTH = 254
-# An event of a part sits in its third level ({"events": [event]}).
-_PADDING = _ORJSON_DEPTH - 2 - MAX_EVENT_DEPTH
-
-
-class Unencodable(ValueError):
-    """A part orjson cannot write: an event nests deeper than MAX_EVENT_DEPTH."""
 
 
 def celery_settings(settings: Settings) -> dict[str, Any]:
@@ -176,65 +156,3 @@ def task_message(task: str, queue: str, args: list[Any], argsrepr: str, origin: 
             },
         }
     )
-
-
-def encode_part(part: dict[str, Any]) -> bytes:
-    """One request's part as JSON, written in that request's thread so that whatever it holds
-    costs that request alone; a group then only splices parts (``orjson.Fragment``).
-
-    The part is written inside enough arrays that orjson's own depth limit refuses an event
-    deeper than MAX_EVENT_DEPTH: the bound costs no walk of its own.
-    """
-    wrapped: Any = part
-    for _ in range(_PADDING):
-        wrapped = [wrapped]
-    try:
-        padded = orjson.dumps(wrapped)
-    except orjson.JSONEncodeError as exc:
-        raise Unencodable(str(exc)) from None
-    return padded[_PADDING:-_PADDING]
-
-
-def payload_parts(payload: dict[str, Any]) -> list[dict[str, Any]]:
-    """The parts (one request's events or records each) of a task's payload."""
-    parts = payload.get("parts")
-    return list(parts) if isinstance(parts, list) else [payload]
-
-
-def group_payload(parts: list[Any]) -> Any:
-    """One payload for several parts (a lone part stays as it is); parts may be dicts or
-    already-encoded ``orjson.Fragment``s."""
-    return parts[0] if len(parts) == 1 else {"v": GROUP_VERSION, "parts": parts}
-
-
-def describe_group(requests: int, items: int, first: str) -> str:
-    """What monitors show of a group: its size and the description of its first part."""
-    return f"requests={requests} items={items} first=({first})"
-
-
-def describe_payload(payload: dict[str, Any]) -> str:
-    """What monitors and logs show of a payload: no event contents, no personal data."""
-    parts = payload_parts(payload)
-    if len(parts) > 1:
-        sizes = sum(len(p.get("events") or p.get("records") or []) for p in parts)
-        return describe_group(len(parts), sizes, describe_payload(parts[0]))
-    items = payload.get("events") or payload.get("records") or []
-    first = items[0] if items else {}
-    message_id = first.get("messageId") or (first.get("headers") or {}).get("event-id", "")
-    kind = "events" if "events" in payload else "records"
-    return f"source={payload.get('source', {}).get('id')} {kind}={len(items)} first={message_id}"
-
-
-def ingest_payload(
-    source_id: str,
-    source_settings: dict[str, Any],
-    events: list[dict[str, Any]],
-    traceparent: str | None,
-) -> dict[str, Any]:
-    """The one argument of INGEST_TASK for one request."""
-    return {
-        "v": PAYLOAD_VERSION,
-        "source": {"id": source_id, "settings": source_settings},
-        "events": events,
-        "traceparent": traceparent,
-    }

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +42,7 @@ class TrackingPlan:
     unplanned: str = "allow"
 
     @classmethod
-    def from_settings(cls, settings: dict[str, Any]) -> TrackingPlan:
+    def from_settings(cls, settings: Mapping[str, Any]) -> TrackingPlan:
         """The plan in a source's settings (``tracking_plan``); ValueError names what is wrong."""
         plan = settings.get("tracking_plan")
         if plan is None:

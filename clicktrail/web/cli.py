@@ -32,9 +32,9 @@ from clicktrail.health import dependency_checks, workers_check
 from clicktrail.history import erasure_cutoffs
 from clicktrail.intake import MAX_ID_CHARS
 from clicktrail.kafka import decode_value
+from clicktrail.message import Part
 from clicktrail.pipeline import is_summary
 from clicktrail.profiles import ProfileStore
-from clicktrail.queue import ingest_payload
 from clicktrail.sources import Source, SourceStore, new_write_key
 from clicktrail.validation import TrackingPlan
 from clicktrail.web.enqueue import CeleryEnqueuer
@@ -380,9 +380,7 @@ def _replay(
     enqueuer: CeleryEnqueuer, source: Source, events: list[dict[str, Any]], size: int = 500
 ) -> None:
     for start in range(0, len(events), size):
-        enqueuer.enqueue(
-            ingest_payload(source.id, source.settings, events[start : start + size], None)
-        )
+        enqueuer.enqueue(Part(source.id, source.settings, events[start : start + size]))
 
 
 _DIRECTORY = click.Path(exists=True, file_okay=False, path_type=Path)

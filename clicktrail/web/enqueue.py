@@ -23,7 +23,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 import redis
 from celery import Celery
 from kombu.exceptions import OperationalError
@@ -32,16 +31,8 @@ from clicktrail.config import Settings
 from clicktrail.errors import DependencyUnavailable, Overloaded
 from clicktrail.health import CHECK_TIMEOUT
 from clicktrail.intake import MAX_BATCH_EVENTS
-from clicktrail.queue import (
-    INGEST_TASK,
-    QUEUE,
-    celery_settings,
-    describe_group,
-    describe_payload,
-    encode_part,
-    group_payload,
-    task_message,
-)
+from clicktrail.message import EncodedPart, Part, encode_group
+from clicktrail.queue import INGEST_TASK, QUEUE, celery_settings, task_message
 from clicktrail.redisconn import is_redis_url, queue_redis
 
 # Publishing to a down Redis fails fast so the client gets its 503 quickly and retries later.
@@ -51,15 +42,6 @@ _PUBLISH_RETRY = {
     "interval_step": 0.1,
     "interval_max": 0.2,
 }
-
-
-@dataclass(frozen=True)
-class Part:
-    """One request's payload, encoded: its JSON, how many events it holds, what monitors show."""
-
-    json: bytes
-    size: int
-    description: str
 
 
 @dataclass
@@ -199,22 +181,17 @@ class CeleryEnqueuer:
         self._origin = f"{os.getpid()}@{socket.gethostname()}"
         self._group = GroupCommit(self._send, linger=settings.api_group_linger_ms / 1000)
 
-    def enqueue(self, payload: dict[str, Any]) -> None:
-        """Returns once the broker has the message holding the payload (an acknowledged write).
+    def enqueue(self, part: Part) -> None:
+        """Returns once the broker has the message holding the part (an acknowledged write).
 
-        Raises clicktrail.queue.Unencodable, in the caller's thread, for a payload that cannot
+        Raises clicktrail.message.Unencodable, in the caller's thread, for a part that cannot
         be written (an event nested deeper than MAX_EVENT_DEPTH)."""
-        size = len(payload.get("events") or ())
-        part = Part(encode_part(payload), size, describe_payload(payload))
-        self._group.submit(part, size)
+        encoded = part.encode()
+        self._group.submit(encoded, encoded.size)
 
-    def _send(self, parts: list[Part]) -> None:
-        payload = group_payload([orjson.Fragment(p.json) for p in parts])
-        # Monitors (Flower) and logs show this instead of the events themselves.
-        if len(parts) == 1:
-            argsrepr = parts[0].description
-        else:
-            argsrepr = describe_group(len(parts), sum(p.size for p in parts), parts[0].description)
+    def _send(self, parts: list[EncodedPart]) -> None:
+        # Monitors (Flower) and logs show argsrepr instead of the events themselves.
+        payload, argsrepr = encode_group(parts)
         try:
             if self._queue is not None:
                 self._queue.lpush(

@@ -27,8 +27,8 @@ from clicktrail.intake import (
     stamp,
 )
 from clicktrail.logs import bind, bind_message_ids
+from clicktrail.message import Part, Unencodable
 from clicktrail.metrics import EVENTS_ACCEPTED
-from clicktrail.queue import Unencodable, encode_part, ingest_payload
 from clicktrail.sources import Source
 from clicktrail.telemetry import current_traceparent
 from clicktrail.validation import TrackingPlan
@@ -61,7 +61,7 @@ def validate() -> dict[str, Any]:
     if services.admission is not None:
         services.admission.check_rate(source, len(events))
     try:  # what ingest would refuse, validate refuses too
-        encode_part(ingest_payload(source.id, {}, events, None))
+        Part(source.id, events=events).encode()
     except Unencodable:
         raise nesting_error(events, batch) from None
     plan = TrackingPlan.from_settings(source.settings)
@@ -88,9 +88,7 @@ def _ingest(call_type: str | None) -> dict[str, Any]:
         services.admission.check_rate(source, len(events))
     bind_message_ids([event["messageId"] for event in events])
     try:
-        services.enqueuer.enqueue(
-            ingest_payload(source.id, source.settings, events, _traceparent())
-        )
+        services.enqueuer.enqueue(Part(source.id, source.settings, events, _traceparent()))
     except Unencodable:
         raise nesting_error(events, batch=call_type is None) from None
     for kind, count in Counter(str(event["type"]) for event in events).items():

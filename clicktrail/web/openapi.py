@@ -20,7 +20,7 @@ from clicktrail.intake import (
     MAX_REQUEST_BYTES,
     NAMED_FIELDS,
 )
-from clicktrail.queue import MAX_EVENT_DEPTH
+from clicktrail.message import MAX_EVENT_DEPTH
 from clicktrail.web.shortpaths import SHORT_PATHS
 
 VERSION = "1.0.0"

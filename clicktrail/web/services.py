@@ -10,6 +10,7 @@ from clicktrail.clock import Clock, SystemClock
 from clicktrail.config import Settings
 from clicktrail.db import Database
 from clicktrail.health import Check, dependency_checks, workers_check
+from clicktrail.message import Part
 from clicktrail.profiles import Profile
 from clicktrail.redisconn import pipeline_redis, queue_redis
 from clicktrail.registry import make_registry
@@ -20,8 +21,9 @@ from clicktrail.web.admission import Admission
 
 
 class Enqueuer(Protocol):
-    def enqueue(self, payload: dict[str, Any]) -> None:
-        """Durably hand a payload to the workers; raise DependencyUnavailable when it cannot."""
+    def enqueue(self, part: Part) -> None:
+        """Durably hand one request's part to the workers; raise DependencyUnavailable when it
+        cannot, Unencodable when the part cannot be written."""
 
 
 class SourceLookup(Protocol):

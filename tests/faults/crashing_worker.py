@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Any
 
+from clicktrail.message import Message
 from clicktrail.pipeline import Outcome, Pipeline
-from clicktrail.queue import payload_parts
 from clicktrail.workers.celery_app import app
 
 __all__ = ["app"]
@@ -17,13 +16,13 @@ __all__ = ["app"]
 _process = Pipeline.process
 
 
-def _crashing_process(self: Pipeline, payload: dict[str, Any]) -> Outcome:
-    for part in payload_parts(payload):
-        for event in part.get("events") or []:
+def _crashing_process(self: Pipeline, message: Message) -> Outcome:
+    for part in message.parts:
+        for event in part.events:
             properties = event.get("properties") if isinstance(event, dict) else None
             if isinstance(properties, dict) and properties.get("crashWorker") is True:
                 os.kill(os.getpid(), signal.SIGKILL)
-    return _process(self, payload)
+    return _process(self, message)
 
 
 Pipeline.process = _crashing_process  # type: ignore[method-assign]

@@ -13,7 +13,8 @@ import requests
 from celery import Celery
 
 from clicktrail.config import Settings
-from clicktrail.queue import INGEST_TASK, QUEUE, celery_settings, group_payload, ingest_payload
+from clicktrail.message import Message, Part
+from clicktrail.queue import INGEST_TASK, QUEUE, celery_settings
 from tests.faults.conftest import TALLIES, TIMEOUTS
 from tests.faults.harness import FaultStack, Sender, Tally, wait_until_delivered
 from tests.support.infra import (
@@ -337,15 +338,15 @@ def test_a_message_shared_with_a_poison_request_is_split_and_the_others_go_throu
     }
     received = "2026-01-01T00:00:00.000Z"
     parts = [
-        ingest_payload("split-good", {}, [{**e, "receivedAt": received} for e in good], None),
-        ingest_payload("split-poison", {}, [{**poison, "receivedAt": received}], None),
+        Part("split-good", {}, [{**e, "receivedAt": received} for e in good]),
+        Part("split-poison", {}, [{**poison, "receivedAt": received}]),
     ]
     assert running.worker is not None
     log_before = len(running.worker.output())
     celery = Celery("split-test", set_as_current=False)
     celery.conf.update(celery_settings(Settings.from_env(running.env)))
 
-    celery.send_task(INGEST_TASK, args=[group_payload(parts)], queue=QUEUE)
+    celery.send_task(INGEST_TASK, args=[Message.of(parts).to_wire()], queue=QUEUE)
 
     events, deadletters = running.env["KAFKA_TOPIC_EVENTS"], running.env["KAFKA_TOPIC_DEADLETTER"]
     got = kafka.wait_for([e["messageId"] for e in good], topic=events, timeout=90)

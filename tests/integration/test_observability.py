@@ -26,7 +26,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from werkzeug.serving import make_server
 
 from clicktrail.config import Settings
-from clicktrail.queue import INGEST_TASK, QUEUE, celery_settings, ingest_payload
+from clicktrail.message import Part
+from clicktrail.queue import INGEST_TASK, QUEUE, celery_settings
 from clicktrail.web import create_app
 from tests.integration.conftest import SourceUnderTest, TopicNames
 from tests.support.infra import (
@@ -164,16 +165,15 @@ def test_an_unexpected_error_in_a_task_reaches_sentry_without_personal_data(
 ) -> None:
     client = Celery("observability-test", set_as_current=False)
     client.conf.update(celery_settings(Settings.from_env(observed.env)))
-    poison = ingest_payload(
+    poison = Part(
         source.id,
         {"tracking_plan": "not a plan"},  # the pipeline cannot read it: an unexpected error
         [{"type": "track", "userId": "u", "messageId": f"poison-{uuid.uuid4()}", "event": "E",
           "receivedAt": "2026-01-01T00:00:00.000Z", "writeKey": "secret-write-key-123",
           "context": {"ip": "203.0.113.9"}, "properties": {"note": "came from 198.51.100.7"}}],
-        None,
     )  # fmt: skip
 
-    client.send_task(INGEST_TASK, args=[poison], queue=QUEUE)
+    client.send_task(INGEST_TASK, args=[poison.to_wire()], queue=QUEUE)
 
     events = wait_for(
         lambda: [e for e in observed.sentry.events if "tracking_plan" in orjson.dumps(e).decode()],

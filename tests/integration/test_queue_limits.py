@@ -19,14 +19,13 @@ from celery import Celery
 
 from clicktrail.config import Settings
 from clicktrail.errors import Overloaded
+from clicktrail.message import Message, Part
 from clicktrail.queue import (
     CONTENT_TYPE,
     INGEST_TASK,
     QUEUE,
     celery_settings,
     decode_body,
-    ingest_payload,
-    payload_parts,
     task_message,
 )
 from clicktrail.web.enqueue import CeleryEnqueuer
@@ -48,12 +47,12 @@ def test_a_redis_out_of_memory_is_a_503_queue_full_and_nothing_is_half_written(
         {"type": "track", "messageId": str(i), "properties": {"pad": secrets.token_hex(1000)}}
         for i in range(20)
     ]
-    payload = ingest_payload("src", {}, events, None)
+    part = Part("src", {}, events)
     accepted: list[int] = []
 
     def fill() -> None:
         for attempt in range(1000):
-            enqueuer.enqueue(payload)
+            enqueuer.enqueue(part)
             accepted.append(attempt)
 
     with pytest.raises(Overloaded) as caught:
@@ -74,7 +73,7 @@ def test_concurrent_requests_share_messages_and_each_is_in_one_exactly(
         if n < 16:
             start.wait()
         event = {"type": "track", "messageId": f"m-{n}", "userId": "u"}
-        enqueuer.enqueue(ingest_payload("src", {}, [event], None))
+        enqueuer.enqueue(Part("src", {}, [event]))
 
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(request, range(400)))
@@ -85,7 +84,7 @@ def test_concurrent_requests_share_messages_and_each_is_in_one_exactly(
         message = orjson.loads(raw)  # kombu's envelope; the body is the task's arguments
         assert message["content-type"] == CONTENT_TYPE
         [payload], _, _ = decode_body(base64.b64decode(message["body"]))
-        ids += [e["messageId"] for part in payload_parts(payload) for e in part["events"]]
+        ids += Message.decode(payload).message_ids()
     assert sorted(ids) == sorted(f"m-{n}" for n in range(400))
     assert len(queued) < 400
 
@@ -94,7 +93,7 @@ def test_our_task_message_is_what_celery_writes_itself(small_redis: RedisServer)
     settings = Settings.from_env({"REDIS_URL": small_redis.url})
     celery = Celery("reference", set_as_current=False)
     celery.conf.update(celery_settings(settings))
-    payload = ingest_payload("src", {"a": 1}, [{"type": "track", "messageId": "m"}], None)
+    payload = Part("src", {"a": 1}, [{"type": "track", "messageId": "m"}]).to_wire()
     celery.send_task(INGEST_TASK, args=[payload], queue=QUEUE, argsrepr="repr")
     client = redis.Redis.from_url(small_redis.url)
     [theirs] = [orjson.loads(m) for m in client.lrange(QUEUE, 0, -1)]

@@ -10,6 +10,7 @@ from typing import Any
 from clicktrail.clock import format_ts
 from clicktrail.errors import DependencyUnavailable
 from clicktrail.kafka import Delivery, Record
+from clicktrail.message import Part
 from clicktrail.profiles import Profile
 from clicktrail.sessions import SessionView, Touch
 from clicktrail.sources import Source
@@ -69,14 +70,17 @@ class MemoryPublisher:
 
 
 class RecordingEnqueuer:
+    """Keeps the parts it is handed, after encoding them as the real enqueuer does."""
+
     def __init__(self, down: bool = False) -> None:
-        self.payloads: list[dict[str, Any]] = []
+        self.parts: list[Part] = []
         self.down = down
 
-    def enqueue(self, payload: dict[str, Any]) -> None:
+    def enqueue(self, part: Part) -> None:
+        part.encode()
         if self.down:
             raise DependencyUnavailable("queue", "connection refused")
-        self.payloads.append(payload)
+        self.parts.append(part)
 
 
 class MemorySessionViews:

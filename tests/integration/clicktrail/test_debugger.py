@@ -14,8 +14,8 @@ import redis
 
 from clicktrail.debugger import WATCHED_KEY, DebugFeed, DebugTap, Watches, stream_key
 from clicktrail.enrich import Enricher
+from clicktrail.message import Message, Part
 from clicktrail.pipeline import Pipeline, Topics
-from clicktrail.queue import group_payload, ingest_payload
 from clicktrail.redisconn import make_redis
 from clicktrail.schemas import FileSchemaRegistry
 from clicktrail.validation import EventValidator
@@ -90,10 +90,12 @@ def pipeline_with(tap: DebugTap) -> tuple[Pipeline, MemoryPublisher]:
     return pipeline, publisher
 
 
-def payload(source_id: str, *events: dict[str, Any], **settings: Any) -> dict[str, Any]:
-    return ingest_payload(
-        source_id, {"anonymize_ip": True, **settings}, [copy.deepcopy(e) for e in events], None
-    )
+def payload(source_id: str, *events: dict[str, Any], **settings: Any) -> Message:
+    return Message.of([part(source_id, *events, **settings)])
+
+
+def part(source_id: str, *events: dict[str, Any], **settings: Any) -> Part:
+    return Part(source_id, {"anonymize_ip": True, **settings}, [copy.deepcopy(e) for e in events])
 
 
 def identifies(*message_ids: str) -> list[dict[str, Any]]:
@@ -170,9 +172,7 @@ def test_a_task_of_several_requests_keeps_only_the_watched_sources_events(
     first, second, third = identifies("g-1", "g-2", "g-3")
 
     pipeline.process(
-        group_payload(
-            [payload(source_id, first), payload(other, second), payload(source_id, third)]
-        )
+        Message.of([part(source_id, first), part(other, second), part(source_id, third)])
     )
 
     assert len(publisher.published) == 3

@@ -17,6 +17,7 @@ from clicktrail.db import Database
 from clicktrail.debugger import stream_key
 from clicktrail.history import HistoryRow, HistoryStore
 from clicktrail.kafka import KafkaPublisher, Record
+from clicktrail.message import Part
 from clicktrail.profiles import ProfileStore, ProfileWriter
 from clicktrail.purge import ErasureMarks, PurgeFailed, Purger
 from clicktrail.redisconn import make_redis
@@ -219,23 +220,23 @@ def test_an_erasure_marks_every_id_at_its_time_and_drops_only_what_came_before(
 
     erasing.erase_requested()
     after = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
-    queued = {"source": {"id": "s"}, "events": [
+    queued = Part("s", events=[
         published("page", anonymous_id=anon, received=before),
         published("page", user, received=after),
         published("page", bystander, received=before),
-    ]}  # fmt: skip
-    retried = {"source": {"id": "s"}, "records": [
-        {"topic": "events.deadletter", "key": user, "headers": {},
-         "value": {"reason": "unplanned", "event": published("track", user, received=before)}},
-    ]}  # fmt: skip
+    ])  # fmt: skip
+    retried = Part("s", records=[
+        Record("events.deadletter", user,
+               {"reason": "unplanned", "event": published("track", user, received=before)}),
+    ])  # fmt: skip
     [kept, none_left] = marks.without_erased([queued, retried])
 
     with db.connection() as conn:
         [(completed_at,)] = conn.execute(
             "SELECT completed_at FROM erasure_requests WHERE user_id = %s", (user,)
         ).fetchall()
-    assert [e.get("userId") for e in kept["events"]] == [user, bystander]
-    assert none_left["records"] == []
+    assert [e.get("userId") for e in kept.events] == [user, bystander]
+    assert none_left.records == []
     assert sorted(set(forgotten)) == sorted([user, anon])
     assert marks.erased([user, anon, bystander]) == {
         user: int(completed_at.timestamp() * 1000),

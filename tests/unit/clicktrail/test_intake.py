@@ -17,7 +17,7 @@ from clicktrail.intake import (
     read_body,
     stamp,
 )
-from clicktrail.queue import MAX_EVENT_DEPTH, Unencodable, encode_part, ingest_payload
+from clicktrail.message import MAX_EVENT_DEPTH, Part, Unencodable
 
 
 def read(body: Any, call_type: str | None = "track") -> list[dict[str, Any]]:
@@ -249,18 +249,16 @@ def nested(levels: int) -> dict[str, Any]:
 
 
 def test_an_event_nesting_within_the_bound_is_encoded_as_orjson_writes_it() -> None:
-    part = ingest_payload(
-        "src", {"tracking_plan": {"mode": "allow"}}, [nested(MAX_EVENT_DEPTH)], None
-    )
+    part = Part("src", {"tracking_plan": {"mode": "allow"}}, [nested(MAX_EVENT_DEPTH)])
 
-    assert encode_part(part) == orjson.dumps(part)
+    assert part.encode().json == orjson.dumps(part.to_wire())
 
 
 def test_an_event_nesting_beyond_the_bound_is_refused_naming_its_field() -> None:
     events = [nested(3), nested(MAX_EVENT_DEPTH + 1)]
 
     with pytest.raises(Unencodable):
-        encode_part(ingest_payload("src", {}, events, None))
+        Part("src", {}, events).encode()
     error = nesting_error(events, batch=True)
 
     assert (error.code, error.field) == ("too_deep", "batch[1].properties")

@@ -14,8 +14,8 @@ from clicktrail import enrich
 from clicktrail.enrich import Enricher
 from clicktrail.errors import DependencyUnavailable
 from clicktrail.kafka import Record
+from clicktrail.message import Message, Part
 from clicktrail.pipeline import Pipeline, PublishIncomplete, Topics
-from clicktrail.queue import group_payload, ingest_payload
 from clicktrail.schemas import FileSchemaRegistry
 from clicktrail.validation import ALLOW_ALL, EventValidator, TrackingPlan, Verdict
 from tests.support.data import invalid_events, valid_events
@@ -46,8 +46,12 @@ def make(
     return pipeline, sessions, publisher
 
 
-def payload(*events: dict[str, Any], settings: dict[str, Any] | None = None) -> dict[str, Any]:
-    return ingest_payload(
+def payload(*events: dict[str, Any], settings: dict[str, Any] | None = None) -> Message:
+    return Message.of([part(*events, settings=settings)])
+
+
+def part(*events: dict[str, Any], settings: dict[str, Any] | None = None) -> Part:
+    return Part(
         "src-1",
         settings or {"anonymize_ip": True},
         [copy.deepcopy(e) for e in events],
@@ -134,12 +138,14 @@ def test_a_failed_publish_retries_only_the_undelivered_records_without_re_enrich
 
     with pytest.raises(PublishIncomplete) as caught:
         pipeline.process(original)
-    retry = caught.value.retry_payload
+    retry = caught.value.retry
     pipeline.process(retry)
 
     assert original == untouched
-    assert "events" not in retry
-    assert [r["headers"]["event-id"] for r in retry["records"]] == ["m-6"]
+    [retried] = retry.parts
+    assert retried.is_retry
+    assert not retried.events
+    assert retry.message_ids() == ["m-6"]
     assert [r.headers["event-id"] for r in publisher.published] == ["m-4", "m-6"]
     assert sessions.calls == 1
     assert publisher.published[1].value["context"]["session"]["eventIndex"] == 2
@@ -160,14 +166,14 @@ def test_dead_letter_all_gives_up_on_every_event_of_a_payload() -> None:
     assert publisher.published[0].value["errors"][0]["message"] == "KeyError: 'x'"
 
 
-def test_dead_letter_all_of_a_retry_payload_keeps_its_dead_letters() -> None:
+def test_dead_letter_all_of_a_retry_keeps_its_dead_letters() -> None:
     pipeline, _, publisher = make(MemoryPublisher(fail_ids={"m-4", "m-9"}))
     with pytest.raises(PublishIncomplete) as caught:
         pipeline.process(
             payload(valid_events()["page"], invalid_events()["track_without_event"][0])
         )
 
-    pipeline.dead_letter_all(caught.value.retry_payload, "processing_failed", "boom")
+    pipeline.dead_letter_all(caught.value.retry, "processing_failed", "boom")
 
     reasons = {r.headers["event-id"]: r.value["reason"] for r in publisher.published}
     assert reasons == {"m-4": "processing_failed", "m-9": "schema_validation"}
@@ -247,15 +253,15 @@ def test_configured_paths_are_pseudonymised_in_events_and_dead_letters() -> None
 
 def test_a_group_of_requests_shares_one_session_call_and_keeps_each_requests_trace() -> None:
     pipeline, sessions, publisher = make()
-    first = payload(valid_events()["track_product_viewed"])
-    second = ingest_payload(
+    first = part(valid_events()["track_product_viewed"])
+    second = Part(
         "src-2",
         {"anonymize_ip": False},
         [copy.deepcopy(valid_events()["track_product_viewed"])],
         "00-" + "c" * 32 + "-" + "d" * 16 + "-01",
     )
 
-    outcome = pipeline.process(group_payload([first, second]))
+    outcome = pipeline.process(Message.of([first, second]))
 
     assert (outcome.published, outcome.dead_lettered) == (2, 0)
     assert sessions.calls == 1
@@ -269,16 +275,16 @@ def test_a_group_of_requests_shares_one_session_call_and_keeps_each_requests_tra
 
 def test_a_group_retries_only_the_requests_whose_records_failed() -> None:
     pipeline, sessions, publisher = make(MemoryPublisher(fail_ids={"m-6"}))
-    group = group_payload([payload(valid_events()["page"]), payload(valid_events()["identify"])])
+    group = Message.of([part(valid_events()["page"]), part(valid_events()["identify"])])
 
     with pytest.raises(PublishIncomplete) as caught:
         pipeline.process(group)
-    retry = caught.value.retry_payload
+    retry = caught.value.retry
     pipeline.process(retry)
 
-    assert "parts" not in retry  # one request left: a plain payload again
-    assert [r["headers"]["event-id"] for r in retry["records"]] == ["m-6"]
-    assert retry["traceparent"] == group["parts"][1]["traceparent"]
+    [retried] = retry.parts  # one request left
+    assert retry.message_ids() == ["m-6"]
+    assert retried.traceparent == group.parts[1].traceparent
     assert [r.headers["event-id"] for r in publisher.published] == ["m-4", "m-6"]
     assert sessions.calls == 1
 
@@ -288,9 +294,9 @@ def test_duplicates_are_dropped_per_source_across_a_group() -> None:
     pipeline, _, publisher = make(seen=seen)
     page = valid_events()["page"]
     pipeline.process(payload(page))
-    other = ingest_payload("src-2", {}, [copy.deepcopy(page)], None)
+    other = Part("src-2", {}, [copy.deepcopy(page)])
 
-    outcome = pipeline.process(group_payload([payload(page), other]))
+    outcome = pipeline.process(Message.of([part(page), other]))
 
     assert outcome.published == 1  # the same messageId from another source is another event
     assert [r.headers["source-id"] for r in publisher.published] == ["src-1", "src-2"]
@@ -300,9 +306,9 @@ class RecordingTap:
     def __init__(self) -> None:
         self.offered: list[list[tuple[str, list[str]]]] = []
 
-    def offer(self, prepared: Sequence[tuple[dict[str, Any], list[Record]]]) -> None:
+    def offer(self, prepared: Sequence[tuple[Part, list[Record]]]) -> None:
         self.offered.append(
-            [(part["source"]["id"], [r.headers["event-id"] for r in rs]) for part, rs in prepared]
+            [(part.source_id, [r.headers["event-id"] for r in rs]) for part, rs in prepared]
         )
 
 
@@ -312,11 +318,11 @@ def test_the_tap_sees_each_prepared_request_once_and_never_a_retry() -> None:
     pipeline = Pipeline(VALIDATOR, MemorySessions(), publisher, TOPICS, FixedClock(), tap=tap)
     good = valid_events()["track_product_viewed"]
     bad, _ = invalid_events()["track_without_event"]
-    other = ingest_payload("src-2", {}, [copy.deepcopy(valid_events()["identify"])], None)
+    other = Part("src-2", {}, [copy.deepcopy(valid_events()["identify"])])
 
     with pytest.raises(PublishIncomplete) as caught:
-        pipeline.process(group_payload([payload(good, bad), other]))
-    pipeline.process(caught.value.retry_payload)
+        pipeline.process(Message.of([part(good, bad), other]))
+    pipeline.process(caught.value.retry)
 
     assert tap.offered == [[("src-1", ["m-1", "m-9"]), ("src-2", ["m-6"])]]
     assert sorted(r.headers["event-id"] for r in publisher.published) == ["m-1", "m-6", "m-9"]
@@ -540,7 +546,7 @@ def test_a_prepared_record_encodes_as_a_plain_one_and_a_changed_copy_anew() -> N
     pipeline, _ = make_with()
     event = valid_events()["track_product_viewed"]
 
-    [[record]] = pipeline.prepare([payload(event)])
+    [[record]] = pipeline.prepare([part(event)])
     framed = replace(record, schema_id=258)
     changed = replace(record, value={"a": 1})
 

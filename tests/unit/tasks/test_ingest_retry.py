@@ -8,7 +8,10 @@ import pytest
 import redis
 from celery.exceptions import Reject, Retry
 
+from clicktrail.message import Message, Part
 from clicktrail.tasks import ingest
+
+MESSAGE = Message.of([Part("src", events=[])])
 
 
 class Request:
@@ -45,7 +48,7 @@ def _runtime(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_a_retry_the_queue_refused_requeues_the_message() -> None:
-    rejected = ingest._retry(RefusedRetry(), {"events": []})  # type: ignore[arg-type]
+    rejected = ingest._retry(RefusedRetry(), MESSAGE)  # type: ignore[arg-type]
 
     assert isinstance(rejected, Reject)
     assert rejected.requeue is True
@@ -54,7 +57,7 @@ def test_a_retry_the_queue_refused_requeues_the_message() -> None:
 
 def test_a_queued_retry_is_raised_as_celery_made_it() -> None:
     with pytest.raises(Retry):
-        ingest._retry(QueuedRetry(), {"events": []})  # type: ignore[arg-type]
+        ingest._retry(QueuedRetry(), MESSAGE)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

@@ -140,7 +140,7 @@ def test_a_full_queue_answers_503_with_retry_after_and_recovers() -> None:
     assert still_cached.status_code == 503  # the depth is read at most once a second
     assert drained.status_code == 200
     assert backlog.calls == 2
-    assert len(queue.payloads) == 1
+    assert len(queue.parts) == 1
 
 
 def test_a_source_over_its_rate_gets_429_with_retry_after() -> None:
@@ -155,7 +155,7 @@ def test_a_source_over_its_rate_gets_429_with_retry_after() -> None:
     assert (second.status_code, second.json["code"]) == (429, "rate_limited")
     assert 1 <= int(second.headers["Retry-After"]) <= 2
     assert other_source.status_code == 200  # limits are per source
-    assert len(queue.payloads) == 2
+    assert len(queue.parts) == 2
 
 
 def test_a_process_spends_its_slice_of_the_allowance_without_asking_redis_each_time() -> None:
@@ -170,7 +170,7 @@ def test_a_process_spends_its_slice_of_the_allowance_without_asking_redis_each_t
     assert {r.status_code for r in [*first_second, next_second]} == {200}
     assert rates.calls == 3 + 1  # slices of 20 events, then a new one in a new second
     assert paid == pytest.approx(1000.0 + 60 / 1000)  # 60 events charged at 1,000 a second
-    assert len(queue.payloads) == 61
+    assert len(queue.parts) == 61
 
 
 def test_a_batch_bigger_than_the_rate_gets_through_alone_and_is_charged_in_full() -> None:
@@ -192,7 +192,7 @@ def test_a_batch_bigger_than_the_rate_gets_through_alone_and_is_charged_in_full(
     assert paid_for.status_code == 200
     assert again.status_code == 200
     assert (too_soon.status_code, too_soon.headers["Retry-After"]) == (429, "4")
-    assert len(queue.payloads) == 3
+    assert len(queue.parts) == 3
 
 
 def test_every_endpoint_taking_a_write_key_counts_against_the_rate() -> None:
@@ -207,7 +207,7 @@ def test_every_endpoint_taking_a_write_key_counts_against_the_rate() -> None:
     ]
 
     assert answers == [200, 201, 429, 429]
-    assert queue.payloads == []
+    assert queue.parts == []
 
 
 def test_a_sources_own_rate_overrides_the_default() -> None:

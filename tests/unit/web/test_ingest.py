@@ -47,12 +47,12 @@ def test_an_accepted_event_is_enqueued_stamped_with_its_source(
 
     assert response.status_code == 200
     assert response.json == {"success": True}
-    [payload] = queue.payloads
-    assert payload["source"] == {"id": "src-1", "settings": {"anonymize_ip": True}}
+    [part] = queue.parts
+    assert (part.source_id, part.settings) == ("src-1", {"anonymize_ip": True})
     # The request's span continues the caller's trace.
-    assert payload["traceparent"].split("-")[1] == "0af7651916cd43dd8448eb211c80319c"
-    assert payload["traceparent"].split("-")[2] != "b7ad6b7169203331"
-    [event] = payload["events"]
+    assert part.traceparent.split("-")[1] == "0af7651916cd43dd8448eb211c80319c"
+    assert part.traceparent.split("-")[2] != "b7ad6b7169203331"
+    [event] = part.events
     assert event["type"] == "track"
     assert event["receivedAt"] == "2026-06-01T12:00:00.000Z"
     assert event["messageId"]
@@ -70,7 +70,7 @@ def test_a_batch_is_one_message(client: FlaskClient, queue: RecordingEnqueuer) -
     for path in ("/v1/batch", "/v1/import"):
         assert client.post(path, json=batch, headers=basic(KEY)).status_code == 200
 
-    assert [len(p["events"]) for p in queue.payloads] == [2, 2]
+    assert [len(p.events) for p in queue.parts] == [2, 2]
 
 
 def test_the_write_key_may_come_in_the_body_and_is_not_kept(
@@ -79,7 +79,7 @@ def test_the_write_key_may_come_in_the_body_and_is_not_kept(
     response = client.post("/v1/identify", json={"writeKey": KEY, "userId": "u", "traits": {}})
 
     assert response.status_code == 200
-    assert KEY not in orjson.dumps(queue.payloads).decode()
+    assert KEY not in orjson.dumps([p.to_wire() for p in queue.parts]).decode()
 
 
 def test_a_malformed_traceparent_starts_a_new_trace(
@@ -91,7 +91,7 @@ def test_a_malformed_traceparent_starts_a_new_trace(
         headers={**basic(KEY), "traceparent": "garbage"},
     )
 
-    traceparent = queue.payloads[0]["traceparent"]
+    traceparent = queue.parts[0].traceparent
     assert traceparent != "garbage"
     assert len(traceparent.split("-")[1]) == 32
 
@@ -124,7 +124,7 @@ def test_rejected_requests_enqueue_nothing(
     assert response.status_code == status
     assert response.json is not None
     assert response.json["code"] == code
-    assert queue.payloads == []
+    assert queue.parts == []
 
 
 def test_a_down_queue_is_503_with_retry_after() -> None:
@@ -144,7 +144,7 @@ def test_a_down_source_store_is_503(queue: RecordingEnqueuer) -> None:
     response = client.post("/v1/track", json={"userId": "u", "event": "E"}, headers=basic(KEY))
 
     assert response.status_code == 503
-    assert queue.payloads == []
+    assert queue.parts == []
 
 
 def test_gzip_is_inflated_and_other_encodings_refused(
@@ -160,7 +160,7 @@ def test_gzip_is_inflated_and_other_encodings_refused(
     )
 
     assert zipped.status_code == 200
-    assert queue.payloads[0]["events"][0]["event"] == "Zipped"
+    assert queue.parts[0].events[0]["event"] == "Zipped"
     assert (brotli.status_code, brotli.json["code"]) == (415, "unsupported_encoding")  # type: ignore[index]
     assert (truncated.status_code, truncated.json["code"]) == (400, "invalid_gzip")  # type: ignore[index]
 
@@ -185,7 +185,7 @@ def test_the_body_is_json_whatever_its_content_type(
     response = client.post("/v1/batch", data=raw, headers=headers)
 
     assert response.status_code == 200, response.json
-    assert queue.payloads[0]["events"][0]["event"] == "E"
+    assert queue.parts[0].events[0]["event"] == "E"
 
 
 def test_a_form_is_not_json(client: FlaskClient, queue: RecordingEnqueuer) -> None:
@@ -196,7 +196,7 @@ def test_a_form_is_not_json(client: FlaskClient, queue: RecordingEnqueuer) -> No
     )
 
     assert (response.status_code, response.json["code"]) == (400, "invalid_json")  # type: ignore[index]
-    assert queue.payloads == []
+    assert queue.parts == []
 
 
 def test_unknown_paths_and_methods_answer_json(client: FlaskClient) -> None:
@@ -271,7 +271,7 @@ def test_validate_answers_every_error_and_queues_nothing(
         ("/properties/total", "type"),
     }
     assert all(e["schema"] == "events/order_completed/2-0-0" for e in bad["errors"])
-    assert queue.payloads == []
+    assert queue.parts == []
 
 
 def test_validate_takes_one_event_naming_its_type(client: FlaskClient) -> None:
@@ -326,8 +326,8 @@ def test_segments_short_paths_are_the_calls_they_stand_for(
     )
 
     assert response.status_code == 200, response.json
-    [payload] = queue.payloads
-    [event] = payload["events"]
+    [part] = queue.parts
+    [event] = part.events
     assert event["type"] == call_type
     assert "writeKey" not in event
 
@@ -342,7 +342,7 @@ def test_the_short_batch_path_is_a_batch_and_a_short_path_checks_the_type(
     mismatched = client.post("/v1/t", json={"type": "page", "userId": "u"}, headers=basic(KEY))
 
     assert accepted.status_code == 200
-    assert [e["type"] for e in queue.payloads[0]["events"]] == ["page", "track"]
+    assert [e["type"] for e in queue.parts[0].events] == ["page", "track"]
     assert (mismatched.status_code, mismatched.json["field"]) == (400, "type")
 
 
