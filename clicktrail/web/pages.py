@@ -22,4 +22,5 @@ PAGE_HEADERS = {
 def static_file(path: Path, mimetype: str) -> Response:
     response = Response(path.read_bytes(), mimetype=mimetype, headers=PAGE_HEADERS)
     response.add_etag()
-    return response.make_conditional(request)
+    response.make_conditional(request)  # a 304 when If-None-Match names this ETag
+    return response
