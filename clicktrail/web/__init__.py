@@ -41,6 +41,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         cli,
         cors,
         debugger,
+        docs,
         ingest,
         ops,
         sessions,
@@ -49,7 +50,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         users,
     )
 
-    for module in (ingest, shortpaths, sessions, users, ops, debugger, sourceconfig):
+    for module in (ingest, shortpaths, sessions, users, ops, debugger, docs, sourceconfig):
         app.register_blueprint(module.bp)
     cors.install(app)
     cli.register(app)

@@ -14,29 +14,19 @@ from __future__ import annotations
 
 import hmac
 import re
-from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from clicktrail.debugger import ENTRY_ID, WATCH_SECONDS
 from clicktrail.errors import Forbidden, InvalidInput, NotFound, Unauthorized
+from clicktrail.web.pages import STATIC, static_file
 from clicktrail.web.services import DebugEvents, Services
 
 bp = Blueprint("debugger", __name__)
 
-STATIC = Path(__file__).resolve().parent / "static" / "debugger"
 MAX_LIMIT = 500
 _DIGITS = re.compile(r"^[0-9]{1,4}$")
-# The page loads nothing but its own files and talks to nothing but this API.
-_PAGE_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
-    "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; "
-    "frame-ancestors 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-cache",
-}
 _ASSETS = {
     "index.html": "text/html; charset=utf-8",
     "debugger.js": "text/javascript; charset=utf-8",
@@ -45,7 +35,7 @@ _ASSETS = {
 
 
 def _asset(name: str) -> Response:
-    return Response((STATIC / name).read_bytes(), mimetype=_ASSETS[name], headers=_PAGE_HEADERS)
+    return static_file(STATIC / "debugger" / name, _ASSETS[name])
 
 
 @bp.get("/debugger")

@@ -365,6 +365,7 @@ def document() -> dict[str, Any]:
             },
         }
     }
+    _docs_paths(paths)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -412,27 +413,60 @@ def document() -> dict[str, Any]:
     }
 
 
-def _debugger_paths(paths: dict[str, Any], security: list[dict[str, Any]]) -> None:
-    """The debugger's page and the JSON feed it polls."""
-    for path, operation_id, media_type, what in (
-        ("/debugger", "debuggerPage", "text/html", "The live debugger's page."),
-        ("/debugger/debugger.js", "debuggerScript", "text/javascript", "Its script."),
-        ("/debugger/debugger.css", "debuggerStylesheet", "text/css", "Its stylesheet."),
-    ):
+def _static_paths(
+    paths: dict[str, Any], tag: str, note: str, files: tuple[tuple[str, str, str, str], ...]
+) -> None:
+    """A static page's files (clicktrail.web.pages): public, revalidated through their ETag."""
+    for path, operation_id, media_type, what in files:
         paths[path] = {
             "get": {
                 "operationId": operation_id,
-                "tags": ["Debugger"],
-                "summary": what + " Holds no data; the feed below wants credentials.",
+                "tags": [tag],
+                "summary": what + note,
                 "security": [{}],
                 "responses": {
                     "200": {
                         "description": what,
                         "content": {media_type: {"schema": {"type": "string"}}},
-                    }
+                    },
+                    "304": {"description": "Unchanged since the ETag sent in If-None-Match."},
                 },
             }
         }
+
+
+def _docs_paths(paths: dict[str, Any]) -> None:
+    """The page that shows this document to people, and its files."""
+    _static_paths(
+        paths,
+        "Operations",
+        "",
+        (
+            ("/docs", "docsPage", "text/html", "This document in Swagger UI, for people."),
+            ("/docs/docs.js", "docsScript", "text/javascript", "The page's script."),
+            (
+                "/docs/swagger-ui-bundle.js",
+                "docsSwaggerUi",
+                "text/javascript",
+                "Swagger UI (swagger-ui-dist, vendored).",
+            ),
+            ("/docs/swagger-ui.css", "docsSwaggerUiStylesheet", "text/css", "Its stylesheet."),
+        ),
+    )
+
+
+def _debugger_paths(paths: dict[str, Any], security: list[dict[str, Any]]) -> None:
+    """The debugger's page and the JSON feed it polls."""
+    _static_paths(
+        paths,
+        "Debugger",
+        " Holds no data; the feed below wants credentials.",
+        (
+            ("/debugger", "debuggerPage", "text/html", "The live debugger's page."),
+            ("/debugger/debugger.js", "debuggerScript", "text/javascript", "Its script."),
+            ("/debugger/debugger.css", "debuggerStylesheet", "text/css", "Its stylesheet."),
+        ),
+    )
     errors = {
         "401": _error("No debugger key or admin token, a wrong one, or a write key."),
         "403": _error("The debugger is off."),

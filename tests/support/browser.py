@@ -3,6 +3,7 @@ Selenium with both paths given, so nothing is looked up or downloaded."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from selenium import webdriver
@@ -29,8 +30,9 @@ FLAGS = (
 )
 
 
-def chromium(user_data_dir: Path, log_path: Path) -> webdriver.Chrome:
-    """A fresh headless Chromium with its own profile; the caller quits it."""
+def chromium(user_data_dir: Path, log_path: Path, network_log: bool = False) -> webdriver.Chrome:
+    """A fresh headless Chromium with its own profile; the caller quits it. With ``network_log``
+    its DevTools events, each request among them, are kept for ``requested``."""
     missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
     if missing:
         raise AssertionError(
@@ -41,7 +43,8 @@ def chromium(user_data_dir: Path, log_path: Path) -> webdriver.Chrome:
     for flag in FLAGS:
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={user_data_dir}")
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    logs = {"browser": "ALL", **({"performance": "ALL"} if network_log else {})}
+    options.set_capability("goog:loggingPrefs", logs)
     service = Service(executable_path=str(CHROMEDRIVER), log_output=str(log_path))
     driver = webdriver.Chrome(service=service, options=options)
     driver.set_page_load_timeout(30)
@@ -54,3 +57,15 @@ def screenshot(driver: webdriver.Chrome, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     driver.save_screenshot(str(path))
     return path
+
+
+def requested(driver: webdriver.Chrome) -> list[str]:
+    """The URLs the browser requested since the last call (one from ``chromium`` with
+    ``network_log``). A request that the page's policy blocked was never made, so is not here:
+    the page's console and its securitypolicyviolation events show those."""
+    urls = []
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message["method"] == "Network.requestWillBeSent":
+            urls.append(message["params"]["request"]["url"])
+    return urls
