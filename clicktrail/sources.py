@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from cachetools import LRUCache, TTLCache
@@ -72,9 +72,8 @@ class WriteKey:
     expires_at: datetime | None
     revoked_at: datetime | None
 
-    @property
-    def live(self) -> bool:
-        now = datetime.now(UTC)
+    def live(self, now: datetime) -> bool:
+        """Whether the key works at ``now`` (the caller's clock)."""
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
 
 

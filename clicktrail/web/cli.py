@@ -23,7 +23,7 @@ from flask.cli import AppGroup
 
 from clicktrail import doctor as checkup
 from clicktrail.cli import schemas_check, schemas_register
-from clicktrail.clock import parse_ts
+from clicktrail.clock import SystemClock, parse_ts
 from clicktrail.config import Settings
 from clicktrail.db import Database
 from clicktrail.debugger import DebuggerKeys, new_debugger_key
@@ -107,13 +107,13 @@ def list_sources() -> None:
     """Every source, its settings and its keys (by id: the start of their hash)."""
     with _store() as store:
         everything = store.all()
+    now = SystemClock().now()
     for source, keys in everything:
         click.echo(f"{source.name}  {source.id}  {orjson.dumps(source.settings).decode()}")
         for key in keys:
-            state = "live" if key.live else "revoked" if key.revoked_at else "expired"
-            until = (
-                f" until {key.expires_at:%Y-%m-%d %H:%M}Z" if key.expires_at and key.live else ""
-            )
+            live = key.live(now)
+            state = "live" if live else "revoked" if key.revoked_at else "expired"
+            until = f" until {key.expires_at:%Y-%m-%d %H:%M}Z" if key.expires_at and live else ""
             click.echo(f"  key {key.id}  {state}{until}  created {key.created_at:%Y-%m-%d %H:%M}Z")
 
 
