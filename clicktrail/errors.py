@@ -3,13 +3,14 @@ declares its ``fault``: whose fault it is decides the handling, at the HTTP edge
 workers.
 
 - ``Fault.CLIENT``: the request is wrong, or asks too much (``RequestRejected`` and its kinds:
-  InvalidInput, Unauthorized, NotFound, PayloadTooLarge, RateLimited, ...) -> a 4xx (400 unless
-  the class names another), nothing kept.
+  InvalidInput, Unauthorized, NotFound, Conflict, PayloadTooLarge, RateLimited, ...) -> a 4xx
+  (400 unless the class names another), nothing kept.
 - ``Fault.DEPENDENCY``: something we rely on is down, slow or full (``TransientError``:
   DependencyUnavailable, Overloaded, the pipeline's PublishIncomplete) -> the API answers 503
   with Retry-After; a task retries with backoff and never drops the work.
-- ``Fault.INTERNAL``: our own mistake or misconfiguration (ConfigError, SchemaCatalogueError)
-  -> 500, and the message stays in the log.
+- ``Fault.INTERNAL``: our own mistake or misconfiguration (ConfigError, SchemaCatalogueError,
+  InvalidSettings, and any error that is not a ClicktrailError) -> 500, and the message stays in
+  the log.
 
 The HTTP status and body follow from the fault in one place, ``clicktrail.web.errors``; a class
 names a ``status`` of its own only within its fault's family (404, 413, 429, ...).
