@@ -1,12 +1,17 @@
 """Time: an injectable clock, the one timestamp format Clicktrail writes, and when an event
 happened.
 
+Every component that reads the wall clock takes a ``Clock`` (the processes build one
+``SystemClock`` and hand it to each), so tests decide what time it is. Durations are measured
+with ``time.monotonic``, which no clock replaces.
+
 Timestamps go out as ISO 8601 UTC with milliseconds and a ``Z`` (``2026-01-02T03:04:05.678Z``),
 the form Segment's own APIs emit.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -22,6 +27,20 @@ class Clock(Protocol):
 class SystemClock:
     def now(self) -> datetime:
         return datetime.now(UTC)
+
+
+# The default of components built without a clock (tools, tests of other things).
+SYSTEM_CLOCK = SystemClock()
+
+
+def epoch_seconds(clock: Clock) -> Callable[[], float]:
+    """The clock as seconds since the epoch, for components that count in them."""
+    return lambda: clock.now().timestamp()
+
+
+def epoch_ms(clock: Clock) -> int:
+    """The clock's time in milliseconds since the epoch."""
+    return int(clock.now().timestamp() * 1000)
 
 
 def format_ts(moment: datetime) -> str:

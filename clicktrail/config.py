@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from clicktrail.errors import ClicktrailError, Fault
+
 # What the package carries: the schema catalogue and the migrations (package data in a wheel).
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -31,8 +33,11 @@ _OWN_KAFKA_VARS = frozenset(
 )
 
 
-class ConfigError(ValueError):
-    """A configuration value is missing or malformed; the message names the variable."""
+class ConfigError(ClicktrailError, ValueError):
+    """A configuration value is missing or malformed; the message names the variable. Ours (the
+    operator's), not a client's; a ValueError too, as it always was."""
+
+    fault = Fault.INTERNAL
 
 
 def client_properties(

@@ -33,6 +33,7 @@ import ua_parser
 
 from clicktrail import referrers
 from clicktrail.clock import event_time, format_ts, parse_ts
+from clicktrail.errors import InvalidSettings
 
 log = logging.getLogger(__name__)
 
@@ -86,13 +87,13 @@ class EnrichmentSettings:
         }
         for name, value in switches.items():
             if not isinstance(value, bool):
-                raise ValueError(f"{name} must be true or false")
+                raise InvalidSettings(f"{name} must be true or false")
         domains = settings.get("internal_domains", [])
         if not isinstance(domains, list) or not all(isinstance(d, str) for d in domains):
-            raise ValueError("internal_domains must be a list of host names")
+            raise InvalidSettings("internal_domains must be a list of host names")
         paths = settings.get("pseudonymize", [])
         if not isinstance(paths, list) or not all(isinstance(p, str) and p for p in paths):
-            raise ValueError("pseudonymize must be a list of dotted paths")
+            raise InvalidSettings("pseudonymize must be a list of dotted paths")
         return cls(**switches, internal_domains=tuple(domains), pseudonymize=tuple(paths))
 
 

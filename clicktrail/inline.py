@@ -22,6 +22,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from clicktrail.errors import ClicktrailError, Fault
+
 RECORD_DRAFT = "http://json-schema.org/draft-07/schema#"
 
 # Keywords whose value is a schema, a list of schemas, or a map of names to schemas.
@@ -51,8 +53,11 @@ _NOT_IN_DRAFT_07 = {
 Resolve = Callable[[str, str], tuple[Any, str]]
 
 
-class InlineError(ValueError):
-    """A schema that cannot be written as one self-contained draft-07 document."""
+class InlineError(ClicktrailError, ValueError):
+    """A schema that cannot be written as one self-contained draft-07 document: a schema of
+    ours, so our fault. A ValueError too, as it always was."""
+
+    fault = Fault.INTERNAL
 
 
 def inline(schema: Any, base: str, resolve: Resolve) -> Any:

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from clicktrail.clock import format_ts
-from clicktrail.errors import InvalidInput, PayloadTooLarge
+from clicktrail.errors import ClicktrailError, Fault, InvalidInput, PayloadTooLarge
 from clicktrail.message import MAX_EVENT_DEPTH
 
 CALL_TYPES = ("track", "page", "screen", "identify", "group", "alias")
@@ -43,12 +43,16 @@ class Intake:
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
-class _DuplicateKey(ValueError):
-    pass
+class _DuplicateKey(ClicktrailError, ValueError):
+    """Raised inside the JSON scanner, turned into InvalidInput by parse_json."""
+
+    fault = Fault.CLIENT
 
 
-class _NumberTooLarge(ValueError):
-    pass
+class _NumberTooLarge(ClicktrailError, ValueError):
+    """Raised inside the JSON scanner, turned into InvalidInput by parse_json."""
+
+    fault = Fault.CLIENT
 
 
 def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from clicktrail.errors import ClicktrailError
+from clicktrail.errors import ClicktrailError, Fault
 from clicktrail.kafka import Record
 
 PART_VERSION = 1
@@ -39,11 +39,16 @@ _PADDING = _ORJSON_DEPTH - 2 - MAX_EVENT_DEPTH
 
 
 class Unencodable(ClicktrailError, ValueError):
-    """A part orjson cannot write: an event nests deeper than MAX_EVENT_DEPTH."""
+    """A part orjson cannot write: an event nests deeper than MAX_EVENT_DEPTH (the API answers
+    400 ``too_deep``, naming the field)."""
+
+    fault = Fault.CLIENT
 
 
 class MalformedMessage(ClicktrailError, ValueError):
-    """A queue message in none of the formats this module reads."""
+    """A queue message in none of the formats this module reads: only our code writes them."""
+
+    fault = Fault.INTERNAL
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from clicktrail.clock import Clock, format_ts, parse_ts
 from clicktrail.enrich import Enricher, EnrichmentSettings, attach_session
-from clicktrail.errors import TransientError
+from clicktrail.errors import InvalidSettings, TransientError
 from clicktrail.kafka import Delivery, Publisher, Record, refused_for_size
 from clicktrail.logs import bound, message_id_fields
 from clicktrail.message import Message, Part
@@ -332,7 +332,7 @@ class Pipeline:
                     events, kept = [_copy(event) for event in part.events], []
                 try:
                     switches = EnrichmentSettings.from_settings(part.settings)
-                except ValueError:  # unreadable settings: protect as much as the defaults do
+                except InvalidSettings:  # unreadable settings: protect as much as the defaults do
                     switches = EnrichmentSettings()
                 part_records = list(kept)
                 for event in events:

@@ -27,7 +27,14 @@ import psycopg
 from cachetools import TTLCache
 from psycopg.types.json import Jsonb
 
-from clicktrail.clock import FUTURE_TOLERANCE, event_time, format_ts, parse_ts
+from clicktrail.clock import (
+    FUTURE_TOLERANCE,
+    SYSTEM_CLOCK,
+    Clock,
+    event_time,
+    format_ts,
+    parse_ts,
+)
 from clicktrail.db import Database
 from clicktrail.errors import DependencyUnavailable
 
@@ -57,21 +64,22 @@ class Profile:
         self.first_seen = at if self.first_seen is None else min(self.first_seen, at)
         self.last_seen = at if self.last_seen is None else max(self.last_seen, at)
 
-    def merge_traits(self, traits: dict[str, Any], at: str) -> None:
-        """Set each trait unless a later event already set it. A known time in the future was
-        set by a wrong clock (before timestamps were corrected): any later event wins over it."""
+    def merge_traits(self, traits: dict[str, Any], at: str, now: datetime) -> None:
+        """Set each trait unless a later event already set it. A known time in the future (after
+        ``now``) was set by a wrong clock (before timestamps were corrected): any later event
+        wins over it."""
         moment = parse_ts(at)
-        horizon = datetime.now(UTC) + FUTURE_TOLERANCE
+        horizon = now + FUTURE_TOLERANCE
         for name, value in traits.items():
             known = parse_ts(self.trait_times.get(name))
             if known is None or moment is None or moment >= known or known > horizon:
                 self.traits[name] = value
                 self.trait_times[name] = at
 
-    def absorb(self, other: Profile) -> None:
+    def absorb(self, other: Profile, now: datetime) -> None:
         """Take over another profile's traits (the later-set value of each wins) and sightings."""
         for name, value in other.traits.items():
-            self.merge_traits({name: value}, other.trait_times.get(name, ""))
+            self.merge_traits({name: value}, other.trait_times.get(name, ""), now)
         for moment in (other.first_seen, other.last_seen):
             if moment is not None:
                 self.seen(moment)
@@ -176,11 +184,16 @@ class ProfileStore:
 
 
 class ProfileWriter:
-    """Applies newly stored events to profiles, inside the caller's transaction."""
+    """Applies newly stored events to profiles, inside the caller's transaction. A stored trait
+    time beyond ``clock``'s now (and its tolerance) counts as no time."""
+
+    def __init__(self, clock: Clock = SYSTEM_CLOCK) -> None:
+        self._clock = clock
 
     def apply(self, conn: psycopg.Connection, events: list[dict[str, Any]]) -> int:
         """Apply events (in any order) with a handful of statements, whatever their number;
         the number of profiles written."""
+        now = self._clock.now()
         times = {id(event): _time_of(event) for event in events}
         events = sorted(events, key=lambda e: times[id(e)] or _NO_TIME)
         ids = {
@@ -228,12 +241,12 @@ class ProfileWriter:
                 aliases[str(anonymous_id)] = new_aliases[str(anonymous_id)] = target
             if event.get("type") == "identify" and isinstance(event.get("traits"), dict):
                 moment = times[id(event)]
-                profile.merge_traits(event["traits"], format_ts(moment) if moment else "")
+                profile.merge_traits(event["traits"], format_ts(moment) if moment else "", now)
             if event.get("type") == "alias" and event.get("previousId"):
                 previous = canonical(str(event["previousId"]))
                 if previous != target:
                     if previous in profiles:
-                        profile.absorb(profiles.pop(previous))
+                        profile.absorb(profiles.pop(previous), now)
                         merged[previous] = target
                     for alias, owner in list(aliases.items()):
                         if owner == previous:

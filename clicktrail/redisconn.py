@@ -16,6 +16,8 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
+from clicktrail.config import ConfigError
+
 if TYPE_CHECKING:
     from clicktrail.config import Settings
 
@@ -45,7 +47,7 @@ def parse_sentinel_url(url: str) -> SentinelUrl | None:
     for part in url.split(";"):
         parsed = urlsplit(part.strip())
         if parsed.scheme.lower() != "sentinel" or not parsed.hostname:
-            raise ValueError(f"not a sentinel URL: {part!r}")
+            raise ConfigError(f"not a sentinel URL: {part!r}")
         sentinels.append((parsed.hostname, parsed.port or 26379))
         password = unquote(parsed.password) if parsed.password else password
         username = unquote(parsed.username) if parsed.username else username

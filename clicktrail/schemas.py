@@ -30,6 +30,7 @@ import jsonschema_rs
 import orjson
 from jsonschema import Draft7Validator, Draft202012Validator
 
+from clicktrail.errors import ClicktrailError, Fault
 from clicktrail.inline import RECORD_DRAFT, InlineError, conjoin, inline
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
@@ -41,8 +42,11 @@ _SCHEMAVER = re.compile(r"^([1-9][0-9]{0,8})-(0|[1-9][0-9]{0,8})-(0|[1-9][0-9]{0
 _NOT_WORD = re.compile(r"[^a-z0-9]+")
 
 
-class SchemaCatalogueError(ValueError):
-    """A schema file is malformed or does not describe itself consistently."""
+class SchemaCatalogueError(ClicktrailError, ValueError):
+    """A schema file is malformed or does not describe itself consistently: the catalogue is
+    ours, so it is our fault. A ValueError too, as it always was."""
+
+    fault = Fault.INTERNAL
 
 
 @total_ordering

@@ -22,15 +22,14 @@ already on its way through a worker when the erasure ran cannot bring the sessio
 from __future__ import annotations
 
 import hashlib
-import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import orjson
 import redis
 
-from clicktrail.clock import format_ts, parse_ts
+from clicktrail.clock import SYSTEM_CLOCK, Clock, epoch_ms, format_ts, parse_ts
 from clicktrail.errors import DependencyUnavailable
 from clicktrail.redisconn import REDIS_DOWN
 
@@ -203,9 +202,15 @@ class SessionTracker(Protocol):
 
 
 class SessionStore:
-    def __init__(self, client: redis.Redis, timeout_seconds: int) -> None:
+    """Sessions in Redis. Which sessions count as live (the live index, ``active_count``) and
+    when a session is said to expire go by ``clock``; the keys themselves expire by Redis."""
+
+    def __init__(
+        self, client: redis.Redis, timeout_seconds: int, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
         self._client = client
         self.timeout_seconds = timeout_seconds
+        self._clock = clock
         self._touch = client.register_script(_TOUCH_MANY)
         self._end = client.register_script(_END)
 
@@ -214,7 +219,7 @@ class SessionStore:
         if not touches:
             return []
         batch = {
-            "now_ms": int(time.time() * 1000),
+            "now_ms": epoch_ms(self._clock),
             "timeout": self.timeout_seconds,
             "counter_ttl": COUNTER_TTL_SECONDS,
             "prefix": SESSION_PREFIX,
@@ -265,7 +270,7 @@ class SessionStore:
         fields, ttl_ms = self._run(pipe)
         if not fields or ttl_ms < 0:
             return None
-        expires = datetime.fromtimestamp(time.time() + ttl_ms / 1000, UTC)
+        expires = self._clock.now() + timedelta(milliseconds=ttl_ms)
         return SessionView(
             id=session_id,
             source_id=fields["source"],
@@ -314,7 +319,7 @@ class SessionStore:
     def active_count(self) -> int:
         """Sessions live now: one ZCOUNT, whatever their number."""
         try:
-            return int(self._client.zcount(LIVE_KEY, int(time.time() * 1000), "+inf"))
+            return int(self._client.zcount(LIVE_KEY, epoch_ms(self._clock), "+inf"))
         except REDIS_DOWN as exc:
             raise DependencyUnavailable("redis", str(exc)) from exc
 

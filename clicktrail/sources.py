@@ -18,14 +18,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from cachetools import LRUCache, TTLCache
 from psycopg.types.json import Jsonb
 
 from clicktrail.db import Database
-from clicktrail.errors import Overloaded
+from clicktrail.errors import Conflict, InvalidSettings, NotFound, Overloaded
 
 DEV_SOURCE_NAME = "development"
 # Default settings of a new source; a source's own settings override them key by key.
@@ -38,14 +38,14 @@ SETTINGS = frozenset(
 
 
 def validate_settings(settings: dict[str, Any]) -> None:
-    """ValueError naming what is wrong with a source's settings (checked before they are stored,
-    so the pipeline never meets settings it cannot read)."""
+    """InvalidSettings (a ValueError) naming what is wrong with a source's settings (checked
+    before they are stored, so the pipeline never meets settings it cannot read)."""
     from clicktrail.enrich import EnrichmentSettings
     from clicktrail.validation import TrackingPlan
 
     unknown = set(settings) - SETTINGS
     if unknown:
-        raise ValueError(
+        raise InvalidSettings(
             f"unknown setting(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(SETTINGS))}"
         )
     TrackingPlan.from_settings(settings)
@@ -55,10 +55,12 @@ def validate_settings(settings: dict[str, Any]) -> None:
         not isinstance(origins, list)
         or not all(isinstance(o, str) and o.startswith(("http://", "https://")) for o in origins)
     ):
-        raise ValueError("allowed_origins must be a list of origins such as https://shop.example")
+        raise InvalidSettings(
+            "allowed_origins must be a list of origins such as https://shop.example"
+        )
     rate = settings.get("rate_limit_events_per_second")
     if rate is not None and (not isinstance(rate, int) or isinstance(rate, bool) or rate < 0):
-        raise ValueError("rate_limit_events_per_second must be a whole number, 0 for no limit")
+        raise InvalidSettings("rate_limit_events_per_second must be a whole number, 0 for no limit")
 
 
 @dataclass(frozen=True)
@@ -70,9 +72,8 @@ class WriteKey:
     expires_at: datetime | None
     revoked_at: datetime | None
 
-    @property
-    def live(self) -> bool:
-        now = datetime.now(UTC)
+    def live(self, now: datetime) -> bool:
+        """Whether the key works at ``now`` (the caller's clock)."""
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
 
 
@@ -234,11 +235,11 @@ class SourceStore:
 
     def rotate(self, name: str, new_key: str, grace: timedelta) -> int:
         """Add ``new_key``; the source's live keys keep working for ``grace`` more. The number of
-        keys put on notice; ValueError when there is no such source."""
+        keys put on notice; NotFound when there is no such source."""
         with self._db.connection() as conn, conn.transaction():
             row = conn.execute("SELECT id FROM sources WHERE name = %s", (name,)).fetchone()
             if row is None:
-                raise ValueError(f"no source named {name!r}")
+                raise NotFound("unknown_source", f"no source named {name!r}")
             noticed = conn.execute(
                 "UPDATE write_keys"
                 " SET expires_at = least(coalesce(expires_at, 'infinity'), now() + %s)"
@@ -254,11 +255,11 @@ class SourceStore:
 
     def revoke(self, name: str, key_id: str | None = None) -> int:
         """Stop a source's live key (the one whose id starts with ``key_id``, else all) now; how
-        many were stopped. ValueError when there is no such source."""
+        many were stopped. NotFound when there is no such source."""
         with self._db.connection() as conn, conn.transaction():
             row = conn.execute("SELECT id FROM sources WHERE name = %s", (name,)).fetchone()
             if row is None:
-                raise ValueError(f"no source named {name!r}")
+                raise NotFound("unknown_source", f"no source named {name!r}")
             return conn.execute(
                 "UPDATE write_keys SET revoked_at = now() WHERE source_id = %s"
                 " AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())"
@@ -285,5 +286,8 @@ class SourceStore:
                 (key_hash, row[0]),
             ).fetchone()
             if owner is None:
-                raise ValueError(f"that write key already belongs to another source than {name!r}")
+                raise Conflict(
+                    "write_key_taken",
+                    f"that write key already belongs to another source than {name!r}",
+                )
         return Source(row[0], name, {**DEFAULT_SETTINGS, **row[1]})

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from clicktrail.errors import InvalidSettings
 from clicktrail.intake import CALL_TYPES
 from clicktrail.schemas import (
     RecordSchema,
@@ -43,20 +44,21 @@ class TrackingPlan:
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> TrackingPlan:
-        """The plan in a source's settings (``tracking_plan``); ValueError names what is wrong."""
+        """The plan in a source's settings (``tracking_plan``); InvalidSettings (a ValueError)
+        names what is wrong."""
         plan = settings.get("tracking_plan")
         if plan is None:
             return cls()
         if not isinstance(plan, dict):
-            raise ValueError("tracking_plan must be an object")
+            raise InvalidSettings("tracking_plan must be an object")
         events = plan.get("events")
         if events is not None and (
             not isinstance(events, list) or not all(isinstance(e, str) and e for e in events)
         ):
-            raise ValueError("tracking_plan.events must be a list of event names")
+            raise InvalidSettings("tracking_plan.events must be a list of event names")
         unplanned = plan.get("unplanned", "allow")
         if unplanned not in UNPLANNED_POLICIES:
-            raise ValueError(
+            raise InvalidSettings(
                 f"tracking_plan.unplanned must be one of {', '.join(UNPLANNED_POLICIES)}"
             )
         return cls(None if events is None else frozenset(events), unplanned)

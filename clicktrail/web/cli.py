@@ -23,11 +23,11 @@ from flask.cli import AppGroup
 
 from clicktrail import doctor as checkup
 from clicktrail.cli import schemas_check, schemas_register
-from clicktrail.clock import parse_ts
+from clicktrail.clock import SystemClock, parse_ts
 from clicktrail.config import Settings
 from clicktrail.db import Database
 from clicktrail.debugger import DebuggerKeys, new_debugger_key
-from clicktrail.errors import DependencyUnavailable
+from clicktrail.errors import DependencyUnavailable, InvalidSettings, NotFound
 from clicktrail.health import dependency_checks, workers_check
 from clicktrail.history import erasure_cutoffs
 from clicktrail.intake import MAX_ID_CHARS
@@ -96,7 +96,7 @@ def create_source(name: str, pairs: tuple[str, ...]) -> None:
     with _store() as store:
         try:
             source = store.create(name, key, dict(_setting(p) for p in pairs))
-        except ValueError as exc:
+        except InvalidSettings as exc:
             raise click.ClickException(str(exc)) from exc
     click.echo(f"source {source.name} ({source.id})")
     click.echo(f"write key: {key}")
@@ -107,13 +107,13 @@ def list_sources() -> None:
     """Every source, its settings and its keys (by id: the start of their hash)."""
     with _store() as store:
         everything = store.all()
+    now = SystemClock().now()
     for source, keys in everything:
         click.echo(f"{source.name}  {source.id}  {orjson.dumps(source.settings).decode()}")
         for key in keys:
-            state = "live" if key.live else "revoked" if key.revoked_at else "expired"
-            until = (
-                f" until {key.expires_at:%Y-%m-%d %H:%M}Z" if key.expires_at and key.live else ""
-            )
+            live = key.live(now)
+            state = "live" if live else "revoked" if key.revoked_at else "expired"
+            until = f" until {key.expires_at:%Y-%m-%d %H:%M}Z" if key.expires_at and live else ""
             click.echo(f"  key {key.id}  {state}{until}  created {key.created_at:%Y-%m-%d %H:%M}Z")
 
 
@@ -128,7 +128,7 @@ def rotate_key(name: str, grace_hours: float) -> None:
     with _store() as store:
         try:
             noticed = store.rotate(name, key, timedelta(hours=grace_hours))
-        except ValueError as exc:
+        except NotFound as exc:
             raise click.ClickException(str(exc)) from exc
     click.echo(f"new write key: {key}")
     click.echo(f"{noticed} older key(s) stop in {grace_hours:g} h")
@@ -142,7 +142,7 @@ def revoke_key(name: str, key_id: str | None) -> None:
     with _store() as store:
         try:
             stopped = store.revoke(name, key_id)
-        except ValueError as exc:
+        except NotFound as exc:
             raise click.ClickException(str(exc)) from exc
     if not stopped:
         raise click.ClickException("no live key matched")
@@ -181,7 +181,7 @@ def source_settings(name: str, pairs: tuple[str, ...], unset: tuple[str, ...]) -
     with _store() as store:
         try:
             source = store.update_settings(name, changes) if changes else store.by_name(name)
-        except ValueError as exc:
+        except InvalidSettings as exc:
             raise click.ClickException(str(exc)) from exc
     if source is None:
         raise click.ClickException(f"no source named {name!r}")

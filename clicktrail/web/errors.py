@@ -2,9 +2,12 @@
 
     {"success": false, "code": "missing_identity", "message": "...", "field": "batch[3].userId"}
 
-Client errors keep their 4xx status; an unavailable dependency is a 503 with Retry-After, and so
-is any error Redis answers that no caller turned into one (read-only after a failover, out of
-memory, a failed script): the request may succeed once Redis recovers, so never a 500.
+The status follows from the error's fault (``clicktrail.errors.Fault``), here and nowhere else:
+the client's fault is a 4xx (400 unless the error names another: 401, 404, 413, 429, ...); a
+dependency's is a 503 with Retry-After (the error's own, else RETRY_AFTER_SECONDS); ours is a
+500 that tells the client nothing more. So is any error Redis answers that no caller turned into
+one (read-only after a failover, out of memory, a failed script) a dependency's: the request may
+succeed once Redis recovers, so never a 500.
 """
 
 from __future__ import annotations
@@ -16,10 +19,31 @@ import redis
 from flask import Flask, Response, current_app, jsonify
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from clicktrail.errors import DependencyUnavailable, RequestRejected
+from clicktrail.errors import ClicktrailError, DependencyUnavailable, Fault
 from clicktrail.metrics import REQUESTS_REJECTED
 
 log = logging.getLogger(__name__)
+
+# What a client is told when the error does not say: by fault.
+_DEFAULT_STATUS = {Fault.CLIENT: 400, Fault.DEPENDENCY: 503, Fault.INTERNAL: 500}
+_DEFAULT_CODE = {
+    Fault.CLIENT: "invalid_request",
+    Fault.DEPENDENCY: "unavailable",
+    Fault.INTERNAL: "internal_error",
+}
+_DEFAULT_MESSAGE = {
+    Fault.CLIENT: "the request was refused",
+    Fault.DEPENDENCY: "a dependency is unavailable; retry later",
+    Fault.INTERNAL: "an internal error occurred",
+}
+
+
+def status_of(exc: ClicktrailError) -> int:
+    """The HTTP status of an error: its own within its fault's family (4xx for the client's),
+    else the fault's; a dependency's is always 503 and ours always 500."""
+    if exc.fault is Fault.CLIENT and exc.status is not None and 400 <= exc.status < 500:
+        return exc.status
+    return _DEFAULT_STATUS[exc.fault]
 
 
 def error_response(status: int, code: str, message: str, field: str | None = None) -> Response:
@@ -32,27 +56,31 @@ def error_response(status: int, code: str, message: str, field: str | None = Non
 
 
 def register_error_handlers(app: Flask) -> None:
-    @app.errorhandler(RequestRejected)
-    def rejected(exc: RequestRejected) -> Response:
-        REQUESTS_REJECTED.labels(exc.code).inc()
-        response = error_response(exc.status, exc.code, exc.message, exc.field)
-        if exc.retry_after is not None:
-            response.headers["Retry-After"] = str(exc.retry_after)
-        return response
-
-    @app.errorhandler(DependencyUnavailable)
-    def unavailable(exc: DependencyUnavailable) -> Response:
-        REQUESTS_REJECTED.labels("unavailable").inc()
-        log.warning("%s unavailable, answering 503: %s", exc.name, exc.detail)
+    @app.errorhandler(ClicktrailError)
+    def clicktrail_error(exc: ClicktrailError) -> Response:
+        """The one handler of our errors: status, body and Retry-After from the error."""
+        fault = exc.fault
+        if fault is Fault.INTERNAL:  # its message is for us, in the log
+            log.exception("internal error")
+            return error_response(500, _DEFAULT_CODE[fault], _DEFAULT_MESSAGE[fault])
+        wait = exc.retry_after
+        if fault is Fault.DEPENDENCY and wait is None:
+            # A failure, not a refusal that says when to come back (as Overloaded does, which
+            # under load would log every request it turns away).
+            log.warning("answering 503: %s", exc)
+            wait = current_app.config["RETRY_AFTER_SECONDS"]
+        code = exc.code or _DEFAULT_CODE[fault]
+        REQUESTS_REJECTED.labels(code).inc()
         response = error_response(
-            503, "unavailable", f"{exc.name} is unavailable; retry later", None
+            status_of(exc), code, exc.message or _DEFAULT_MESSAGE[fault], exc.field
         )
-        response.headers["Retry-After"] = str(current_app.config["RETRY_AFTER_SECONDS"])
+        if wait is not None:
+            response.headers["Retry-After"] = str(wait)
         return response
 
     @app.errorhandler(redis.RedisError)
     def redis_refused(exc: redis.RedisError) -> Response:
-        return unavailable(DependencyUnavailable("redis", f"{type(exc).__name__}: {exc}"))
+        return clicktrail_error(DependencyUnavailable("redis", f"{type(exc).__name__}: {exc}"))
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(_: RequestEntityTooLarge) -> Response:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from clicktrail.clock import Clock, SystemClock
+from clicktrail.clock import Clock, SystemClock, epoch_seconds
 from clicktrail.config import Settings
 from clicktrail.db import Database
 from clicktrail.health import Check, dependency_checks, workers_check
@@ -75,8 +75,9 @@ class Services:
     clock: Clock = field(default_factory=SystemClock)
 
     @classmethod
-    def build(cls, settings: Settings) -> Services:
-        """The real services; nothing connects until first used."""
+    def build(cls, settings: Settings, clock: Clock | None = None) -> Services:
+        """The real services, every one reading time from ``clock`` (the system's by default);
+        nothing connects until first used."""
         from clicktrail.debugger import DebugFeed, DebuggerKeys
         from clicktrail.profiles import ProfileStore
         from clicktrail.web.enqueue import CeleryEnqueuer
@@ -85,7 +86,7 @@ class Services:
         enqueuer = CeleryEnqueuer(settings)
         checks = dependency_checks(settings, db)
         checks["workers"] = workers_check(enqueuer.ping_workers)
-        clock = SystemClock()
+        clock = clock or SystemClock()
         redis_client = pipeline_redis(settings)
         debugger = (
             DebugFeed(
@@ -101,10 +102,12 @@ class Services:
             sources=SourceStore(db, settings.source_cache_seconds),
             enqueuer=enqueuer,
             validator=EventValidator(make_registry(settings)),
-            sessions=SessionStore(redis_client, settings.session_timeout_seconds),
+            sessions=SessionStore(redis_client, settings.session_timeout_seconds, clock),
             profiles=ProfileStore(db),
             admin_token=settings.admin_token,
-            admission=Admission(settings, queue_redis(settings, timeout=2)),
+            admission=Admission(
+                settings, queue_redis(settings, timeout=2), wall_clock=epoch_seconds(clock)
+            ),
             checks=checks,
             clock=clock,
             debugger=debugger,

@@ -10,6 +10,7 @@ from typing import Any
 
 from celery import Celery, signals
 
+from clicktrail.clock import SystemClock
 from clicktrail.config import Settings
 from clicktrail.logs import bind, clear, configure_logging
 from clicktrail.metrics import PipelineGauges, clear_multiprocess_dir, mark_dead, serve
@@ -99,7 +100,9 @@ def _start_worker(**_: Any) -> None:
         log.warning("PROMETHEUS_MULTIPROC_DIR is not set: metrics of pool children are not served")
     clear_multiprocess_dir(settings.prometheus_multiproc_dir)
     queue = queue_redis(settings, timeout=2)
-    sessions = SessionStore(pipeline_redis(settings, timeout=2), settings.session_timeout_seconds)
+    sessions = SessionStore(
+        pipeline_redis(settings, timeout=2), settings.session_timeout_seconds, SystemClock()
+    )
     gauges = PipelineGauges(lambda: int(queue.llen(QUEUE)), sessions.active_count)
     serve(
         settings.worker_metrics_port,

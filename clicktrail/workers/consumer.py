@@ -208,6 +208,8 @@ class WriteRefusals:
         try:
             with self._channel.conn_or_acquire() as client:
                 pipe = client.pipeline()
+                # kombu's own bookkeeping, which kombu compares with its own time.time() when
+                # it restores unacked messages: its clock, not ours (no Clock replaces it).
                 pipe.zadd(qos.unacked_index_key, {tag: time.time()})
                 pipe.hset(qos.unacked_key, tag, dumps([raw, exchange, routing_key]))  # type: ignore[no-untyped-call]
                 pipe.execute()

@@ -12,7 +12,7 @@ import os
 import threading
 from dataclasses import dataclass
 
-from clicktrail.clock import SystemClock
+from clicktrail.clock import Clock, SystemClock, epoch_seconds
 from clicktrail.config import Settings
 from clicktrail.db import Database
 from clicktrail.debugger import DebugTap
@@ -40,12 +40,13 @@ class Runtime:
     deliveries: Deliveries
 
     @classmethod
-    def build(cls, settings: Settings) -> Runtime:
-        clock = SystemClock()
+    def build(cls, settings: Settings, clock: Clock | None = None) -> Runtime:
+        """Every part reading time from ``clock`` (the system's by default)."""
+        clock = clock or SystemClock()
         db = Database(settings.database_url, name="clicktrail-worker")
         publisher = KafkaPublisher(settings.kafka)
         redis_client = pipeline_redis(settings)
-        sessions = SessionStore(redis_client, settings.session_timeout_seconds)
+        sessions = SessionStore(redis_client, settings.session_timeout_seconds, clock)
         geoip = open_geoip(settings.geoip_database) if settings.geoip_database else None
         enricher = Enricher(geoip, settings.pseudonymization_key)
         profiles = ProfileStore(db)
@@ -58,7 +59,7 @@ class Runtime:
             clock=clock,
             enricher=enricher,
             profiles=profiles,
-            seen=SeenIds(redis_client, settings.dedupe_window_seconds),
+            seen=SeenIds(redis_client, settings.dedupe_window_seconds, epoch_seconds(clock)),
             log_requests=settings.log_requests,
             tap=_debug_tap(settings, enricher, clock),
             erasures=marks,
@@ -87,7 +88,7 @@ class Runtime:
         self.db.close()
 
 
-def _debug_tap(settings: Settings, enricher: Enricher, clock: SystemClock) -> DebugTap | None:
+def _debug_tap(settings: Settings, enricher: Enricher, clock: Clock) -> DebugTap | None:
     """The live debugger's tap, unless the debugger is off. Its own client with a short timeout:
     a slow Redis must not hold a task up for the debugger's sake."""
     if settings.debugger_retention_seconds <= 0:

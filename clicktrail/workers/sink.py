@@ -20,6 +20,7 @@ from typing import Any
 import psycopg
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
+from clicktrail.clock import SYSTEM_CLOCK, Clock, SystemClock
 from clicktrail.config import Settings
 from clicktrail.db import REFUSED_DATA, Database, without_nul
 from clicktrail.errors import DependencyUnavailable
@@ -53,13 +54,20 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
 
 
 class HistorySink:
-    def __init__(self, consumer: Consumer, db: Database, topic: str, batch_size: int) -> None:
+    def __init__(
+        self,
+        consumer: Consumer,
+        db: Database,
+        topic: str,
+        batch_size: int,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
         self._consumer = consumer
         self._db = db
         self._topic = topic
         self._batch_size = batch_size
         self._history = HistoryStore()
-        self._profiles = ProfileWriter()
+        self._profiles = ProfileWriter(clock)
 
     def run(
         self, stop: threading.Event, on_batch: Callable[[BatchResult], None] | None = None
@@ -208,7 +216,11 @@ def main() -> int:
         signal.signal(sig, lambda *_: stop.set())
     db = Database(settings.database_url, name="clicktrail-sink")
     sink = HistorySink(
-        Consumer(consumer_config(settings)), db, settings.topic_events, settings.sink_batch_size
+        Consumer(consumer_config(settings)),
+        db,
+        settings.topic_events,
+        settings.sink_batch_size,
+        SystemClock(),
     )
     log.info("history sink reading %s as %s", settings.topic_events, settings.sink_group_id)
     try:

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from clicktrail.db import Database, migrate
-from clicktrail.errors import DependencyUnavailable
+from clicktrail.errors import Conflict, DependencyUnavailable
 from clicktrail.sources import SourceStore, hash_write_key, new_write_key
 from tests.support.infra import free_port
 
@@ -87,7 +87,7 @@ def test_ensure_is_idempotent_and_refuses_a_key_of_another_source(db: Database) 
     second = store.ensure(name, key)
 
     assert first == second
-    with pytest.raises(ValueError, match="another source"):
+    with pytest.raises(Conflict, match="another source"):
         store.ensure(f"other-{uuid.uuid4().hex}", key)
 
 

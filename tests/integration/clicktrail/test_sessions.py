@@ -5,16 +5,18 @@ from __future__ import annotations
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import redis
 
+from clicktrail.clock import parse_ts
 from clicktrail.errors import DependencyUnavailable
 from clicktrail.redisconn import make_redis
 from clicktrail.sessions import LIVE_KEY, SESSION_PREFIX, SessionStore, Touch, mark_key
 from tests.support.infra import free_port
+from tests.support.twins import FixedClock
 
 NOW = "2026-01-01T00:00:00.000Z"
 
@@ -229,3 +231,24 @@ def test_an_event_received_before_its_users_erasure_stores_no_session(
     returned = store.get(returning["id"])
     assert returned is not None
     assert (returned.index, returned.event_count) == (1, 1)
+
+
+def test_which_sessions_are_live_is_decided_by_the_injected_clock(client: redis.Redis) -> None:
+    """The live index and a session's expiresAt go by the store's clock, not the machine's
+    (the keys themselves still expire by Redis)."""
+    then = datetime(2020, 5, 1, 12, 0, 0, tzinfo=UTC)
+    store = SessionStore(client, timeout_seconds=60, clock=FixedClock(then))
+    session = touch(store, "src", device())
+
+    live_then = store.active_count()
+    two_minutes_on = SessionStore(
+        client, timeout_seconds=60, clock=FixedClock(then + timedelta(minutes=2))
+    ).active_count()
+    view = store.get(session["id"])
+    store.end(session["id"])
+
+    assert live_then - two_minutes_on == 1  # ended by the clock two minutes on, not before
+    assert view is not None
+    expires = parse_ts(view.expires_at)
+    assert expires is not None
+    assert then + timedelta(seconds=58) <= expires <= then + timedelta(seconds=60)

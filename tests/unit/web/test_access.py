@@ -15,6 +15,7 @@ from clicktrail.config import Settings
 from clicktrail.errors import Overloaded
 from clicktrail.sources import Source, SourceStore, hash_write_key
 from clicktrail.web.admission import Admission
+from clicktrail.web.errors import status_of
 from tests.support.twins import MemoryRateCounter, MemorySources, RecordingEnqueuer
 from tests.support.web import basic, twin_app, twin_services
 
@@ -262,7 +263,7 @@ def test_unknown_write_keys_never_push_out_known_ones_nor_each_cost_a_lookup() -
 
     assert known is not None
     assert known.id == "src-real"
-    assert {(r.status, r.retry_after) for r in refusals} == {(503, 1)}
+    assert {(status_of(r), r.retry_after) for r in refusals} == {(503, 1)}
     assert db.lookups == lookups  # still cached, although 100 unknown keys were tried
     # The budget, 5 lookups a second: the real key's first took one.
     assert (lookups, refused) == (5, 96)
