@@ -46,6 +46,7 @@ from clicktrail.errors import DependencyUnavailable
 from clicktrail.kafka import Record
 from clicktrail.redisconn import REDIS_DOWN
 from clicktrail.sources import hash_write_key
+from clicktrail.telemetry import dependency_span
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +239,8 @@ class DebugTap:
                         args=[self._max_events, self._retention_ms, *entries],
                         client=pipe,
                     )
-            pipe.execute()
+            with dependency_span("redis debugger.offer", "redis", "EVALSHA", len(pipe)):
+                pipe.execute()
         except Exception:  # the debugger is best effort; the events go on regardless
             log.warning("could not write to the debugger stream", exc_info=True)
 
