@@ -1,10 +1,12 @@
-"""The spans of the pipeline's round-trips, recorded in memory: their parents, the
+"""The spans of the pipeline's and the sink's round-trips, recorded in memory: their parents, the
 links of work shared by several requests, and nothing at all when tracing is off."""
 
 from __future__ import annotations
 
 import copy
 import itertools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
@@ -23,6 +25,8 @@ from clicktrail.schemas import FileSchemaRegistry
 from clicktrail.sessions import SessionStore
 from clicktrail.telemetry import dependency_span, request_spans
 from clicktrail.validation import EventValidator
+from clicktrail.workers import sink as sink_module
+from clicktrail.workers.sink import SPAN_NAME, HistorySink
 from tests.support.data import valid_events
 from tests.support.paths import PROJECT_ROOT
 from tests.support.twins import FixedClock, MemoryPublisher
@@ -207,3 +211,109 @@ def test_a_failed_round_trip_is_recorded_on_its_span_and_on_the_requests(
     for span in (client, work):
         assert span.status.status_code == StatusCode.ERROR
         assert [e.name for e in span.events] == ["exception"]
+
+
+class FakeMessage:
+    def __init__(self, offset: int, event: dict[str, Any], traceparent: str | None) -> None:
+        self._offset, self._event = offset, event
+        self._headers = [("source-id", b"src-1")]
+        if traceparent:
+            self._headers.append(("traceparent", traceparent.encode()))
+
+    def error(self) -> None:
+        return None
+
+    def value(self) -> bytes:
+        return orjson.dumps(self._event)
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return self._headers
+
+    def topic(self) -> str:
+        return "ev"
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._offset
+
+
+class FakeDatabase:
+    class Conn:
+        @contextmanager
+        def transaction(self) -> Iterator[None]:
+            yield
+
+    @contextmanager
+    def connection(self) -> Iterator[FakeDatabase.Conn]:
+        yield FakeDatabase.Conn()
+
+
+class Stored:
+    def store(self, conn: Any, rows: list[Any]) -> set[str]:
+        return {row.message_id for row in rows}
+
+
+class NoProfiles:
+    def apply(self, conn: Any, events: list[Any]) -> int:
+        return 0
+
+
+def sink_batch(traceparents: list[str | None]) -> list[Any]:
+    return [
+        FakeMessage(
+            n,
+            {
+                "type": "track",
+                "event": "E",
+                "messageId": f"m{n}",
+                "receivedAt": "2026-01-01T00:00:00.000Z",
+            },
+            traceparent,
+        )
+        for n, traceparent in enumerate(traceparents)
+    ]
+
+
+def make_sink() -> HistorySink:
+    sink = HistorySink(None, FakeDatabase(), "ev", 100)  # type: ignore[arg-type]
+    sink._history, sink._profiles = Stored(), NoProfiles()  # type: ignore[assignment]
+    return sink
+
+
+def test_the_sink_continues_each_records_trace_and_writes_under_the_first_linking_the_others(
+    spans: InMemorySpanExporter,
+) -> None:
+    produce_a, produce_c = f"00-{TRACE_A}-{'1' * 16}-01", f"00-{TRACE_C}-{'2' * 16}-01"
+
+    result = make_sink().write(sink_batch([produce_a, produce_a, produce_c]))
+
+    assert result.written == 3
+    finished = spans.get_finished_spans()
+    first, second = by_name(finished, SPAN_NAME)
+    assert first.kind == SpanKind.CONSUMER
+    assert [
+        (format(s.context.trace_id, "032x"), hex_id(s.parent.span_id)) for s in (first, second)
+    ] == [  # type: ignore[union-attr]
+        (TRACE_A, "1" * 16),
+        (TRACE_C, "2" * 16),
+    ]
+    assert first.attributes is not None
+    assert first.attributes["messaging.batch.message_count"] == 3
+    [write] = by_name(finished, "postgres history.write")
+    assert write.kind == SpanKind.CLIENT
+    assert write.parent is not None
+    assert write.parent.span_id == first.context.span_id
+    assert [link.context for link in write.links] == [second.context]
+    assert write.attributes is not None
+    assert write.attributes["clicktrail.items"] == 3
+
+
+def test_the_sink_makes_no_span_when_tracing_is_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(trace, "get_tracer_provider", trace.ProxyTracerProvider)
+    parsed: list[Any] = []
+    monkeypatch.setattr(sink_module, "_traceparents", parsed.append)
+
+    assert make_sink().write(sink_batch([CALLER_A])).written == 1
+    assert parsed == []  # not even the headers were read for a trace
