@@ -15,8 +15,8 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -709,10 +709,8 @@ class _Job:
     verdicts: list[Verdict]
 
 
-@contextmanager
-def _part_spans(parts: list[dict[str, Any]]) -> Iterator[list[Span]]:
+def _part_spans(parts: list[dict[str, Any]]) -> AbstractContextManager[list[Span]]:
     """The span of the ingest task for each part, continuing its request's trace; the first is
     current, so the task's Redis and Postgres round-trips are its children and link to the
     others (``telemetry.request_spans``); an error is recorded on all of them."""
-    with request_spans(INGEST_TASK, [part.get("traceparent") for part in parts]) as spans:
-        yield spans
+    return request_spans(INGEST_TASK, [part.get("traceparent") for part in parts])

@@ -24,7 +24,7 @@ import ipaddress
 import random
 import re
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
 from typing import Any
 
@@ -45,17 +45,25 @@ _propagator = TraceContextTextMapPropagator()
 _also_serving: ContextVar[tuple[trace.Span, ...]] = ContextVar("clicktrail_serving", default=())
 
 
+# Whether setup_tracing installed a provider or found one: a flag, as the API's check reads the
+# environment each time, and dependency spans ask on every round-trip.
+_enabled = False
+
+
 def tracing_enabled() -> bool:
-    """Whether this process records spans (setup_tracing installed a provider)."""
-    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    """Whether this process records spans (``setup_tracing`` installed a provider or found one
+    installed)."""
+    return _enabled
 
 
 def setup_tracing(settings: Settings, service: str) -> None:
     """Install this process's tracer provider when spans have somewhere to go (once; a provider
-    already set is kept)."""
-    if not settings.otel_exporter_otlp_endpoint:
-        return
+    already set is kept, and used)."""
+    global _enabled
     if not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        _enabled = True
+        return
+    if not settings.otel_exporter_otlp_endpoint:
         return
     provider = TracerProvider(
         resource=Resource.create(
@@ -71,6 +79,7 @@ def setup_tracing(settings: Settings, service: str) -> None:
     endpoint = settings.otel_exporter_otlp_endpoint.rstrip("/") + "/v1/traces"
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
     trace.set_tracer_provider(provider)
+    _enabled = True
 
 
 def start_span(
@@ -92,61 +101,49 @@ def start_span(
 
 
 @contextmanager
-def serving(spans: Sequence[trace.Span]) -> Iterator[None]:
-    """Work done for every one of these spans' requests at once: the first span is current (log
-    lines and child spans take its trace), and each ``dependency_span`` started meanwhile links
-    to the others."""
-    token = otel_context.attach(trace.set_span_in_context(spans[0])) if spans else None
-    others = _also_serving.set(tuple(spans[1:]))
-    try:
-        yield
-    finally:
-        _also_serving.reset(others)
-        if token is not None:
-            otel_context.detach(token)
-
-
-@contextmanager
 def request_spans(
     name: str, traceparents: Sequence[str | None], kind: SpanKind = SpanKind.CONSUMER
 ) -> Iterator[list[trace.Span]]:
-    """One span per request, each continuing its ``traceparent``, around work that serves them
-    all (``serving``); an error is recorded on every one of them."""
+    """One span per request, each continuing its ``traceparent``, around work done for all of
+    them at once: the first span is current (log lines and child spans take its trace), and
+    each ``dependency_span`` started meanwhile links to the others. An error is recorded on
+    every one of them."""
     spans = [start_span(name, context_of(traceparent), kind) for traceparent in traceparents]
+    token = otel_context.attach(trace.set_span_in_context(spans[0])) if spans else None
+    others = _also_serving.set(tuple(spans[1:]))
     try:
-        with serving(spans):
-            yield spans
+        yield spans
     except BaseException as exc:
         for span in spans:
             span.record_exception(exc)
             span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
         raise
     finally:
+        _also_serving.reset(others)
+        if token is not None:
+            otel_context.detach(token)
         for span in spans:
             span.end()
 
 
-@contextmanager
+_NO_SPAN: AbstractContextManager[None] = nullcontext()
+
+
 def dependency_span(
     name: str, system: str, operation: str, items: int | None = None
-) -> Iterator[trace.Span | None]:
+) -> AbstractContextManager[trace.Span | None]:
     """A CLIENT span around one round-trip to Redis or Postgres (``system``: ``redis``,
     ``postgresql``), a child of the current span, linked to the other requests it serves. No
-    span at all (None) when nothing is recorded or nothing is current: then it costs one check,
-    and a call outside any request (a health check, a counter) starts no trace of its own."""
-    if not tracing_enabled():
-        yield None
-        return
-    if not trace.get_current_span().get_span_context().is_valid:
-        yield None
-        return
+    span at all (None) when nothing is recorded or nothing is current: then it costs a flag's
+    check, and a call outside any request (a health check, a counter) starts no trace."""
+    if not _enabled or not trace.get_current_span().get_span_context().is_valid:
+        return _NO_SPAN
     attributes: dict[str, str | int] = {"db.system.name": system, "db.operation.name": operation}
     if items is not None:
         attributes["clicktrail.items"] = items
     links = [trace.Link(s.get_span_context()) for s in _also_serving.get()]
     span = tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes, links=links)
-    with trace.use_span(span, end_on_exit=True):
-        yield span
+    return trace.use_span(span, end_on_exit=True)
 
 
 def shutdown_tracing() -> None:

@@ -45,7 +45,14 @@ def spans(monkeypatch: pytest.MonkeyPatch) -> InMemorySpanExporter:
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     monkeypatch.setattr(trace, "get_tracer_provider", lambda: provider)
     monkeypatch.setattr(telemetry, "tracer", provider.get_tracer("clicktrail"))
+    monkeypatch.setattr(telemetry, "_enabled", True)
     return exporter
+
+
+def tracing_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As in a process where nothing installed a provider (other tests here may have)."""
+    monkeypatch.setattr(trace, "get_tracer_provider", trace.ProxyTracerProvider)
+    monkeypatch.setattr(telemetry, "_enabled", False)
 
 
 class ScriptRedis:
@@ -179,7 +186,7 @@ def test_a_round_trip_serving_several_requests_is_the_first_ones_child_and_links
 def test_without_a_provider_no_round_trip_span_is_made_and_the_trace_ids_go_on(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(trace, "get_tracer_provider", trace.ProxyTracerProvider)
+    tracing_off(monkeypatch)
     pipeline, publisher = make()
 
     with dependency_span("redis x", "redis", "GET") as span:
@@ -311,9 +318,23 @@ def test_the_sink_continues_each_records_trace_and_writes_under_the_first_linkin
 
 
 def test_the_sink_makes_no_span_when_tracing_is_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(trace, "get_tracer_provider", trace.ProxyTracerProvider)
+    tracing_off(monkeypatch)
     parsed: list[Any] = []
     monkeypatch.setattr(sink_module, "_traceparents", parsed.append)
 
     assert make_sink().write(sink_batch([CALLER_A])).written == 1
     assert parsed == []  # not even the headers were read for a trace
+
+
+def test_setup_tracing_keeps_a_provider_already_installed_and_records_with_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from clicktrail.config import Settings
+
+    provider = TracerProvider()
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: provider)
+    monkeypatch.setattr(telemetry, "_enabled", False)
+
+    telemetry.setup_tracing(Settings.from_env({}), "test")
+
+    assert telemetry.tracing_enabled()
