@@ -105,12 +105,14 @@ def request_spans(
     name: str, traceparents: Sequence[str | None], kind: SpanKind = SpanKind.CONSUMER
 ) -> Iterator[list[trace.Span]]:
     """One span per request, each continuing its ``traceparent``, around work done for all of
-    them at once: the first span is current (log lines and child spans take its trace), and
-    each ``dependency_span`` started meanwhile links to the others. An error is recorded on
-    every one of them."""
+    them at once: the first recorded span is current (log lines and child spans take its
+    trace), and each ``dependency_span`` started meanwhile links to the others. An error is
+    recorded on every one of them."""
     spans = [start_span(name, context_of(traceparent), kind) for traceparent in traceparents]
-    token = otel_context.attach(trace.set_span_in_context(spans[0])) if spans else None
-    others = _also_serving.set(tuple(spans[1:]))
+    # The first recorded one (a caller may have sampled its trace out): its children are too.
+    first = next((span for span in spans if span.is_recording()), spans[0] if spans else None)
+    token = otel_context.attach(trace.set_span_in_context(first)) if first else None
+    others = _also_serving.set(tuple(span for span in spans if span is not first))
     try:
         yield spans
     except BaseException as exc:

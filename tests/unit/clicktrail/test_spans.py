@@ -338,3 +338,17 @@ def test_setup_tracing_keeps_a_provider_already_installed_and_records_with_it(
     telemetry.setup_tracing(Settings.from_env({}), "test")
 
     assert telemetry.tracing_enabled()
+
+
+def test_a_shared_round_trip_goes_under_the_first_request_whose_trace_is_sampled(
+    spans: InMemorySpanExporter,
+) -> None:
+    unsampled = f"00-{TRACE_A}-{'b' * 16}-00"  # the caller sampled this trace out
+
+    with request_spans("work", [unsampled, CALLER_C]) as work, dependency_span("x", "redis", "GET"):
+        pass
+
+    [client] = [s for s in spans.get_finished_spans() if s.kind == SpanKind.CLIENT]
+    assert client.parent is not None
+    assert client.parent.span_id == work[1].get_span_context().span_id
+    assert [link.context for link in client.links] == [work[0].get_span_context()]
