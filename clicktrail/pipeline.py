@@ -710,7 +710,7 @@ class _Job:
 
 
 def _part_spans(parts: list[dict[str, Any]]) -> AbstractContextManager[list[Span]]:
-    """The span of the ingest task for each part, continuing its request's trace; the first is
-    current, so the task's Redis and Postgres round-trips are its children and link to the
-    others (``telemetry.request_spans``); an error is recorded on all of them."""
+    """The span of the ingest task for each part, continuing its request's trace; the first
+    recorded one is current, so the task's Redis and Postgres round-trips are its children and
+    link to the others (``telemetry.request_spans``); an error is recorded on all of them."""
     return request_spans(INGEST_TASK, [part.get("traceparent") for part in parts])
