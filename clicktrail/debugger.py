@@ -47,6 +47,7 @@ from clicktrail.kafka import Record
 from clicktrail.message import Part
 from clicktrail.redisconn import REDIS_DOWN
 from clicktrail.sources import hash_write_key
+from clicktrail.telemetry import dependency_span
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +240,8 @@ class DebugTap:
                         args=[self._max_events, self._retention_ms, *entries],
                         client=pipe,
                     )
-            pipe.execute()
+            with dependency_span("redis debugger.offer", "redis", "EVALSHA", len(pipe)):
+                pipe.execute()
         except Exception:  # the debugger is best effort; the events go on regardless
             log.warning("could not write to the debugger stream", exc_info=True)
 

@@ -22,6 +22,7 @@ import redis
 
 from clicktrail.errors import DependencyUnavailable
 from clicktrail.metrics import DEDUPE_NOTE_FAILURES
+from clicktrail.telemetry import dependency_span
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,8 @@ class SeenIds:
             pipe.smismember(self._key(source_id, bucket), message_ids)
             pipe.smismember(self._key(source_id, bucket - 1), message_ids)
         try:
-            replies = pipe.execute()
+            with dependency_span("redis seen_ids.seen", "redis", "SMISMEMBER", len(pipe)):
+                replies = pipe.execute()
         except redis.RedisError as exc:
             raise DependencyUnavailable("redis", str(exc)) from exc
         found: dict[str, set[str]] = {}
@@ -77,7 +79,8 @@ class SeenIds:
                 pipe.sadd(key, *message_ids)
                 pipe.expire(key, 2 * self.window_seconds)
         try:
-            pipe.execute()
+            with dependency_span("redis seen_ids.remember", "redis", "SADD", len(pipe)):
+                pipe.execute()
         except redis.RedisError as exc:
             DEDUPE_NOTE_FAILURES.inc()
             log.warning("delivered ids not noted for deduplication: %s", exc)

@@ -16,14 +16,14 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import orjson
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import Span, SpanKind
 
 from clicktrail.clock import Clock, format_ts, parse_ts
 from clicktrail.enrich import Enricher, EnrichmentSettings, attach_session
@@ -40,7 +40,7 @@ from clicktrail.metrics import (
 )
 from clicktrail.queue import INGEST_TASK
 from clicktrail.sessions import SessionTracker, Touch
-from clicktrail.telemetry import context_of, start_span, traceparent_of
+from clicktrail.telemetry import request_spans, start_span, traceparent_of
 from clicktrail.validation import EventValidator, TrackingPlan, Verdict
 
 try:  # a Celery soft time limit raises inside whatever runs: it is the task's, not an event's
@@ -168,9 +168,9 @@ class Pipeline:
         and one wait for all their delivery reports.
         """
         parts = list(message.parts)
-        if self._erasures is not None:
-            parts = self._erasures.without_erased(parts)
         with _part_spans(parts) as spans:
+            if self._erasures is not None:  # within the spans: its Redis round-trip is traced
+                parts = self._erasures.without_erased(parts)
             fresh = [i for i, part in enumerate(parts) if not part.is_retry]
             prepared = (
                 dict(zip(fresh, self.prepare([parts[i] for i in fresh]), strict=True))
@@ -701,21 +701,8 @@ class _Job:
     verdicts: list[Verdict]
 
 
-@contextmanager
-def _part_spans(parts: Sequence[Part]) -> Iterator[list[Span]]:
-    """The span of the ingest task for each part, continuing its request's trace; an error
-    is recorded on all of them."""
-    spans = [
-        start_span(INGEST_TASK, context=context_of(part.traceparent), kind=SpanKind.CONSUMER)
-        for part in parts
-    ]
-    try:
-        yield spans
-    except BaseException as exc:
-        for span in spans:
-            span.record_exception(exc)
-            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
-        raise
-    finally:
-        for span in spans:
-            span.end()
+def _part_spans(parts: Sequence[Part]) -> AbstractContextManager[list[Span]]:
+    """The span of the ingest task for each part, continuing its request's trace; the first
+    recorded one is current, so the task's Redis and Postgres round-trips are its children and
+    link to the others (``telemetry.request_spans``); an error is recorded on all of them."""
+    return request_spans(INGEST_TASK, [part.traceparent for part in parts])

@@ -37,6 +37,7 @@ from clicktrail.clock import (
 )
 from clicktrail.db import Database
 from clicktrail.errors import DependencyUnavailable
+from clicktrail.telemetry import dependency_span
 
 log = logging.getLogger(__name__)
 _MISSING = object()
@@ -139,7 +140,8 @@ class ProfileStore:
         if not wanted:
             return found
         try:
-            with self._db.connection() as conn:
+            span = dependency_span("postgres profiles.traits_for", "postgresql", "SELECT")
+            with span, self._db.connection() as conn:
                 rows = conn.execute(
                     "SELECT a.id, p.traits FROM unnest(%s::text[]) AS a(id)"
                     " LEFT JOIN profile_aliases pa ON pa.alias = a.id"

@@ -36,6 +36,7 @@ from clicktrail.message import Part
 from clicktrail.metrics import PROFILES_PURGED
 from clicktrail.redisconn import REDIS_DOWN
 from clicktrail.sessions import SessionStore, mark_key
+from clicktrail.telemetry import dependency_span
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,8 @@ class ErasureMarks:
         if not wanted:
             return {}
         try:
-            found = self._client.mget([mark_key(i) for i in wanted])
+            with dependency_span("redis erasure_marks.erased", "redis", "MGET", len(wanted)):
+                found = self._client.mget([mark_key(i) for i in wanted])
         except REDIS_DOWN as exc:
             raise DependencyUnavailable("redis", str(exc)) from exc
         return {i: int(at) for i, at in zip(wanted, found, strict=True) if at is not None}

@@ -32,6 +32,7 @@ import redis
 from clicktrail.clock import SYSTEM_CLOCK, Clock, epoch_ms, format_ts, parse_ts
 from clicktrail.errors import DependencyUnavailable
 from clicktrail.redisconn import REDIS_DOWN
+from clicktrail.telemetry import dependency_span
 
 SESSION_PREFIX = "ct:session:"
 POINTER_KEY = "ct:session-of:{source}:{identity}"
@@ -240,7 +241,8 @@ class SessionStore:
             ],
         }
         try:
-            joined = self._touch(keys=[LIVE_KEY], args=[orjson.dumps(batch)])
+            with dependency_span("redis sessions.touch_many", "redis", "EVALSHA", len(touches)):
+                joined = self._touch(keys=[LIVE_KEY], args=[orjson.dumps(batch)])
         except REDIS_DOWN as exc:
             raise DependencyUnavailable("redis", str(exc)) from exc
         return [

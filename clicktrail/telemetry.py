@@ -4,8 +4,15 @@ Traces: with OTEL_EXPORTER_OTLP_ENDPOINT set, a process records spans and export
 over HTTP). Without it nothing is recorded, yet the trace goes on: ``start_span`` then hands out
 spans that only carry ids, so log lines and ``traceparent`` headers still tie a request's work
 together, at a fraction of a recorded span's cost. The path of one request: the API's HTTP
-span -> the ingest task's span -> the Kafka produce span, whose context is the ``traceparent``
-header of every record it wrote.
+span -> the ingest task's span -> its Redis and Postgres round-trips and the Kafka produce span,
+whose context is the ``traceparent`` header of every record it wrote -> the history sink's span
+continuing that header -> its Postgres write.
+
+Work done once for several requests (one task for a group of requests, one sink batch for many
+traces) runs under ``request_spans``: one span per request, the first current, so that each
+round-trip's span (``dependency_span``) is a child of the first request's span and links to the
+others'. Dependency spans are made only while spans are recorded: without a provider they cost
+one check.
 
 Errors: Sentry when SENTRY_DSN is set, without personal data: no request bodies, no local
 variables, and ``before_send`` filters write keys, tokens and IP addresses out of every report.
@@ -16,29 +23,47 @@ from __future__ import annotations
 import ipaddress
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextvars import ContextVar
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from clicktrail.config import Settings
 
 tracer = trace.get_tracer("clicktrail")
 _propagator = TraceContextTextMapPropagator()
+# The spans, beyond the current one, of the requests the work in progress serves.
+_also_serving: ContextVar[tuple[trace.Span, ...]] = ContextVar("clicktrail_serving", default=())
+
+
+# Whether setup_tracing installed a provider or found one: a flag, as the API's check reads the
+# environment each time, and dependency spans ask on every round-trip.
+_enabled = False
+
+
+def tracing_enabled() -> bool:
+    """Whether this process records spans (``setup_tracing`` installed a provider or found one
+    installed)."""
+    return _enabled
 
 
 def setup_tracing(settings: Settings, service: str) -> None:
     """Install this process's tracer provider when spans have somewhere to go (once; a provider
-    already set is kept)."""
-    if not settings.otel_exporter_otlp_endpoint:
-        return
+    already set is kept, and used)."""
+    global _enabled
     if not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        _enabled = True
+        return
+    if not settings.otel_exporter_otlp_endpoint:
         return
     provider = TracerProvider(
         resource=Resource.create(
@@ -54,6 +79,7 @@ def setup_tracing(settings: Settings, service: str) -> None:
     endpoint = settings.otel_exporter_otlp_endpoint.rstrip("/") + "/v1/traces"
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
     trace.set_tracer_provider(provider)
+    _enabled = True
 
 
 def start_span(
@@ -72,6 +98,54 @@ def start_span(
     return trace.NonRecordingSpan(
         trace.SpanContext(trace_id, span_id, is_remote=False, trace_flags=flags)
     )
+
+
+@contextmanager
+def request_spans(
+    name: str, traceparents: Sequence[str | None], kind: SpanKind = SpanKind.CONSUMER
+) -> Iterator[list[trace.Span]]:
+    """One span per request, each continuing its ``traceparent``, around work done for all of
+    them at once: the first recorded span is current (log lines and child spans take its
+    trace), and each ``dependency_span`` started meanwhile links to the others. An error is
+    recorded on every one of them."""
+    spans = [start_span(name, context_of(traceparent), kind) for traceparent in traceparents]
+    # The first recorded one (a caller may have sampled its trace out): its children are too.
+    first = next((span for span in spans if span.is_recording()), spans[0] if spans else None)
+    token = otel_context.attach(trace.set_span_in_context(first)) if first else None
+    others = _also_serving.set(tuple(span for span in spans if span is not first))
+    try:
+        yield spans
+    except BaseException as exc:
+        for span in spans:
+            span.record_exception(exc)
+            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+        raise
+    finally:
+        _also_serving.reset(others)
+        if token is not None:
+            otel_context.detach(token)
+        for span in spans:
+            span.end()
+
+
+_NO_SPAN: AbstractContextManager[None] = nullcontext()
+
+
+def dependency_span(
+    name: str, system: str, operation: str, items: int | None = None
+) -> AbstractContextManager[trace.Span | None]:
+    """A CLIENT span around one round-trip to Redis or Postgres (``system``: ``redis``,
+    ``postgresql``), a child of the current span, linked to the other requests it serves. No
+    span at all (None) when nothing is recorded or nothing is current: then it costs a flag's
+    check, and a call outside any request (a health check, a counter) starts no trace."""
+    if not _enabled or not trace.get_current_span().get_span_context().is_valid:
+        return _NO_SPAN
+    attributes: dict[str, str | int] = {"db.system.name": system, "db.operation.name": operation}
+    if items is not None:
+        attributes["clicktrail.items"] = items
+    links = [trace.Link(s.get_span_context()) for s in _also_serving.get()]
+    span = tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes, links=links)
+    return trace.use_span(span, end_on_exit=True)
 
 
 def shutdown_tracing() -> None:

@@ -29,11 +29,19 @@ from clicktrail.kafka import decode_value, parse_headers
 from clicktrail.logs import configure_logging
 from clicktrail.metrics import SINK_LAG, SINK_RETRIES, SINK_ROWS_WRITTEN, serve
 from clicktrail.profiles import ProfileWriter
-from clicktrail.telemetry import setup_sentry, setup_tracing, shutdown_tracing
+from clicktrail.telemetry import (
+    dependency_span,
+    request_spans,
+    setup_sentry,
+    setup_tracing,
+    shutdown_tracing,
+    tracing_enabled,
+)
 
 log = logging.getLogger("clicktrail.sink")
 
 BACKOFF_START, BACKOFF_MAX = 0.5, 30.0
+SPAN_NAME = "history sink"
 
 
 @dataclass(frozen=True)
@@ -107,7 +115,26 @@ class HistorySink:
             self._consumer.close()
 
     def write(self, messages: list[Message]) -> BatchResult:
-        """Write one batch in one transaction; raises when Postgres cannot take it."""
+        """Write one batch in one transaction; raises when Postgres cannot take it.
+
+        Traced (when spans are recorded): a CONSUMER span per trace the batch's records carry
+        (their ``traceparent``, the produce span of the request that wrote them), and the
+        Postgres write under the first, linked to the others."""
+        traceparents = _traceparents(messages) if tracing_enabled() else []
+        with request_spans(SPAN_NAME, traceparents) as spans:
+            for span in spans:
+                if span.is_recording():
+                    span.set_attributes(
+                        {
+                            "messaging.system": "kafka",
+                            "messaging.operation.type": "process",
+                            "messaging.destination.name": self._topic,
+                            "messaging.batch.message_count": len(messages),
+                        }
+                    )
+            return self._write(messages)
+
+    def _write(self, messages: list[Message]) -> BatchResult:
         rows: list[HistoryRow] = []
         events: dict[str, dict[str, Any]] = {}
         for message in messages:
@@ -141,7 +168,11 @@ class HistorySink:
             events[row.message_id] = event
         if not rows:
             return BatchResult(len(messages), 0, 0)
-        with self._db.connection() as conn, conn.transaction():
+        with (
+            dependency_span("postgres history.write", "postgresql", "INSERT", len(rows)),
+            self._db.connection() as conn,
+            conn.transaction(),
+        ):
             written = self._history.store(conn, rows)
             profiles = self._profiles.apply(conn, [events[m] for m in written])
         return BatchResult(len(messages), len(written), profiles)
@@ -196,6 +227,16 @@ class HistorySink:
                 self._consumer.seek(TopicPartition(self._topic, partition, offset))
             except KafkaException as exc:  # no longer ours: its new owner starts from the commit
                 log.info("could not rewind partition %s: %s", partition, exc)
+
+
+def _traceparents(messages: list[Message]) -> list[str | None]:
+    """The distinct traceparents of a batch's records, in order (a request's records share
+    one): one span each."""
+    found: dict[str | None, None] = {}
+    for message in messages:
+        if not message.error():
+            found.setdefault(parse_headers(message.headers()).get("traceparent"))
+    return list(found)
 
 
 def _log_partitions(what: str) -> Callable[[Consumer, list[TopicPartition]], None]:

@@ -40,7 +40,7 @@ from tests.support.infra import (
     wait_for,
 )
 from tests.support.paths import PROJECT_ROOT
-from tests.support.receivers import OtlpReceiver, SentryReceiver
+from tests.support.receivers import ExportedSpan, OtlpReceiver, SentryReceiver
 
 OTLP_CONSUMER = 5  # SpanKind.CONSUMER in the OTLP protocol's numbering
 
@@ -158,6 +158,103 @@ def test_one_trace_runs_from_the_http_request_through_the_worker_to_the_kafka_re
         line.get("trace_id") == trace_id and "published" in line["event"] and line.get("task_id")
         for line in worker_lines
     )
+
+
+# The worker's round-trips for one request (no profile traits asked for: no Postgres read).
+WORKER_ROUND_TRIPS = (
+    "redis erasure_marks.erased",
+    "redis seen_ids.seen",
+    "redis sessions.touch_many",
+    "redis seen_ids.remember",
+)
+OTLP_CLIENT, OTLP_PRODUCER = 3, 4
+
+
+def test_one_events_trace_shows_every_round_trip_from_the_api_to_the_history_write(
+    observed: ObservedStack,
+    kafka: KafkaCollector,
+    source: SourceUnderTest,
+    topics: TopicNames,
+    logs_dir: Path,
+) -> None:
+    """API span -> ingest task span -> its Redis round-trips and the Kafka produce span -> the
+    history sink's span (another process, continuing the record's traceparent) -> the Postgres
+    write: one trace, every process exporting over OTLP."""
+    from tests.integration.conftest import FAST_GROUP_JOIN
+    from tests.support.infra import start_sink
+
+    sink = start_sink(
+        {
+            **observed.env,
+            **FAST_GROUP_JOIN,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": observed.otlp.endpoint,
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+            "SINK_GROUP_ID": f"traced-sink-{uuid.uuid4().hex[:8]}",
+        },
+        logs_dir / "traced-sink.log",
+        name="traced-sink",
+    )
+    try:
+        trace_id = uuid.uuid4().hex
+        message_id = f"traced-{uuid.uuid4()}"
+        response = requests.post(
+            f"{observed.api}/v1/track",
+            json={"userId": "tracer", "messageId": message_id, "event": "Traced"},
+            auth=(source.write_key, ""),
+            headers={"traceparent": f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01"},
+            timeout=10,
+        )
+        assert response.status_code == 200
+        [record] = kafka.wait_for([message_id], topic=topics.events)[message_id]
+        wanted = {INGEST_TASK, "kafka produce", *WORKER_ROUND_TRIPS, "history sink"}
+
+        def all_spans() -> tuple[dict[str, ExportedSpan], ExportedSpan] | None:
+            mine = {s.name: s for s in observed.otlp.spans if s.trace_id == trace_id}
+            if not wanted <= set(mine):
+                return None
+            # The sink, reading the topic from its start, may write this record in a batch
+            # with others' (of earlier tests): its write is then the first trace's child, and
+            # links to this one.
+            consumed = mine["history sink"]
+            writes = [
+                s
+                for s in observed.otlp.spans
+                if s.name == "postgres history.write"
+                and (
+                    s.parent_span_id == consumed.span_id or (trace_id, consumed.span_id) in s.links
+                )
+            ]
+            return (mine, writes[0]) if writes else None
+
+        spans, written = wait_for(all_spans, f"the spans {sorted(wanted)}", timeout=60)
+    finally:
+        sink.stop()
+
+    [server] = [
+        s
+        for s in observed.spans.get_finished_spans()
+        if s.kind == SpanKind.SERVER and format(s.context.trace_id, "032x") == trace_id
+    ]
+    task, produce = spans[INGEST_TASK], spans["kafka produce"]
+    assert task.parent_span_id == format(server.context.span_id, "016x")
+    for name in WORKER_ROUND_TRIPS:
+        round_trip = spans[name]
+        assert (round_trip.service, round_trip.kind) == ("clicktrail-worker", OTLP_CLIENT), name
+        assert round_trip.parent_span_id == task.span_id, name
+        assert round_trip.attributes["db.system.name"] == "redis", name
+        assert not round_trip.links, name
+    assert (produce.kind, produce.parent_span_id) == (OTLP_PRODUCER, task.span_id)
+    assert record.headers["traceparent"] == f"00-{trace_id}-{produce.span_id}-01"
+    consumed = spans["history sink"]
+    assert (consumed.service, consumed.kind) == ("clicktrail-sink", OTLP_CONSUMER)
+    assert consumed.parent_span_id == produce.span_id
+    assert consumed.attributes["messaging.destination.name"] == topics.events
+    assert (written.service, written.kind) == ("clicktrail-sink", OTLP_CLIENT)
+    assert (written.trace_id, written.parent_span_id) == (trace_id, consumed.span_id) or (
+        trace_id,
+        consumed.span_id,
+    ) in written.links
+    assert written.attributes["db.system.name"] == "postgresql"
 
 
 def test_an_unexpected_error_in_a_task_reaches_sentry_without_personal_data(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import gzip
 import threading
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -25,6 +25,9 @@ class ExportedSpan:
     trace_id: str
     span_id: str
     parent_span_id: str
+    # (trace id, span id) of each span this one links to.
+    links: tuple[tuple[str, str], ...] = ()
+    attributes: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 class _Server:
@@ -45,6 +48,12 @@ def _body() -> bytes:
     if encoding == "deflate":
         return zlib.decompress(raw)
     return raw
+
+
+def _value(value: Any) -> Any:
+    """An OTLP AnyValue as Python (scalars only)."""
+    kind = value.WhichOneof("value")
+    return getattr(value, kind) if kind else None
 
 
 class OtlpReceiver(_Server):
@@ -72,6 +81,8 @@ class OtlpReceiver(_Server):
                                 span.trace_id.hex(),
                                 span.span_id.hex(),
                                 span.parent_span_id.hex(),
+                                tuple((k.trace_id.hex(), k.span_id.hex()) for k in span.links),
+                                {a.key: _value(a.value) for a in span.attributes},
                             )
                         )
             return Response(b"", content_type="application/x-protobuf")
