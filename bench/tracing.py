@@ -59,7 +59,6 @@ def child(mode: str, redis_url: str, tasks: int) -> dict[str, Any]:
     from clicktrail.kafka import Delivery, Record
     from clicktrail.pipeline import Pipeline, Topics
     from clicktrail.purge import ErasureMarks
-    from clicktrail.queue import ingest_payload
     from clicktrail.redisconn import make_redis
     from clicktrail.schemas import FileSchemaRegistry
     from clicktrail.sessions import SessionStore
@@ -98,7 +97,7 @@ def child(mode: str, redis_url: str, tasks: int) -> dict[str, Any]:
     for shape, size in SHAPES.items():
         count = tasks if size > 1 else tasks * 10
         payloads = [
-            ingest_payload(
+            _message(
                 "bench-source",
                 {"anonymize_ip": True},
                 _events(size, samples, received),
@@ -120,6 +119,18 @@ def child(mode: str, redis_url: str, tasks: int) -> dict[str, Any]:
         }
     _flush()
     return figures
+
+
+def _message(source_id: str, settings: dict[str, Any], events: list[Any], traceparent: str) -> Any:
+    """One request's task message, as the package on the path (this one or ``--before``'s)
+    writes it: a ``clicktrail.message.Message``, or the plain payload of earlier releases."""
+    try:
+        from clicktrail.message import Message, Part
+    except ImportError:
+        from clicktrail.queue import ingest_payload  # type: ignore[attr-defined]
+
+        return ingest_payload(source_id, settings, events, traceparent)
+    return Message.of([Part(source_id, settings, events, traceparent)])
 
 
 def _install_provider(mode: str) -> None:

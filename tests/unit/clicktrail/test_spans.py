@@ -19,8 +19,9 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from clicktrail import telemetry
 from clicktrail.delivery import SeenIds
+from clicktrail.message import Message, Part
 from clicktrail.pipeline import Pipeline, Topics
-from clicktrail.queue import INGEST_TASK, group_payload, ingest_payload
+from clicktrail.queue import INGEST_TASK
 from clicktrail.schemas import FileSchemaRegistry
 from clicktrail.sessions import SessionStore
 from clicktrail.telemetry import dependency_span, request_spans
@@ -103,9 +104,13 @@ def make() -> tuple[Pipeline, MemoryPublisher]:
     return pipeline, publisher
 
 
-def request(traceparent: str, source: str = "src-1") -> dict[str, Any]:
+def part(traceparent: str, source: str = "src-1") -> Part:
     event = copy.deepcopy(valid_events()["track_product_viewed"])
-    return ingest_payload(source, {}, [event], traceparent)
+    return Part(source, {}, [event], traceparent)
+
+
+def request(traceparent: str, source: str = "src-1") -> Message:
+    return Message.of([part(traceparent, source)])
 
 
 def hex_id(span_id: int) -> str:
@@ -158,7 +163,7 @@ def test_a_round_trip_serving_several_requests_is_the_first_ones_child_and_links
 ) -> None:
     pipeline, publisher = make()
 
-    pipeline.process(group_payload([request(CALLER_A), request(CALLER_C, "src-2")]))
+    pipeline.process(Message.of([part(CALLER_A), part(CALLER_C, "src-2")]))
 
     finished = spans.get_finished_spans()
     first, second = by_name(finished, INGEST_TASK)
