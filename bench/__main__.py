@@ -14,7 +14,7 @@ import time
 
 import orjson
 
-from bench import pipeline, validation
+from bench import pipeline, tracing, validation
 
 
 def main() -> int:
@@ -32,6 +32,8 @@ def main() -> int:
         },
         "validate_per_core": validation.measure(),
         **pipeline.measure(args.events, args.backlog, args.ack_seconds),
+        # What recording spans costs the worker's pipeline (tracing off is the baseline).
+        "tracing": tracing.measure(tasks=200, rounds=3),
     }
     figures["bench_seconds"] = round(time.time() - started)
     sys.stdout.write(orjson.dumps(figures, option=orjson.OPT_INDENT_2).decode() + "\n")

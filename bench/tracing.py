@@ -227,6 +227,13 @@ def measure(tasks: int = 400, rounds: int = 3, before: Path | None = None) -> di
             | {"rounds_cpu_us_per_task": [r[shape]["cpu_us_per_task"] for r in results]}
             for shape in SHAPES
         }
+    modes_ = figures["modes"]
+    figures["spans_over_off_cpu"] = {
+        shape: round(
+            modes_["spans"][shape]["cpu_us_per_task"] / modes_["off"][shape]["cpu_us_per_task"], 2
+        )
+        for shape in SHAPES
+    }
     return figures
 
 
