@@ -190,6 +190,11 @@ def test_one_events_trace_shows_every_round_trip_from_the_api_to_the_history_wri
             "OTEL_EXPORTER_OTLP_ENDPOINT": observed.otlp.endpoint,
             "OTEL_BSP_SCHEDULE_DELAY": "100",
             "SINK_GROUP_ID": f"traced-sink-{uuid.uuid4().hex[:8]}",
+            # It reads the topic from its start, earlier tests' records too: batches of fewer
+            # traces than a span keeps links (the SDK's 128), so the write links to this one,
+            # and room for all their spans.
+            "SINK_BATCH_SIZE": "100",
+            "OTEL_BSP_MAX_QUEUE_SIZE": "200000",
         },
         logs_dir / "traced-sink.log",
         name="traced-sink",
@@ -226,7 +231,7 @@ def test_one_events_trace_shows_every_round_trip_from_the_api_to_the_history_wri
             ]
             return (mine, writes[0]) if writes else None
 
-        spans, written = wait_for(all_spans, f"the spans {sorted(wanted)}", timeout=60)
+        spans, written = wait_for(all_spans, f"the spans {sorted(wanted)}", timeout=120)
     finally:
         sink.stop()
 
