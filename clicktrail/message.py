@@ -83,10 +83,14 @@ class Part:
 
     def describe(self) -> str:
         """What monitors and logs show of it: no event contents, no personal data."""
-        ids = self.message_ids()
         kind = "records" if self.is_retry else "events"
-        first = ids[0] if ids else ""
-        return f"source={self.source_id} {kind}={self.size} first={first}"
+        return f"source={self.source_id} {kind}={self.size} first={self._first_id()}"
+
+    def _first_id(self) -> str:
+        if self.records:
+            return self.records[0].headers.get("event-id", "")
+        head = self.events[0] if self.events else None
+        return str(head.get("messageId", "")) if isinstance(head, dict) else ""
 
     def to_wire(self) -> dict[str, Any]:
         wire: dict[str, Any] = {
