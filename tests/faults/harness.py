@@ -248,7 +248,19 @@ class FaultStack:
 def wait_until_delivered(
     sender: Sender, found: Callable[[set[str]], set[str]], timeout: float, what: str
 ) -> None:
-    """Until every accepted event is found (``found`` answers which of the ids are)."""
-    wait_for(
-        lambda: not (sender.accepted - found(sender.accepted)), what, timeout=timeout, every=0.5
-    )
+    """Until every accepted event is found (``found`` answers which of the ids are); when they
+    are not, the failure says how many are missing and which."""
+    missing: set[str] = set()
+
+    def all_found() -> bool:
+        missing.clear()
+        missing.update(sender.accepted - found(sender.accepted))
+        return not missing
+
+    try:
+        wait_for(all_found, what, timeout=timeout, every=0.5)
+    except AssertionError as exc:
+        some = ", ".join(sorted(missing)[:5])
+        raise AssertionError(
+            f"{exc}: {len(missing)} of {len(sender.accepted)} accepted events missing ({some})"
+        ) from None
