@@ -3,9 +3,11 @@ strict policy. A page loads nothing but the API's own files and talks to nothing
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 from flask import Response, request
+from werkzeug.http import generate_etag
 
 STATIC = Path(__file__).resolve().parent / "static"
 PAGE_HEADERS = {
@@ -19,8 +21,17 @@ PAGE_HEADERS = {
 }
 
 
+@cache
+def _contents(path: Path) -> tuple[bytes, str]:
+    """A page's file and its ETag, read and hashed once per process: they are package data, the
+    same until the next release (the bundle of /docs is 1.7 MB)."""
+    data = path.read_bytes()
+    return data, generate_etag(data)
+
+
 def static_file(path: Path, mimetype: str) -> Response:
-    response = Response(path.read_bytes(), mimetype=mimetype, headers=PAGE_HEADERS)
-    response.add_etag()
+    data, etag = _contents(path)
+    response = Response(data, mimetype=mimetype, headers=PAGE_HEADERS)
+    response.set_etag(etag)
     response.make_conditional(request)  # a 304 when If-None-Match names this ETag
     return response
