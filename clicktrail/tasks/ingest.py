@@ -47,7 +47,13 @@ def backoff(retries: int, maximum: int) -> int:
     )
 
 
-@shared_task(name=INGEST_TASK, bind=True, max_retries=None)
+@shared_task(
+    name=INGEST_TASK,
+    bind=True,
+    max_retries=None,
+    # The main process hands the body on undecoded (clicktrail/workers/strategy.py).
+    Strategy="clicktrail.workers.strategy:ingest",
+)
 def ingest(self: Task, payload: Any) -> None:
     """Validate, enrich and publish one message's events (one request's, or several that reached
     one API process together); returns after Kafka confirmed them all."""
