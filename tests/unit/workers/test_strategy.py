@@ -29,6 +29,7 @@ def _message(raw: bytes) -> VirtualMessage:
 
 @pytest.fixture
 def handler_and_requests() -> tuple[Any, list[Any]]:
+    """The strategy's handler, on a consumer that keeps the requests it is handed."""
     app = make_celery(Settings())
     import clicktrail.tasks.ingest  # noqa: F401  (registers the task)
 
@@ -40,13 +41,13 @@ def handler_and_requests() -> tuple[Any, list[Any]]:
     consumer.on_task_request = requests.append
     with mock.patch("celery.worker.strategy.task_reserved"):
         handler = strategy.ingest(task, app, consumer)
-    return (handler, app), requests
+    return handler, requests
 
 
 def test_the_main_process_never_decodes_an_ingest_body(
     handler_and_requests: tuple[Any, list[Any]],
 ) -> None:
-    (handler, app), requests = handler_and_requests
+    handler, requests = handler_and_requests
     args = [{"v": 2, "parts": []}]
     raw = task_message(INGEST_TASK, QUEUE, args, "1 request", "test")
     message = _message(raw)
@@ -67,14 +68,17 @@ def test_the_main_process_never_decodes_an_ingest_body(
 def test_a_protocol_1_message_goes_the_default_way(
     handler_and_requests: tuple[Any, list[Any]],
 ) -> None:
-    (handler, app), requests = handler_and_requests
+    handler, requests = handler_and_requests
     raw = task_message(INGEST_TASK, QUEUE, [], "", "test")
     payload = orjson.loads(raw)
     del payload["headers"]["id"]  # as a protocol-1 message wrapped in headers would be
     message = _message(orjson.dumps(payload))
-    with mock.patch.object(
-        type(message), "payload", new_callable=mock.PropertyMock, return_value={"args": []}
-    ) as decoded, mock.patch("celery.worker.strategy.hybrid_to_proto2") as convert:
+    with (
+        mock.patch.object(
+            type(message), "payload", new_callable=mock.PropertyMock, return_value={"args": []}
+        ) as decoded,
+        mock.patch("celery.worker.strategy.hybrid_to_proto2") as convert,
+    ):
         convert.side_effect = RuntimeError("converted")
         with pytest.raises(RuntimeError, match="converted"):
             handler(message, None, mock.Mock(), mock.Mock(), [])
