@@ -8,7 +8,10 @@
   publishing the same enriched records from one process. ``scale_out``: the same with one worker
   process of one pool process, then two such worker processes on the same queue.
 - ``latency_e2e``: single events at 1,000 a second; receipt (``receivedAt``) to the record seen
-  in Kafka, p50 and p99; ``at_half_rate`` the same at 500 a second.
+  in Kafka, p50 and p99; ``at_half_rate`` and ``at_double_rate`` the same at 500 and 2,000.
+- ``sustained``: batches of 100 at 80% of the ``e2e_batch`` rate for ``--sustained-seconds``
+  (ten minutes unless told): the queue's depth and each kind of process's resident memory,
+  sampled throughout, first third against last.
 - ``backlog``: a backlog queued while the workers were stopped, then drained: events a second.
 - ``capacity``: CPU each tier used for the work it did, as cores per unit of load.
 - ``peak_rss_mb``: peak resident memory of each kind of process over the whole run.
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -141,7 +145,10 @@ def enriched_sample(stack: BenchStack, limit: int = 1000) -> list[bytes]:
 
 
 def measure(
-    events: int = 100_000, backlog: int = 1_000_000, ack_seconds: float = 6.0
+    events: int = 100_000,
+    backlog: int = 1_000_000,
+    ack_seconds: float = 6.0,
+    sustained_seconds: float = 600.0,
 ) -> dict[str, Any]:
     stack = BenchStack().start()
     ensure_topics(stack.settings.kafka, [BASELINE_TOPIC], stack.settings.topic_partitions)
@@ -201,7 +208,14 @@ def measure(
         figures["latency_e2e"] = {
             **latency(stack, "latency", rate=1000),
             "at_half_rate": latency(stack, "halfrate", rate=500),
+            "at_double_rate": latency(stack, "doublerate", rate=2000),
         }
+        if sustained_seconds > 0:
+            stack.start_workers(1)
+            figures["sustained"] = sustained(
+                stack, arrivals, round(main["events_per_s"] * 0.8), sustained_seconds
+            )
+            stack.stop_workers()
 
         queued = load(stack, "backlog", events_per_request=100, requests=backlog // 100,
                       connections=16)  # fmt: skip
@@ -224,6 +238,60 @@ def measure(
         arrivals.stop()
         stack.close()
     return figures
+
+
+def sustained(
+    stack: BenchStack, arrivals: Arrivals, events_per_s: int, seconds: float
+) -> dict[str, Any]:
+    """Batches of 100 at ``events_per_s`` for ``seconds``, open loop: the queue's depth and
+    every kind of process's resident memory, sampled every few seconds, should stay flat."""
+    rate = max(1, round(events_per_s / 100))
+    sent: dict[str, Any] = {}
+
+    def send() -> None:
+        sent.update(load(stack, "sustained", events_per_request=100, rate=rate,
+                         seconds=seconds, connections=16))  # fmt: skip
+
+    sender = threading.Thread(target=send, name="sustained-load")
+    samples: list[dict[str, Any]] = []
+    interval = max(1.0, min(10.0, seconds / 30))
+    started = time.monotonic()
+    sender.start()
+    while sender.is_alive():
+        samples.append({"at_s": round(time.monotonic() - started, 1),
+                        "queue": stack.queue_length(), "rss_mb": stack.rss()})  # fmt: skip
+        sender.join(interval)
+    load_ended = time.time()
+    last = drain(stack, arrivals, "sustained", sent["events"], timeout=1800)
+    third = max(1, len(samples) // 3)
+    first, final = samples[:third], samples[-third:]
+
+    def mean(values: list[float]) -> float:
+        return round(sum(values) / len(values), 1)
+
+    kinds = sorted({kind for sample in samples for kind in sample["rss_mb"]})
+    return {
+        "events": sent["events"],
+        "seconds": round(seconds),
+        "offered_events_per_s": rate * 100,
+        "accepted_events_per_s": round(sent["events"] / sent["seconds"]),
+        "statuses": sent["statuses"],
+        "ack_p99_ms": sent["p99_ms"],
+        "drained_s_after_load": round(max(0.0, last - load_ended), 1),
+        "queue_depth": {
+            "max": max(s["queue"] for s in samples),
+            "mean_first_third": mean([s["queue"] for s in first]),
+            "mean_last_third": mean([s["queue"] for s in final]),
+        },
+        "rss_mb": {
+            kind: {
+                "mean_first_third": mean([s["rss_mb"].get(kind, 0.0) for s in first]),
+                "mean_last_third": mean([s["rss_mb"].get(kind, 0.0) for s in final]),
+            }
+            for kind in kinds
+        },
+        "samples": len(samples),
+    }
 
 
 def latency(stack: BenchStack, run: str, rate: int) -> dict[str, Any]:

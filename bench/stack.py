@@ -50,15 +50,24 @@ def wait_until(check: Callable[[], bool], what: str, timeout: float = 60.0) -> N
     raise RuntimeError(f"{what}: not within {timeout:.0f} s")
 
 
-def peak_rss_mb(pid: int) -> float:
-    """The process's peak resident set (VmHWM), in MB."""
+def _status_mb(pid: int, field: str) -> float:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field):
                 return round(int(line.split()[1]) / 1024, 1)
     except OSError:
         pass
     return 0.0
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The process's peak resident set (VmHWM), in MB."""
+    return _status_mb(pid, "VmHWM:")
+
+
+def rss_mb(pid: int) -> float:
+    """The process's resident set now (VmRSS), in MB."""
+    return _status_mb(pid, "VmRSS:")
 
 
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -278,6 +287,17 @@ class BenchStack:
         kafka)."""
         running = [*self.infra, *self.workers, *([self.api] if self.api else [])]
         return sum(proc.cpu() for proc in running if proc.name.split("-")[0] == kind)
+
+    def rss(self) -> dict[str, float]:
+        """Resident memory now of the largest running process of each kind (pool processes and
+        gunicorn workers as ``<kind>_child``), in MB."""
+        now: dict[str, float] = {}
+        for proc in [*self.infra, *self.workers, *([self.api] if self.api else [])]:
+            kind = proc.name.split("-")[0]
+            for pid in process_tree(proc.popen.pid):
+                label = kind if pid == proc.popen.pid else f"{kind}_child"
+                now[label] = max(now.get(label, 0.0), rss_mb(pid))
+        return dict(sorted(now.items()))
 
     def peak_rss(self) -> dict[str, Any]:
         """Peak RSS of each kind of process over the whole run, in MB."""
