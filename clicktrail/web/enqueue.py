@@ -44,6 +44,11 @@ _PUBLISH_RETRY = {
 }
 
 
+# A group waits for at most this many requests: as many as one API process handles at once
+# (gunicorn_conf's threads), each waiting in its thread for the group holding its payload.
+GROUP_TARGET = 32
+
+
 @dataclass
 class _Ticket:
     payload: Any
@@ -76,7 +81,7 @@ class GroupCommit:
         send: Callable[[list[Any]], None],
         max_events: int = MAX_BATCH_EVENTS,
         linger: float = 0.0,
-        target: int = 8,
+        target: int = GROUP_TARGET,
     ) -> None:
         self._send = send
         self._max_events = max_events

@@ -244,3 +244,12 @@ def test_nothing_is_published_without_auth_and_prometheus_holds_the_metrics_toke
     redis_command = " ".join(services["redis"]["command"])
     assert "--appendfsync always" in redis_command  # an acknowledged event survives a crash
     assert "--maxmemory " in redis_command
+
+
+def test_a_group_commit_waits_for_at_most_as_many_requests_as_an_api_process_has_threads() -> None:
+    from clicktrail.web import gunicorn_conf
+    from clicktrail.web.enqueue import GROUP_TARGET
+
+    # More would make a busy process's groups wait out the linger (none can fill); fewer would
+    # send groups smaller than what the process holds at once.
+    assert gunicorn_conf.threads == GROUP_TARGET
