@@ -31,6 +31,8 @@ class Arrivals:
         self.counts: Counter[str] = Counter()
         self.last_arrival: dict[str, float] = {}
         self.latencies: dict[str, list[float]] = {}
+        # Records read so far, each time they were read (a topic read again counts again).
+        self.read = 0
         self._topic = topic
         self._bootstrap = bootstrap
         self._wait_ms = wait_ms
@@ -69,6 +71,7 @@ class Arrivals:
         then count as arriving then."""
         deadline = time.monotonic() + timeout
         counted, progressed = self.count(run), time.monotonic()
+        read = self.read
         while counted < expected:
             now = time.monotonic()
             if now > deadline:
@@ -79,8 +82,10 @@ class Arrivals:
                 self._reread.set()
                 progressed = now
             time.sleep(0.05)
-            if self.count(run) != counted:
-                counted, progressed = self.count(run), time.monotonic()
+            # Reading the topic again (records counted already) is progress too: a read of a
+            # large topic outlasts STALL_SECONDS, and must not be started over.
+            if self.count(run) != counted or self.read != read:
+                counted, read, progressed = self.count(run), self.read, time.monotonic()
         with self._lock:
             return self.last_arrival[run]
 
@@ -124,6 +129,7 @@ class Arrivals:
                 messages = consumer.consume(num_messages=5000, timeout=self._wait_ms / 1000)
                 now = time.time()
                 with self._lock:
+                    self.read += len(messages)
                     for message in messages:
                         if message.error():
                             continue

@@ -211,11 +211,8 @@ def measure(
             "at_double_rate": latency(stack, "doublerate", rate=2000),
         }
         if sustained_seconds > 0:
-            stack.start_workers(1)
-            figures["sustained"] = sustained(
-                stack, arrivals, round(main["events_per_s"] * 0.8), sustained_seconds
-            )
-            stack.stop_workers()
+            rate = round(main["events_per_s"] * 0.8)
+            figures["sustained"] = sustained(stack, rate, sustained_seconds)
 
         queued = load(stack, "backlog", events_per_request=100, requests=backlog // 100,
                       connections=16)  # fmt: skip
@@ -240,11 +237,24 @@ def measure(
     return figures
 
 
-def sustained(
+def sustained(stack: BenchStack, events_per_s: int, seconds: float) -> dict[str, Any]:
+    """Batches of 100 at ``events_per_s`` for ``seconds``, open loop: the queue's depth and
+    every kind of process's resident memory, sampled every few seconds, should stay flat.
+    The workers publish to a topic of the run's own, as ``latency`` explains."""
+    topic = f"{stack.topic}-sustained"
+    ensure_topics(stack.settings.kafka, [topic], stack.settings.topic_partitions)
+    stack.start_workers(1, events_topic=topic)
+    arrivals = Arrivals(stack.settings.kafka_bootstrap_servers, topic).start()
+    try:
+        return _sustained(stack, arrivals, events_per_s, seconds)
+    finally:
+        arrivals.stop()
+        stack.stop_workers()
+
+
+def _sustained(
     stack: BenchStack, arrivals: Arrivals, events_per_s: int, seconds: float
 ) -> dict[str, Any]:
-    """Batches of 100 at ``events_per_s`` for ``seconds``, open loop: the queue's depth and
-    every kind of process's resident memory, sampled every few seconds, should stay flat."""
     rate = max(1, round(events_per_s / 100))
     sent: dict[str, Any] = {}
 
