@@ -6,6 +6,13 @@ usable as a container health check or by an operator.
 
 from __future__ import annotations
 
+import os
+
+# A run records no metrics, yet in the workers' environment (PROMETHEUS_MULTIPROC_DIR set)
+# importing our metrics would create files named after this short-lived process, which outlive
+# it: some 128 KiB a run, every run of a container health check. Dropped before any import.
+os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+
 import sys
 from typing import Any
 
@@ -13,7 +20,12 @@ import orjson
 
 from clicktrail.config import Settings
 from clicktrail.db import Database
-from clicktrail.health import CHECK_TIMEOUT, dependency_checks, run_checks, workers_check
+from clicktrail.health import (
+    CHECK_TIMEOUT,
+    dependency_checks,
+    run_checks,
+    workers_check,
+)
 
 
 def main() -> int:

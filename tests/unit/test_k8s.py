@@ -530,26 +530,45 @@ def test_the_apis_probes_ask_what_they_should_of_paths_the_app_serves() -> None:
     assert api["readinessProbe"]["timeoutSeconds"] > CHECK_TIMEOUT + 1
 
 
-def test_the_worker_is_ready_by_its_health_command_without_metric_files() -> None:
+def test_the_worker_is_ready_by_its_health_command() -> None:
     worker = dict(probes(deployment("worker")))
 
     assert set(worker) == {"readinessProbe"}  # no liveness on shared dependencies
     command = worker["readinessProbe"]["exec"]["command"]
-    assert command[:3] == ["env", "-u", "PROMETHEUS_MULTIPROC_DIR"]
-    assert command[3:] == ["python", "-m", "clicktrail.workers.health"]
+    assert command == ["python", "-m", "clicktrail.workers.health"]
     assert importlib.util.find_spec("clicktrail.workers.health") is not None
     assert worker["readinessProbe"]["timeoutSeconds"] > CHECK_TIMEOUT + 1
 
 
-def test_a_health_run_with_the_multiprocess_directory_would_leave_files_behind(
+def test_a_health_run_leaves_no_metric_files_in_the_workers_multiprocess_directory(
     tmp_path: Path,
 ) -> None:
-    # Why the probe unsets PROMETHEUS_MULTIPROC_DIR: metrics without labels are created when
-    # clicktrail.metrics is imported, each in a file named after the process, kept after it ends.
-    env = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "PYTHONPATH": str(PROJECT_ROOT)}
-    subprocess.run([sys.executable, "-c", "import clicktrail.metrics"], env=env, check=True)
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    env = {
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics),
+        "PYTHONPATH": str(PROJECT_ROOT),
+        # Nothing answers: the run fails fast, having imported everything a real one does.
+        "REDIS_URL": "redis://127.0.0.1:9/0",
+        "CELERY_BROKER_URL": "redis://127.0.0.1:9/0",
+        "DATABASE_URL": "postgresql://postgres@127.0.0.1:9/none",
+        "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "clicktrail.workers.health"],
+        env=env,
+        capture_output=True,
+        timeout=60,
+    )
+    # Only metric files made before the health module ran would be found: importing our
+    # metrics with the variable set makes some (clicktrail.metrics defines unlabelled ones).
+    subprocess.run([sys.executable, "-c", "import clicktrail.metrics"], env={**env,
+                   "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}, check=True)  # fmt: skip
 
-    assert list(tmp_path.glob("*.db"))
+    assert done.returncode == 1, done.stderr.decode()[-2000:]
+    assert b'"status": "unavailable"' in done.stdout
+    assert list(metrics.iterdir()) == []
+    assert list(tmp_path.glob("*.db")), "the control: importing the metrics makes files"
 
 
 # --- shutdown ---------------------------------------------------------------------------------
