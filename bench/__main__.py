@@ -1,6 +1,6 @@
 """`make bench`: run every benchmark and print one JSON document.
 
-python -m bench                       # the full run (about 18 minutes on 2 cores)
+python -m bench                       # the full run (20 to 35 minutes on 2 cores)
 python -m bench --events 20000 --backlog 100000 --ack-seconds 5 --sustained-seconds 60
                                       # a quick one
 """
