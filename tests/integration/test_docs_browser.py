@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 from selenium import webdriver
+from selenium.common.exceptions import ElementClickInterceptedException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
@@ -49,6 +50,20 @@ def wait(driver: webdriver.Chrome, timeout: float = 30) -> WebDriverWait[webdriv
 def open_page(driver: webdriver.Chrome, url: str) -> None:
     requested(driver)  # forget what the browser asked for at its start (its own new tab page)
     driver.get(url)
+
+
+def click(driver: webdriver.Chrome, element: WebElement) -> None:
+    """Click as a user does once the page stands still: Swagger UI scrolls to and unfolds a
+    deep-linked operation, and until it has, another element may lie over the one wanted."""
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
+
+    def clicked(_: Any) -> bool:
+        element.click()
+        return True
+
+    WebDriverWait(
+        driver, 30, poll_frequency=0.2, ignored_exceptions=(ElementClickInterceptedException,)
+    ).until(clicked)
 
 
 def operation(driver: webdriver.Chrome, tag: str, operation_id: str) -> WebElement:
@@ -94,7 +109,7 @@ def test_the_page_renders_every_operation_from_this_origin_alone(
         element.get_attribute("id")
         for element in docs_browser.find_elements(By.CSS_SELECTOR, ".opblock[id^=operations-]")
     }
-    batch.find_element(By.CSS_SELECTOR, ".opblock-summary").click()
+    click(docs_browser, batch.find_element(By.CSS_SELECTOR, ".opblock-summary"))
     body = wait(docs_browser).until(
         lambda _: batch.find_element(By.CSS_SELECTOR, ".opblock-section-request-body")
     )
@@ -119,9 +134,19 @@ def test_try_it_out_calls_this_api_within_the_pages_policy(
 ) -> None:
     open_page(docs_browser, f"{api}/docs#/Operations/livez")
     livez = operation(docs_browser, "Operations", "livez")
-    wait(docs_browser).until(lambda _: livez.find_element(By.CSS_SELECTOR, ".try-out__btn"))
-    livez.find_element(By.CSS_SELECTOR, ".try-out__btn").click()
-    livez.find_element(By.CSS_SELECTOR, ".btn.execute").click()
+
+    def execute_button(_: Any) -> WebElement | bool:
+        """The Execute button, once "Try it out" took: clicked again while the page, still
+        unfolding the deep-linked operation, lets another element take the click."""
+        found = livez.find_elements(By.CSS_SELECTOR, ".btn.execute")
+        if found:
+            return found[0]
+        try_out = livez.find_element(By.CSS_SELECTOR, ".try-out__btn")
+        if "cancel" not in try_out.text.lower():
+            click(docs_browser, try_out)
+        return False
+
+    click(docs_browser, wait(docs_browser).until(execute_button))
     status = wait(docs_browser).until(
         lambda _: livez.find_element(
             By.CSS_SELECTOR, ".live-responses-table tr.response .response-col_status"
