@@ -23,6 +23,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
@@ -239,19 +241,29 @@ def measure(
     return figures
 
 
-def sustained(stack: BenchStack, events_per_s: int, seconds: float) -> dict[str, Any]:
-    """Batches of 100 at ``events_per_s`` for ``seconds``, open loop: the queue's depth and
-    every kind of process's resident memory, sampled every few seconds, should stay flat.
-    The workers publish to a topic of the run's own, as ``latency`` explains."""
-    topic = f"{stack.topic}-sustained"
+@contextmanager
+def own_topic(stack: BenchStack, run: str, **arrivals: Any) -> Iterator[Arrivals]:
+    """Workers publishing to a new topic of the run's own, and a consumer counting what reaches
+    it: the broker used here (Tansu, in memory) spends more on every fetch and produce the more
+    its topic holds, twice as much per event once the earlier runs have put a few hundred
+    thousand records in it, which a Kafka broker does not."""
+    topic = f"{stack.topic}-{run}"
     ensure_topics(stack.settings.kafka, [topic], stack.settings.topic_partitions)
     stack.start_workers(1, events_topic=topic)
-    arrivals = Arrivals(stack.settings.kafka_bootstrap_servers, topic).start()
+    counting = Arrivals(stack.settings.kafka_bootstrap_servers, topic, **arrivals).start()
     try:
-        return _sustained(stack, arrivals, events_per_s, seconds)
+        yield counting
     finally:
-        arrivals.stop()
+        counting.stop()
         stack.stop_workers()
+
+
+def sustained(stack: BenchStack, events_per_s: int, seconds: float) -> dict[str, Any]:
+    """Batches of 100 at ``events_per_s`` for ``seconds``, open loop, on a topic of its own:
+    the queue's depth and every kind of process's resident memory, sampled every few seconds,
+    should stay flat."""
+    with own_topic(stack, "sustained") as arrivals:
+        return _sustained(stack, arrivals, events_per_s, seconds)
 
 
 def _sustained(
@@ -307,23 +319,14 @@ def _sustained(
 
 
 def latency(stack: BenchStack, run: str, rate: int) -> dict[str, Any]:
-    """Single events at ``rate`` a second for 15 s: receipt to arrival in Kafka.
-
-    The workers publish to a new topic of the run's own: the broker used here (Tansu, in
-    memory) spends more on every fetch and produce the more its topic holds, twice as much per
-    event once the earlier runs have put a few hundred thousand records in it, which a Kafka
-    broker does not."""
-    topic = f"{stack.topic}-{run}"
-    ensure_topics(stack.settings.kafka, [topic], stack.settings.topic_partitions)
-    stack.start_workers(1, events_topic=topic)
-    timing = Arrivals(stack.settings.kafka_bootstrap_servers, topic, wait_ms=5, from_end=True)
-    timing.start().measure_latency(run)
-    meter = CpuMeter(stack).start()
-    paced = load(stack, run, rate=rate, seconds=15, connections=64)
-    drain(stack, timing, run, paced["events"], timeout=600)
-    used = meter.stop()
-    stack.stop_workers()
-    timing.stop()
+    """Single events at ``rate`` a second for 15 s, on a topic of their own: receipt to
+    arrival in Kafka."""
+    with own_topic(stack, run, wait_ms=5, from_end=True) as timing:
+        timing.measure_latency(run)
+        meter = CpuMeter(stack).start()
+        paced = load(stack, run, rate=rate, seconds=15, connections=64)
+        drain(stack, timing, run, paced["events"], timeout=600)
+        used = meter.stop()
     latencies = sorted(timing.latencies[run])
     return {
         "events_per_s": round(paced["events"] / paced["seconds"]),
