@@ -109,6 +109,7 @@ class Admission:
         self._wall_clock = wall_clock
         self._rates = rates or RedisRateCounter(pipeline_redis(settings, timeout=2))
         self._slices: dict[str, _Slice] = {}
+        self._leasing: dict[str, threading.Lock] = {}
         self._depth: tuple[float, int] | None = None
         self._lock = threading.Lock()
 
@@ -140,22 +141,35 @@ class Admission:
         now = self._wall_clock()
         second = int(now)
         needed = max(events, 1)
+        if self._spend(source.id, second, needed):
+            return
+        # One lease at a time per source: the requests starting a second together would
+        # otherwise each take a slice, and that many slices can be more than the whole limit.
         with self._lock:
-            current = self._slices.get(source.id)
+            leasing = self._leasing.setdefault(source.id, threading.Lock())
+        with leasing:
+            if self._spend(source.id, second, needed):
+                return
+            try:
+                granted = self._rates.lease(
+                    source.id, limit, max(needed, limit // SLICE_OF_LIMIT), needed, now
+                )
+            except redis.RedisError as exc:
+                raise DependencyUnavailable("redis", str(exc)) from exc
+            if granted < needed:
+                raise RateLimited(
+                    "rate_limited",
+                    f"this source may send {limit} events a second",
+                    retry_after=max(1, math.ceil(-granted / 1000)),
+                )
+            with self._lock:
+                self._slices[source.id] = _Slice(second, granted - needed)
+
+    def _spend(self, source_id: str, second: int, needed: int) -> bool:
+        """Take ``needed`` events from the slice this process holds for ``second``, if it can."""
+        with self._lock:
+            current = self._slices.get(source_id)
             if current is not None and current.second == second and current.left >= needed:
                 current.left -= needed
-                return
-        try:
-            granted = self._rates.lease(
-                source.id, limit, max(needed, limit // SLICE_OF_LIMIT), needed, now
-            )
-        except redis.RedisError as exc:
-            raise DependencyUnavailable("redis", str(exc)) from exc
-        if granted < needed:
-            raise RateLimited(
-                "rate_limited",
-                f"this source may send {limit} events a second",
-                retry_after=max(1, math.ceil(-granted / 1000)),
-            )
-        with self._lock:
-            self._slices[source.id] = _Slice(second, granted - needed)
+                return True
+        return False

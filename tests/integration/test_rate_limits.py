@@ -3,6 +3,7 @@ after a failover, out of memory) answered 503 with Retry-After by every path tha
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -70,6 +71,45 @@ def test_two_api_processes_share_a_sources_limit(redis_url: str) -> None:
     assert 200 - 2 * 4 <= first <= 200
     assert refused.value.retry_after == 1
     assert 100 - 2 * 4 <= second <= 100
+
+
+class SlowRates(RedisRateCounter):
+    """Redis answering a lease in 20 ms: every request starting the second is in flight at once."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        super().__init__(client)
+        self.leases = 0
+
+    def lease(self, source_id: str, limit: int, wanted: int, needed: int, now: float) -> int:
+        self.leases += 1
+        time.sleep(0.02)
+        return super().lease(source_id, limit, wanted, needed, now)
+
+
+def test_requests_starting_a_second_together_share_one_lease(redis_url: str) -> None:
+    # As many requests at once as the API's threads in one process, far under the limit.
+    settings = Settings.from_env({"REDIS_URL": redis_url, "RATE_LIMIT_EVENTS_PER_SECOND": "1000"})
+    rates = SlowRates(make_redis(redis_url))
+    admission = Admission(settings, Broker(), rates=rates, wall_clock=lambda: 7000.25)  # type: ignore[arg-type]
+    source = Source(f"src-{uuid.uuid4().hex}", "rated", {})
+    start = threading.Barrier(64)
+    refused: list[RateLimited] = []
+
+    def request() -> None:
+        start.wait()
+        try:
+            admission.check_rate(source, 1)
+        except RateLimited as exc:
+            refused.append(exc)
+
+    threads = [threading.Thread(target=request) for _ in range(64)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert refused == []
+    assert rates.leases == 4  # slices of 20: a lease per 20 requests
 
 
 def test_batches_larger_than_the_limit_pass_alone_but_never_raise_the_rate(redis_url: str) -> None:
