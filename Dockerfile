@@ -19,4 +19,4 @@ RUN useradd --system --uid 10001 --no-create-home clicktrail
 USER clicktrail
 
 EXPOSE 8000
-CMD ["gunicorn", "--config", "python:clicktrail.web.gunicorn_conf", "clicktrail.web.wsgi:app"]
+CMD ["clicktrail", "api"]

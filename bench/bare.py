@@ -1,5 +1,5 @@
 """The baseline of ``ack_single``: the least an endpoint can do on the same server stack (the
-API's gunicorn settings): read the body, parse the JSON, answer 200."""
+API's server and its settings, clicktrail.web.server): read the body, parse the JSON, answer 200."""
 
 from __future__ import annotations
 

@@ -209,17 +209,10 @@ class BenchStack:
     def start_api(self, app: str = "clicktrail.web.wsgi:app") -> Proc:
         metrics = self.dir / f"metrics-api-{time.monotonic_ns()}"
         metrics.mkdir()
+        # As `clicktrail api` serves it, whatever the app.
+        serve = f"from clicktrail.web.server import main; main(target={app!r})"
         self.api = self._spawn(
-            "api",
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "--config",
-                "python:clicktrail.web.gunicorn_conf",
-                app,
-            ],
-            {"PROMETHEUS_MULTIPROC_DIR": str(metrics)},
+            "api", [sys.executable, "-c", serve], {"PROMETHEUS_MULTIPROC_DIR": str(metrics)}
         )
 
         def up() -> bool:

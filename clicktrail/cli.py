@@ -1,9 +1,9 @@
 """``clicktrail <command>``: the one command line (also ``python -m clicktrail``).
 
-One group per concern: running the services (``run``, ``sink``, ``flower``), set-up (``migrate``,
-``topics``, ``dev-source``), ``sources``, ``schemas``, ``deadletters``, ``users``, ``tail`` and
-``doctor``. The commands that need the API's services (sources, schemas, dead letters, users,
-doctor) run in its application context, built only when one of them runs;
+One group per concern: running the services (``run``, ``api``, ``sink``, ``flower``), set-up
+(``migrate``, ``topics``, ``dev-source``), ``sources``, ``schemas``, ``deadletters``, ``users``,
+``tail`` and ``doctor``. The commands that need the API's services (sources, schemas, dead
+letters, users, doctor) run in its application context, built only when one of them runs;
 ``clicktrail <group>`` runs the same groups."""
 
 from __future__ import annotations
@@ -207,6 +207,14 @@ def run_command() -> None:
     sys.exit(run_stack())
 
 
+@click.command("api")
+def api_command() -> None:
+    """Run the API: granian, API_WORKERS processes of API_THREADS threads on API_BIND."""
+    from clicktrail.web.server import main as run_api
+
+    run_api()
+
+
 @click.command("sink")
 def sink_command() -> None:
     """Run the history sink: the events topic into Postgres history and profiles."""
@@ -233,6 +241,7 @@ LOCAL_COMMANDS = (
     dev_source_command,
     tail_command,
     run_command,
+    api_command,
     sink_command,
     flower_command,
 )

@@ -187,6 +187,11 @@ class Settings:
     admin_token: str | None = None
     dev_write_key: str | None = None
     api_bind: str = "127.0.0.1:8000"
+    # The API's processes, and the requests each handles at once (one thread each). A request
+    # mostly waits: for Redis, and for the group commit that queues it with the requests arriving
+    # beside it; the more wait together, the fewer and larger the queue messages.
+    api_workers: int = 2
+    api_threads: int = 32
     # How long an API process may hold a request to send it with others in one queue message.
     api_group_linger_ms: int = 20
     # How long the API trusts a cached source (write key -> source) before asking Postgres again.
@@ -328,6 +333,8 @@ class Settings:
             admin_token=_optional(env, "ADMIN_TOKEN"),
             dev_write_key=_optional(env, "DEV_WRITE_KEY"),
             api_bind=env.get("API_BIND") or cls.api_bind,
+            api_workers=_int(env, "API_WORKERS", cls.api_workers, minimum=1),
+            api_threads=_int(env, "API_THREADS", cls.api_threads, minimum=1),
             api_group_linger_ms=_int(
                 env, "API_GROUP_LINGER_MS", cls.api_group_linger_ms, minimum=0
             ),

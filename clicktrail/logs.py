@@ -1,7 +1,7 @@
 """Logging: one JSON object per line (``LOG_FORMAT=json``) or readable console lines.
 
 Code logs through the standard library (``logging.getLogger(__name__)``); structlog renders
-every record, ours and the libraries' (gunicorn's, Celery's, librdkafka's), adding the context
+every record, ours and the libraries' (granian's, Celery's, librdkafka's), adding the context
 bound for the current request or task with ``bind`` (request_id, source_id, message_ids,
 task_id) and the current trace and span ids. Values of sensitive keys (write keys, tokens,
 passwords, IP addresses) are filtered from every line.
@@ -67,6 +67,17 @@ def _dumps(obj: object, default: object = None) -> str:
     return orjson.dumps(obj, default=str).decode()
 
 
+# Libraries that install handlers of their own.
+_OWN_HANDLERS = (
+    "_granian",
+    "granian.access",
+    "gunicorn.error",
+    "gunicorn.access",
+    "celery",
+    "flower",
+)
+
+
 def configure_logging(settings: Settings) -> None:
     """Route every log record of this process through one structlog formatter."""
     shared: list[structlog.types.Processor] = [
@@ -96,7 +107,7 @@ def configure_logging(settings: Settings) -> None:
     root.handlers = [handler]
     root.setLevel(settings.log_level)
     # Libraries that bring their own handlers log through ours instead.
-    for name in ("gunicorn.error", "gunicorn.access", "celery", "flower"):
+    for name in _OWN_HANDLERS:
         library = logging.getLogger(name)
         library.handlers = []
         library.propagate = True

@@ -44,11 +44,6 @@ _PUBLISH_RETRY = {
 }
 
 
-# A group waits for at most this many requests: as many as one API process handles at once
-# (gunicorn_conf's threads), each waiting in its thread for the group holding its payload.
-GROUP_TARGET = 32
-
-
 @dataclass
 class _Ticket:
     payload: Any
@@ -81,12 +76,12 @@ class GroupCommit:
         send: Callable[[list[Any]], None],
         max_events: int = MAX_BATCH_EVENTS,
         linger: float = 0.0,
-        target: int = GROUP_TARGET,
+        target: int = 32,
     ) -> None:
         self._send = send
         self._max_events = max_events
         self._linger = linger
-        self._target = target
+        self.target = target
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)
         self._pending: list[_Ticket] = []
@@ -130,7 +125,7 @@ class GroupCommit:
             return
         deadline = time.monotonic() + self._linger
         with self._lock:
-            while len(self._pending) < self._target and self._pending_events < self._max_events:
+            while len(self._pending) < self.target and self._pending_events < self._max_events:
                 left = deadline - time.monotonic()
                 if left <= 0 or not self._arrived.wait(left):
                     return
@@ -184,7 +179,16 @@ class CeleryEnqueuer:
             queue_redis(settings, timeout=2) if is_redis_url(settings.celery_broker_url) else None
         )
         self._origin = f"{os.getpid()}@{socket.gethostname()}"
-        self._group = GroupCommit(self._send, linger=settings.api_group_linger_ms / 1000)
+        # A group waits for at most as many requests as the process handles at once, each
+        # waiting in its thread for the group holding its payload: more could never come.
+        self._group = GroupCommit(
+            self._send, linger=settings.api_group_linger_ms / 1000, target=settings.api_threads
+        )
+
+    @property
+    def group_target(self) -> int:
+        """The most requests one queue message holds."""
+        return self._group.target
 
     def enqueue(self, part: Part) -> None:
         """Returns once the broker has the message holding the part (an acknowledged write).

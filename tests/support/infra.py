@@ -414,14 +414,7 @@ def start_api(
     env, _ = own_metrics({**env, "API_BIND": f"127.0.0.1:{port}"}, log_path, name, None)
     api = Service(
         name,
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "--config",
-            "python:clicktrail.web.gunicorn_conf",
-            "clicktrail.web.wsgi:app",
-        ],
+        [sys.executable, "-m", "clicktrail", "api"],
         env,
         log_path,
     )

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import re
 import shlex
+from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
-from clicktrail.config import Settings
+from clicktrail.config import ConfigError, Settings
 from tests.support.paths import PROJECT_ROOT
 
 
@@ -246,10 +248,61 @@ def test_nothing_is_published_without_auth_and_prometheus_holds_the_metrics_toke
     assert "--maxmemory " in redis_command
 
 
+def test_both_servers_run_the_api_with_the_same_processes_threads_and_stop() -> None:
+    from clicktrail.web import gunicorn_conf, server
+
+    settings = Settings.from_env({})
+    granian = server.options(settings)
+
+    assert granian["target"] == "clicktrail.web.wsgi:app"
+    assert (granian["workers"], granian["blocking_threads"]) == (
+        gunicorn_conf.workers,
+        gunicorn_conf.threads,
+    )
+    assert granian["workers_kill_timeout"] == gunicorn_conf.graceful_timeout
+    assert gunicorn_conf.bind == settings.api_bind
+    assert (granian["address"], granian["port"]) == ("127.0.0.1", 8000)
+
+
 def test_a_group_commit_waits_for_at_most_as_many_requests_as_an_api_process_has_threads() -> None:
-    from clicktrail.web import gunicorn_conf
-    from clicktrail.web.enqueue import GROUP_TARGET
+    from clicktrail.web.enqueue import CeleryEnqueuer
 
     # More would make a busy process's groups wait out the linger (none can fill); fewer would
     # send groups smaller than what the process holds at once.
-    assert gunicorn_conf.threads == GROUP_TARGET
+    for threads in ("8", "32"):
+        settings = Settings.from_env({"API_THREADS": threads})
+        assert server_threads(settings) == int(threads)
+        assert CeleryEnqueuer(settings).group_target == int(threads)
+
+
+def server_threads(settings: Settings) -> int:
+    from clicktrail.web import server
+
+    return int(server.options(settings)["blocking_threads"])
+
+
+@pytest.mark.parametrize(
+    ("bind", "expected"),
+    [
+        ("0.0.0.0:8000", {"address": "0.0.0.0", "port": 8000}),
+        ("[::]:8080", {"address": "::", "port": 8080}),
+        ("localhost:9000", {"address": "127.0.0.1", "port": 9000}),
+        ("unix:/run/clicktrail/api.sock", {"uds": Path("/run/clicktrail/api.sock")}),
+    ],
+)
+def test_api_bind_is_an_address_and_port_or_a_unix_socket(
+    bind: str, expected: dict[str, Any]
+) -> None:
+    from clicktrail.web.server import bind as parse_bind
+
+    assert parse_bind(bind) == expected
+
+
+@pytest.mark.parametrize(
+    "bind", ["8000", "example.com:8000", "0.0.0.0:http", "0.0.0.0:70000", ":80"]
+)
+def test_a_malformed_api_bind_is_refused_by_name(bind: str) -> None:
+    from clicktrail.web.server import bind as parse_bind
+
+    with pytest.raises(ConfigError, match="API_BIND"):
+        parse_bind(bind)

@@ -26,6 +26,7 @@ from clicktrail.config import Settings
 from clicktrail.health import CHECK_TIMEOUT
 from clicktrail.metrics import PipelineGauges
 from clicktrail.queue import QUEUE, celery_settings, task_message
+from clicktrail.web.server import GRACEFUL_SECONDS
 from tests.support.paths import PROJECT_ROOT
 from tests.support.web import twin_app, twin_services
 from tests.unit.test_deployment import compose, procfile, variables_read_by_settings
@@ -358,7 +359,7 @@ def writable_dirs(workload: dict[str, Any]) -> set[str]:
 def test_what_the_processes_write_is_on_an_empty_dir() -> None:
     for workload in workloads():
         name = workload["metadata"]["name"]
-        # gunicorn's worker heartbeat files and Python's tempfile land in /tmp.
+        # Python's tempfile lands in /tmp.
         assert "/tmp" in writable_dirs(workload), name
         multiproc = settings_of(workload).prometheus_multiproc_dir
         if multiproc is not None:
@@ -580,13 +581,12 @@ def prestop_sleep(workload: dict[str, Any]) -> int:
     return int(command[1])
 
 
-def test_the_api_drains_before_gunicorn_stops_and_the_kubelet_waits_for_both() -> None:
-    conf = importlib.import_module("clicktrail.web.gunicorn_conf")
+def test_the_api_drains_before_the_server_stops_and_the_kubelet_waits_for_both() -> None:
     api = deployment("api")
     grace = api["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
 
     assert prestop_sleep(api) >= 5
-    assert grace > prestop_sleep(api) + conf.graceful_timeout
+    assert grace > prestop_sleep(api) + GRACEFUL_SECONDS
 
 
 def test_the_worker_has_time_to_finish_its_tasks_and_their_deliveries() -> None:
@@ -650,13 +650,13 @@ def test_the_workers_concurrency_is_their_cpu_request_with_memory_for_each_pool_
     assert megabytes(spec["resources"]["requests"]["memory"]) >= 125 + 150 * concurrency
 
 
-def test_the_api_has_memory_for_every_gunicorn_worker() -> None:
-    conf = importlib.import_module("clicktrail.web.gunicorn_conf")
+def test_the_api_has_memory_for_every_process() -> None:
+    workers = settings_of(deployment("api")).api_workers
     spec = container(deployment("api"))
 
-    # About 120 MB a gunicorn worker (README: Performance), one core for the two of them.
-    assert megabytes(spec["resources"]["requests"]["memory"]) >= 120 * conf.workers
-    assert cores(spec["resources"]["requests"]["cpu"]) * 2 >= conf.workers
+    # About 120 MB an API process (README: Performance), one core for the two of them.
+    assert megabytes(spec["resources"]["requests"]["memory"]) >= 120 * workers
+    assert cores(spec["resources"]["requests"]["cpu"]) * 2 >= workers
 
 
 # --- autoscaling ------------------------------------------------------------------------------
