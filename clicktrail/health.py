@@ -24,6 +24,10 @@ CHECK_TIMEOUT = 2.0
 Check = Callable[[], None]
 
 
+# What the API needs to take events: the queue, Redis for rate limits, Postgres for write keys.
+INTAKE_CHECKS = frozenset({"redis", "queue", "postgres"})
+
+
 def dependency_checks(settings: Settings, db: Database) -> dict[str, Check]:
     """Redis, the queue, Postgres, Kafka (the events topic's metadata) and the registry."""
     sessions = pipeline_redis(settings, timeout=CHECK_TIMEOUT)

@@ -333,8 +333,18 @@ def document() -> dict[str, Any]:
             "tags": ["Operations"],
             "summary": "Every dependency answers.",
             "security": [{}],
+            "parameters": [
+                {
+                    "name": "scope",
+                    "in": "query",
+                    "description": "`intake`: only what taking events needs (Redis, the queue, "
+                    "Postgres), for a load balancer's readiness check.",
+                    "schema": {"type": "string", "enum": ["all", "intake"], "default": "all"},
+                },
+            ],
             "responses": {
                 "200": {"description": "Ready.", "content": _json(_ref("Readiness"))},
+                "400": _error("A scope other than all or intake."),
                 "503": {"description": "Not ready.", "content": _json(_ref("Readiness"))},
             },
         }

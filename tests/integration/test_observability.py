@@ -406,7 +406,7 @@ def test_the_worker_side_health_command_runs_the_readiness_checks(
     assert down["checks"]["postgres"]["status"] == "ok"  # type: ignore[index]
 
 
-def test_readyz_says_when_no_worker_answers(
+def test_readyz_says_when_no_worker_answers_and_intake_is_still_ready(
     stack_env: dict[str, str], run_id: str, logs_dir: Path
 ) -> None:
     from tests.support.infra import start_api
@@ -419,6 +419,7 @@ def test_readyz_says_when_no_worker_answers(
     )
     try:
         ready = requests.get(f"{base}/readyz", timeout=15)
+        intake = requests.get(f"{base}/readyz?scope=intake", timeout=15)
     finally:
         api.stop()
         release_redis_db(db)
@@ -428,3 +429,6 @@ def test_readyz_says_when_no_worker_answers(
         "status": "down",
         "error": "RuntimeError: no Celery worker answered",
     }
+    # Events can still be taken: they wait in the queue for a worker.
+    assert intake.status_code == 200
+    assert set(intake.json()["checks"]) == {"redis", "queue", "postgres"}

@@ -517,14 +517,18 @@ def failing() -> None:
 def test_the_apis_probes_ask_what_they_should_of_paths_the_app_serves() -> None:
     healthy = twin_app(twin_services()).test_client()
     outage = twin_app(twin_services(checks={"redis": failing})).test_client()
+    behind = twin_app(twin_services(checks={"kafka": failing, "workers": failing})).test_client()
     api = dict(probes(deployment("api")))
 
     assert set(api) == {"startupProbe", "readinessProbe", "livenessProbe"}
     for kind, probe in api.items():
         assert healthy.get(probe["httpGet"]["path"]).status_code == 200, kind
     # Readiness follows the dependencies; liveness and start-up never do, so that an outage does
-    # not restart every API pod.
+    # not restart every API pod;
     assert outage.get(api["readinessProbe"]["httpGet"]["path"]).status_code == 503
+    # but only those taking events needs: with Kafka or the workers away, the queue holds them.
+    assert behind.get(api["readinessProbe"]["httpGet"]["path"]).status_code == 200
+    assert behind.get("/readyz").status_code == 503
     assert outage.get(api["livenessProbe"]["httpGet"]["path"]).status_code == 200
     assert outage.get(api["startupProbe"]["httpGet"]["path"]).status_code == 200
     # /readyz waits up to CHECK_TIMEOUT + 1 s for its checks.
@@ -718,7 +722,7 @@ def test_autoscaling_keeps_a_worker_and_reaches_its_most_before_the_api_refuses(
     least, most, per_worker = scaling(name)
     budget = find("PodDisruptionBudget", "clicktrail-worker")
 
-    # The API's /readyz wants a worker's answer: with none, every API pod would be unready.
+    # A worker stays through a disruption, so that events keep flowing.
     assert least > budget["spec"]["maxUnavailable"]
     assert most > least
     # The API answers 503 past QUEUE_MAX_DEPTH queued messages: all workers run before then.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -230,6 +231,24 @@ def test_readyz_reports_each_check() -> None:
             "kafka": {"status": "down", "error": "ConnectionError: refused"},
         },
     }
+
+
+def test_readyz_for_intake_runs_only_what_taking_events_needs() -> None:
+    ran: list[str] = []
+
+    def check(name: str) -> Callable[[], None]:
+        return lambda: ran.append(name)
+
+    names = ("redis", "queue", "postgres", "kafka", "schema_registry", "workers")
+    client = twin_app(twin_services(checks={n: check(n) for n in names})).test_client()
+
+    intake = client.get("/readyz?scope=intake")
+    unknown = client.get("/readyz?scope=kafka")
+
+    assert intake.status_code == 200
+    assert sorted(ran) == ["postgres", "queue", "redis"]
+    assert set(intake.json["checks"]) == {"redis", "queue", "postgres"}  # type: ignore[index]
+    assert (unknown.status_code, unknown.json["field"]) == (400, "scope")  # type: ignore[index]
 
 
 def test_validate_answers_every_error_and_queues_nothing(
