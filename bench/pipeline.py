@@ -160,7 +160,7 @@ def measure(
         # Rounds taking turns, so that a slow spell of a shared machine falls on both sides.
         bares, acks = [], []
         for _ in range(ACK_ROUNDS):
-            stack.start_api("bench.bare:app")
+            stack.start_api("bench.bare:create")
             bares.append(load(stack, "bare", seconds=ack_seconds, connections=64))
             stack.stop_api()
             stack.start_api()
@@ -220,6 +220,7 @@ def measure(
         started = time.time()
         stack.start_workers(1)
         last = drain(stack, arrivals, "backlog", queued["events"], timeout=3600)
+        stack.stop_workers()
         figures["backlog"] = {
             "events": queued["events"],
             "queued_messages": depth,
@@ -247,6 +248,8 @@ def own_topic(stack: BenchStack, run: str, **arrivals: Any) -> Iterator[Arrivals
     it: the broker used here (Tansu, in memory) spends more on every fetch and produce the more
     its topic holds, twice as much per event once the earlier runs have put a few hundred
     thousand records in it, which a Kafka broker does not."""
+    # Workers left running on the stack's topic would take a share of the run's messages.
+    assert not stack.workers, "workers of an earlier run still take from the queue"
     topic = f"{stack.topic}-{run}"
     ensure_topics(stack.settings.kafka, [topic], stack.settings.topic_partitions)
     stack.start_workers(1, events_topic=topic)
