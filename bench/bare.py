@@ -16,3 +16,8 @@ app = Flask(__name__)
 def accept() -> dict[str, Any]:
     orjson.loads(request.get_data())
     return {"success": True}
+
+
+def create() -> Flask:
+    """The app, as the API's server loads one (clicktrail.web.server)."""
+    return app

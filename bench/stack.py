@@ -206,7 +206,8 @@ class BenchStack:
     def queue_length(self) -> int:
         return int(self.redis().llen(QUEUE))
 
-    def start_api(self, app: str = "clicktrail.web.wsgi:app") -> Proc:
+    def start_api(self, app: str = "clicktrail.web.server:load_app") -> Proc:
+        """The API, or the app ``app`` (an app factory) on the API's server."""
         metrics = self.dir / f"metrics-api-{time.monotonic_ns()}"
         metrics.mkdir()
         # As `clicktrail api` serves it, whatever the app.

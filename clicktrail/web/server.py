@@ -21,6 +21,8 @@ app with the same settings.
 from __future__ import annotations
 
 import ipaddress
+import logging
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,8 @@ from clicktrail.config import ConfigError, Settings
 from clicktrail.logs import configure_logging
 from clicktrail.metrics import clear_multiprocess_dir
 
-TARGET = "clicktrail.web.wsgi:app"
+# A factory each process calls to load the app (``load_app``).
+TARGET = "clicktrail.web.server:load_app"
 GRACEFUL_SECONDS = 20
 HEAD_BYTES = 64 * 1024
 HEAD_SECONDS = 10
@@ -55,14 +58,28 @@ def bind(value: str) -> dict[str, Any]:
     return {"address": "127.0.0.1" if host == "localhost" else host, "port": number}
 
 
+def load_app() -> Any:
+    """The app, as each process loads it. A process starts with the main process's signal
+    handlers, which only flag the main process to stop: a SIGTERM or SIGINT that comes while it
+    loads (most of its start) would be lost, and the process killed only after the graceful
+    stop's timeout. Until granian's own handlers are set, once the app is loaded, a stop stops
+    it at once."""
+    for stop in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop, signal.SIG_DFL)
+    from clicktrail.web.wsgi import app
+
+    return app
+
+
 def options(settings: Settings, target: str = TARGET) -> dict[str, Any]:
-    """Granian's keyword arguments for this configuration."""
+    """Granian's keyword arguments for this configuration; ``target`` names an app factory."""
     from granian.constants import HTTPModes, Interfaces
     from granian.http import HTTP1Settings
     from granian.log import LogLevels
 
     return {
         "target": target,
+        "factory": True,
         **bind(settings.api_bind),
         "interface": Interfaces.WSGI,
         "http": HTTPModes.http1,
@@ -79,12 +96,18 @@ def options(settings: Settings, target: str = TARGET) -> dict[str, Any]:
 
 
 def main(settings: Settings | None = None, target: str = TARGET) -> None:
-    """Serve ``target`` (a WSGI app, ``module:name``) until stopped."""
+    """Serve the app ``target`` (``module:function``) builds, until stopped."""
     from granian import Granian
 
     settings = settings or Settings.from_env()
     server = Granian(**options(settings, target))
     # After granian's own set-up, which installs handlers of its own: its lines go through ours.
     configure_logging(settings)
+    logging.getLogger("_granian").addFilter(_threads_are_intended)
     clear_multiprocess_dir(settings.prometheus_multiproc_dir)
     server.serve()
+
+
+def _threads_are_intended(record: logging.LogRecord) -> bool:
+    """granian warns at every start of more threads than twice the cores: ours mostly wait."""
+    return not record.getMessage().startswith("Configuration allows spawning up to")

@@ -7,6 +7,7 @@ import base64
 import os
 import signal
 import socket
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ import requests
 
 from clicktrail.web.server import GRACEFUL_SECONDS, HEAD_SECONDS
 from tests.integration.conftest import SourceUnderTest
-from tests.support.infra import Service, start_api
+from tests.support.infra import Service, free_port, start_api
 
 
 @pytest.fixture
@@ -83,6 +84,26 @@ def test_a_stop_lets_the_requests_under_way_finish_and_takes_no_new_ones(
     assert api.proc.wait(GRACEFUL_SECONDS + 10) == 0
 
 
+def test_a_stop_while_the_processes_load_the_app_stops_them_at_once(
+    stack_env: dict[str, str], logs_dir: Path
+) -> None:
+    env = {**stack_env, "API_BIND": f"127.0.0.1:{free_port()}"}
+    api = Service(
+        "loading-api",
+        [sys.executable, "-m", "clicktrail", "api"],
+        env,
+        logs_dir / "loading-api.log",
+    )
+    api.wait_for_output(f"Spawning worker-{env.get('API_WORKERS', '2')}")
+    began = time.monotonic()
+
+    os.killpg(api.proc.pid, signal.SIGTERM)  # as Ctrl-C reaches every process of the group
+
+    assert api.proc.wait(GRACEFUL_SECONDS + 10) == 0
+    assert time.monotonic() - began < GRACEFUL_SECONDS / 2, api.output()[-2000:]
+    assert "refused to gracefully stop" not in api.output()
+
+
 def test_request_heads_are_bounded_in_size_and_in_time(api: str, source: SourceUnderTest) -> None:
     def answer(extra_headers: bytes) -> int:
         with socket.create_connection(address(api), timeout=10) as connection:
@@ -129,3 +150,20 @@ def test_a_process_that_dies_is_replaced(
     for _ in range(10):  # every process answers, the new one among them
         assert requests.get(f"{base}/livez", timeout=5).status_code == 200
     assert api.proc.poll() is None
+
+
+def test_the_servers_own_lines_are_logged_as_ours(
+    stack_env: dict[str, str], logs_dir: Path
+) -> None:
+    api, base = start_api({**stack_env, "LOG_FORMAT": "json"}, logs_dir / "server-json.log")
+    try:
+        assert requests.get(f"{base}/livez", timeout=5).status_code == 200
+    finally:
+        api.stop()
+    lines = [orjson.loads(line) for line in api.output().splitlines() if line.strip()]
+
+    server = [line["event"] for line in lines if line["logger"].startswith("_granian")]
+    assert any(event.startswith("Listening at") for event in server)
+    assert any(event.startswith("Started worker") for event in server)
+    # The processes' threads are meant to outnumber the cores: no warning about it.
+    assert not [line for line in lines if line["level"] == "warning"]

@@ -254,7 +254,7 @@ def test_both_servers_run_the_api_with_the_same_processes_threads_and_stop() -> 
     settings = Settings.from_env({})
     granian = server.options(settings)
 
-    assert granian["target"] == "clicktrail.web.wsgi:app"
+    assert (granian["target"], granian["factory"]) == ("clicktrail.web.server:load_app", True)
     assert (granian["workers"], granian["blocking_threads"]) == (
         gunicorn_conf.workers,
         gunicorn_conf.threads,
