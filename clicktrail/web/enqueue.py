@@ -76,7 +76,7 @@ class GroupCommit:
         send: Callable[[list[Any]], None],
         max_events: int = MAX_BATCH_EVENTS,
         linger: float = 0.0,
-        target: int = 32,
+        target: int = Settings.api_threads,
     ) -> None:
         self._send = send
         self._max_events = max_events

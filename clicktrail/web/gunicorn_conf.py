@@ -1,7 +1,7 @@
 """Gunicorn settings for the API
-(``gunicorn -c python:clicktrail.web.gunicorn_conf clicktrail.web.wsgi:app``), which serves the
-app as ``clicktrail api`` does (clicktrail.web.server), for less per request: the same workers,
-threads, bind and limits, from the same settings.
+(``gunicorn -c python:clicktrail.web.gunicorn_conf clicktrail.web.wsgi:app``), for deployments
+that run it so. ``clicktrail api`` (granian, clicktrail.web.server) serves the same app for less
+CPU a request; both take their bind, processes, threads and graceful stop from the same settings.
 
 Threaded workers: a request spends most of its time waiting on Redis and Postgres. The app is
 built in each worker after fork (no preload), so no connection crosses a fork. Override any of
