@@ -354,7 +354,7 @@ def own_metrics(
     env: dict[str, str], log_path: Path, name: str, port_variable: str | None
 ) -> tuple[dict[str, str], str]:
     """A process's own metrics directory and port, so that several can run side by side."""
-    metrics_dir = log_path.parent / f"metrics-{name}"
+    metrics_dir = log_path.parent / f"metrics-{name}-{uuid.uuid4().hex[:8]}"
     metrics_dir.mkdir(parents=True, exist_ok=True)
     env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
     if port_variable is None:
