@@ -99,7 +99,9 @@ def test_a_stop_while_the_processes_load_the_app_stops_them_at_once(
 
     os.killpg(api.proc.pid, signal.SIGTERM)  # as Ctrl-C reaches every process of the group
 
-    assert api.proc.wait(GRACEFUL_SECONDS + 10) == 0
+    # 1 when a process died of the signal before the main process stopped it: granian counts
+    # that as a process lost. Either way, at once rather than after the graceful timeout.
+    assert api.proc.wait(GRACEFUL_SECONDS + 10) in (0, 1)
     assert time.monotonic() - began < GRACEFUL_SECONDS / 2, api.output()[-2000:]
     assert "refused to gracefully stop" not in api.output()
 
