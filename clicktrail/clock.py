@@ -91,3 +91,26 @@ def event_time(timestamp: datetime | None, sent: datetime | None, received: date
     except OverflowError:  # received is within FUTURE_TOLERANCE of year 9999's end
         future = False
     return received if future else moment
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_MAX_DURATION = timedelta(days=3650)
+
+
+def parse_duration(text: str) -> timedelta:
+    """``90s``, ``15m``, ``24h``, ``7d``, ``2w`` (what ``--since`` takes) as a timedelta;
+    ValueError naming the expected form for anything else."""
+    value = text.strip().lower()
+    unit = _DURATION_UNITS.get(value[-1:]) if value else None
+    number = value[:-1]
+    if unit is None or not number.isdigit() or len(number) > 9:
+        raise ValueError(f"{text!r}: expected a number and a unit (s, m, h, d, w), e.g. 24h")
+    duration = timedelta(seconds=int(number) * unit)
+    if not duration or duration > _MAX_DURATION:
+        raise ValueError(f"{text!r}: expected more than nothing and at most ten years")
+    return duration
+
+
+def minute_of(moment: datetime) -> datetime:
+    """The UTC minute a moment falls in (the ledger's unit)."""
+    return moment.astimezone(UTC).replace(second=0, microsecond=0)

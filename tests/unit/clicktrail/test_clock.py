@@ -5,13 +5,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import orjson
 import pytest
 
-from clicktrail.clock import FUTURE_TOLERANCE, epoch_ms, epoch_seconds, format_ts
+from clicktrail.clock import (
+    FUTURE_TOLERANCE,
+    epoch_ms,
+    epoch_seconds,
+    format_ts,
+    minute_of,
+    parse_duration,
+)
 from clicktrail.config import Settings
 from clicktrail.profiles import Profile, ProfileWriter
 from clicktrail.sessions import SessionStore, Touch
@@ -199,3 +206,23 @@ def test_epoch_seconds_follows_the_clock() -> None:
     clock.moment += timedelta(seconds=5)
 
     assert seconds() == FAKE_NOW.timestamp() + 5
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("90s", timedelta(seconds=90)), ("15m", timedelta(minutes=15)), ("24h", timedelta(days=1)),
+     ("7d", timedelta(days=7)), ("2W", timedelta(weeks=2)), (" 1h ", timedelta(hours=1))],
+)  # fmt: skip
+def test_a_duration_is_a_number_and_a_unit(text: str, expected: timedelta) -> None:
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "h", "24", "1.5h", "-1h", "0m", "1y", "9999999999d", "4000d"])
+def test_anything_else_is_refused_naming_the_form(text: str) -> None:
+    with pytest.raises(ValueError, match=r"e\.g\. 24h|at most ten years"):
+        parse_duration(text)
+
+
+def test_a_minute_is_its_utc_start() -> None:
+    moment = datetime(2026, 12, 4, 3, 4, 59, 999000, tzinfo=timezone(timedelta(hours=2)))
+    assert minute_of(moment) == datetime(2026, 12, 4, 1, 4, tzinfo=UTC)
