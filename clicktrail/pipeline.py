@@ -628,13 +628,15 @@ _MAX_KEPT_ERRORS = 20
 
 def _summary(event: Any) -> dict[str, Any]:
     """What a dead letter carries of an event too large for Kafka: enough to find it (its
-    messageId, type and name) and see what made it large (its size, the start of it)."""
+    messageId, type, name and receipt time) and see what made it large (its size, the start
+    of it)."""
     text = orjson.dumps(event).decode()
     fields = event if isinstance(event, dict) else {}
     return {
         "messageId": fields.get("messageId"),
         "type": fields.get("type"),
         "event": fields.get("event"),
+        "receivedAt": fields.get("receivedAt"),
         "size": len(text.encode()),
         "preview": text[:_PREVIEW_CHARS],
         "truncated": True,

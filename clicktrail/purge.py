@@ -26,6 +26,7 @@ from typing import Any
 
 import psycopg
 import redis
+from psycopg import sql
 
 from clicktrail.clock import Clock, format_ts, parse_ts
 from clicktrail.db import Database
@@ -223,10 +224,17 @@ class Purger:
         assert erased_at is not None
         if self._marks is not None:
             self._marks.mark(ids, erased_at[0])
-        conn.execute(
-            "DELETE FROM event_history WHERE user_id = ANY(%s) OR anonymous_id = ANY(%s)",
-            (ids, ids),
-        )
+        for table in ("event_history", "dead_letters"):
+            # Only their ids stay, so that a receipt can say the events were erased.
+            conn.execute(
+                sql.SQL(
+                    "WITH gone AS (DELETE FROM {} WHERE user_id = ANY(%s) OR anonymous_id = ANY(%s)"
+                    " RETURNING day, message_id, source_id, received_at)"
+                    " INSERT INTO erased_events (day, message_id, source_id, received_at)"
+                    " SELECT * FROM gone ON CONFLICT (day, message_id) DO NOTHING"
+                ).format(sql.Identifier(table)),
+                (ids, ids),
+            )
         conn.execute("DELETE FROM profiles WHERE user_id = %s", (user_id,))
         conn.execute("DELETE FROM profile_aliases WHERE alias = ANY(%s)", (ids,))
         self._sessions.end_all(sources, ids)

@@ -1,8 +1,9 @@
-"""The history sink (``clicktrail sink``): events topic -> Postgres.
+"""The history sink (``clicktrail sink``): the events and dead-letter topics -> Postgres.
 
-Reads the events topic in a consumer group, and for each batch, in one transaction, writes the
-history rows and applies the profile changes of the events written for the first time; only
-after the commit are the offsets committed. Killed at any point, it re-reads what it had not
+Reads both topics in a consumer group, and for each batch, in one transaction, writes the
+history rows (with where each record was in Kafka) and the dead letters, applies the profile
+changes of the events written for the first time and adds the batch to the ledger; only after
+the commit are the offsets committed. Killed at any point, it re-reads what it had not
 committed and writes nothing twice. When Postgres is away it rewinds to the batch and tries
 again with backoff, losing and duplicating nothing.
 """
@@ -15,16 +16,23 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import (
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
 from clicktrail.clock import SYSTEM_CLOCK, Clock, SystemClock
 from clicktrail.config import Settings
 from clicktrail.db import REFUSED_DATA, Database, without_nul
 from clicktrail.errors import DependencyUnavailable
-from clicktrail.history import HistoryRow, HistoryStore
+from clicktrail.history import DeadLetterRow, HistoryRow, HistoryStore, KafkaPosition, Row
 from clicktrail.kafka import decode_value, parse_headers
 from clicktrail.logs import configure_logging
 from clicktrail.metrics import SINK_LAG, SINK_RETRIES, SINK_ROWS_WRITTEN, serve
@@ -69,10 +77,12 @@ class HistorySink:
         topic: str,
         batch_size: int,
         clock: Clock = SYSTEM_CLOCK,
+        deadletter_topic: str | None = None,
     ) -> None:
         self._consumer = consumer
         self._db = db
         self._topic = topic
+        self._deadletter_topic = deadletter_topic
         self._batch_size = batch_size
         self._history = HistoryStore()
         self._profiles = ProfileWriter(clock)
@@ -80,8 +90,9 @@ class HistorySink:
     def run(
         self, stop: threading.Event, on_batch: Callable[[BatchResult], None] | None = None
     ) -> None:
+        topics = [self._topic] + ([self._deadletter_topic] if self._deadletter_topic else [])
         self._consumer.subscribe(
-            [self._topic],
+            topics,
             on_assign=_log_partitions("assigned"),
             on_revoke=_log_partitions("revoked"),
         )
@@ -135,14 +146,14 @@ class HistorySink:
             return self._write(messages)
 
     def _write(self, messages: list[Message]) -> BatchResult:
-        rows: list[HistoryRow] = []
+        rows: list[Row] = []
         events: dict[str, dict[str, Any]] = {}
         for message in messages:
             if message.error():
                 log.warning("consumer error: %s", message.error())
                 continue
             try:
-                event, _ = decode_value(message.value())
+                value, _ = decode_value(message.value())
             except ValueError:
                 log.error(
                     "undecodable record at %s[%s]@%s skipped",
@@ -151,21 +162,22 @@ class HistorySink:
                     message.offset(),
                 )
                 continue
-            if not isinstance(event, dict):
+            if not isinstance(value, dict):
                 continue  # a tombstone, or not an event
-            if b"\\u0000" in (message.value() or b""):  # only then walk the event
-                event = without_nul(event)
-            source_id = parse_headers(message.headers()).get("source-id", "")
-            row = HistoryRow.from_event(event, source_id)
+            if b"\\u0000" in (message.value() or b""):  # only then walk the value
+                value = without_nul(value)
+            row = self._row(message, value)
             if row is None:
                 log.error(
-                    "record without receivedAt/messageId/type at %s@%s skipped",
+                    "record without receivedAt/messageId/type at %s[%s]@%s skipped",
+                    message.topic(),
                     message.partition(),
                     message.offset(),
                 )
                 continue
             rows.append(row)
-            events[row.message_id] = event
+            if isinstance(row, HistoryRow):
+                events[row.message_id] = value
         if not rows:
             return BatchResult(len(messages), 0, 0)
         with (
@@ -173,9 +185,24 @@ class HistorySink:
             self._db.connection() as conn,
             conn.transaction(),
         ):
-            written = self._history.store(conn, rows)
-            profiles = self._profiles.apply(conn, [events[m] for m in written])
-        return BatchResult(len(messages), len(written), profiles)
+            written = self._history.write(conn, rows)
+            profiles = self._profiles.apply(conn, [events[m] for m in written.history])
+        return BatchResult(
+            len(messages), len(written.history) + len(written.dead_letters), profiles
+        )
+
+    def _row(self, message: Message, value: dict[str, Any]) -> Row | None:
+        headers = parse_headers(message.headers())
+        kind, stamp = message.timestamp()
+        position = KafkaPosition(
+            message.partition(),
+            message.offset(),
+            None if kind == TIMESTAMP_NOT_AVAILABLE else datetime.fromtimestamp(stamp / 1000, UTC),
+        )
+        source_id = headers.get("source-id", "")
+        if self._deadletter_topic is not None and message.topic() == self._deadletter_topic:
+            return DeadLetterRow.from_letter(value, source_id, headers.get("event-id"), position)
+        return HistoryRow.from_event(value, source_id, position, headers.get("schema"))
 
     def _write_each(self, messages: list[Message]) -> BatchResult:
         """A batch Postgres refused as data: write its records one by one, skipping (and
@@ -262,8 +289,14 @@ def main() -> int:
         settings.topic_events,
         settings.sink_batch_size,
         SystemClock(),
+        settings.topic_deadletter,
     )
-    log.info("history sink reading %s as %s", settings.topic_events, settings.sink_group_id)
+    log.info(
+        "history sink reading %s and %s as %s",
+        settings.topic_events,
+        settings.topic_deadletter,
+        settings.sink_group_id,
+    )
     try:
         sink.run(
             stop,

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from clicktrail.db import Database
-from clicktrail.history import HistoryRow, HistoryStore
+from clicktrail.history import (
+    LEDGER_COLUMNS,
+    DeadLetterRow,
+    HistoryRow,
+    HistoryStore,
+    KafkaPosition,
+    Row,
+    Written,
+)
 from tests.support.events import published, uid
 
 
@@ -129,3 +138,143 @@ def test_a_rolled_back_partition_is_created_again(db: Database) -> None:
     written = store(db, history, rows(event))
 
     assert written == {event["messageId"]}
+
+
+# The sink's side of the ledger and the dead letters, as the sink writes them.
+
+
+def letter(event: dict[str, Any], reason: str = "schema_validation") -> dict[str, Any]:
+    """A dead letter in the pipeline's form."""
+    return {
+        "reason": reason,
+        "sourceId": event.get("sourceId", ""),
+        "schema": "events/e/1-0-0",
+        "errors": [{"path": "/properties/x", "keyword": "type", "message": "bad", "schema": ""}],
+        "failedAt": event["receivedAt"],
+        "event": event,
+    }
+
+
+def at(partition: int, offset: int) -> KafkaPosition:
+    return KafkaPosition(partition, offset, datetime(2026, 4, 6, tzinfo=UTC))
+
+
+def write(db: Database, batch: list[Row]) -> Written:
+    with db.connection() as conn, conn.transaction():
+        return HistoryStore().write(conn, batch)
+
+
+def books(db: Database, source: str) -> dict[str, dict[str, int]]:
+    """The ledger's rows of a source, by minute."""
+    with db.connection() as conn:
+        found = conn.execute(
+            "SELECT minute, stored, duplicates, copies, erased FROM ledger WHERE source_id = %s",
+            (source,),
+        ).fetchall()
+    return {
+        f"{minute:%H:%M}": dict(zip(LEDGER_COLUMNS, counts, strict=True))
+        for minute, *counts in found
+    }
+
+
+def counts(**given: int) -> dict[str, int]:
+    return {column: given.get(column, 0) for column in LEDGER_COLUMNS}
+
+
+def test_the_ledger_counts_each_event_once_however_often_the_sink_reads_it(db: Database) -> None:
+    source = uid("src")
+    first = published("track", uid("user"), received="2026-04-06T10:00:30.000Z", event="A")
+    second = published("track", uid("user"), received="2026-04-06T10:01:00.000Z", event="B")
+    batch: list[Row] = [
+        HistoryRow.from_event(first, source, at(0, 1)),  # type: ignore[list-item]
+        HistoryRow.from_event(second, source, at(0, 2)),  # type: ignore[list-item]
+    ]
+
+    written = write(db, batch)
+    write(db, batch)  # the sink read the batch again: it was killed before committing offsets
+
+    assert written.history == {first["messageId"], second["messageId"]}
+    assert books(db, source) == {"10:00": counts(stored=1), "10:01": counts(stored=1)}
+
+
+def test_a_second_record_of_one_request_is_a_copy_and_one_of_another_request_a_duplicate(
+    db: Database,
+) -> None:
+    source = uid("src")
+    event = published("track", uid("user"), received="2026-04-06T11:00:00.000Z", event="A")
+    resent = {**event, "receivedAt": "2026-04-06T11:05:00.000Z"}  # the client sent it again
+
+    write(db, [HistoryRow.from_event(event, source, at(0, 10))])  # type: ignore[list-item]
+    write(
+        db,
+        [
+            HistoryRow.from_event(event, source, at(1, 3)),  # type: ignore[list-item]
+            HistoryRow.from_event(resent, source, at(0, 11)),  # type: ignore[list-item]
+        ],
+    )
+
+    assert books(db, source) == {
+        "11:00": counts(stored=1, copies=1),
+        "11:05": counts(duplicates=1),
+    }
+    assert count(db, [event["messageId"]]) == 1
+
+
+def test_dead_letters_are_stored_and_a_replayed_one_that_passes_is_a_copy(db: Database) -> None:
+    source = uid("src")
+    event = published("track", uid("user"), received="2026-04-06T12:00:00.000Z", event="A")
+
+    first = write(db, [DeadLetterRow.from_letter(letter(event), source, None, at(0, 5))])  # type: ignore[list-item]
+    replayed = write(db, [HistoryRow.from_event(event, source, at(0, 40))])  # type: ignore[list-item]
+
+    assert first.dead_letters == {event["messageId"]}
+    assert replayed.history == {event["messageId"]}  # in the history now
+    assert books(db, source) == {"12:00": counts(stored=1, copies=1)}
+    with db.connection() as conn:
+        row = conn.execute(
+            "SELECT reason, errors, kafka_partition, kafka_offset, payload FROM dead_letters"
+            " WHERE message_id = %s",
+            (event["messageId"],),
+        ).fetchone()
+    assert row is not None
+    assert row[:4] == ("schema_validation", letter(event)["errors"], 0, 5)
+    assert row[4] == letter(event)
+
+
+def test_a_dead_letter_of_an_event_too_large_is_found_by_its_header(db: Database) -> None:
+    summary = {"messageId": None, "type": "track", "receivedAt": "2026-04-06T12:30:00.000Z"}
+    row = DeadLetterRow.from_letter(
+        {"reason": "kafka_rejected", "event": summary, "errors": []}, "src-1", "m-from-header"
+    )
+
+    assert row is not None
+    assert (row.message_id, row.received_at.minute) == ("m-from-header", 30)
+
+
+def test_events_of_an_erased_user_are_counted_as_erased_once_and_leave_their_id(
+    db: Database,
+) -> None:
+    source, user = uid("src"), uid("erased")
+    with db.connection() as conn:
+        conn.execute(
+            "INSERT INTO erasure_requests (user_id, completed_at, erased_ids)"
+            " VALUES (%s, '2026-04-07T12:00:00Z', %s)",
+            (user, [user]),
+        )
+    event = published("track", user, received="2026-04-07T11:59:00.000Z", event="In Flight")
+    batch: list[Row] = [
+        HistoryRow.from_event(event, source, at(0, 1)),  # type: ignore[list-item]
+        DeadLetterRow.from_letter(letter(event), source, None, at(0, 2)),  # type: ignore[list-item]
+    ]
+
+    written = write(db, batch)
+    write(db, batch)
+
+    assert written.history == written.dead_letters == set()
+    assert books(db, source) == {"11:59": counts(erased=1)}
+    with db.connection() as conn:
+        kept = conn.execute(
+            "SELECT source_id, received_at FROM erased_events WHERE message_id = %s",
+            (event["messageId"],),
+        ).fetchall()
+    assert kept == [(source, datetime(2026, 4, 7, 11, 59, tzinfo=UTC))]

@@ -15,7 +15,7 @@ import redis
 from clicktrail.clock import SystemClock
 from clicktrail.db import Database
 from clicktrail.debugger import stream_key
-from clicktrail.history import HistoryRow, HistoryStore
+from clicktrail.history import DeadLetterRow, HistoryRow, HistoryStore
 from clicktrail.kafka import KafkaPublisher, Record
 from clicktrail.message import Part
 from clicktrail.profiles import ProfileStore, ProfileWriter
@@ -82,13 +82,17 @@ def test_an_erasure_leaves_no_row_key_or_session_and_one_tombstone(
     source: SourceUnderTest,
 ) -> None:
     user, anon, bystander = uid("erase"), uid("anon"), uid("keep")
-    remember(
-        db,
+    theirs_events = [
         published("page", anonymous_id=anon),
         published("identify", user, anon, traits={"email": "gone@example.com"}),
         published("track", user, event="Bought"),
-        published("identify", bystander, traits={"email": "kept@example.com"}),
-    )
+    ]
+    remember(db, *theirs_events, published("identify", bystander, traits={"email": "k@e.com"}))
+    invalid = published("track", user, event="Bad", properties={"email": "gone@example.com"})
+    with db.connection() as conn, conn.transaction():
+        HistoryStore().write(
+            conn, [DeadLetterRow.from_letter({"reason": "x", "event": invalid}, "src")]
+        )  # type: ignore[list-item]
     sessions = SessionStore(client, 60)
     now = datetime.now(UTC).isoformat()
     [mine] = sessions.touch_many([Touch(source.id, user, anon, now, str(uuid.uuid4()))])
@@ -109,7 +113,17 @@ def test_an_erasure_leaves_no_row_key_or_session_and_one_tombstone(
             "SELECT completed_at, erased_ids, tombstone_partition, tombstone_offset FROM erasure_requests WHERE id = %s",
             (request_id,),
         ).fetchone()
+        dead = conn.execute(
+            "SELECT count(*) FROM dead_letters WHERE user_id = %s", (user,)
+        ).fetchone()
+        kept = conn.execute(
+            "SELECT message_id FROM erased_events WHERE message_id = ANY(%s)",
+            ([e["messageId"] for e in [*theirs_events, invalid]],),
+        ).fetchall()
     assert leftovers == (0, 0, 0)
+    assert dead == (0,)
+    # Only the ids of what was erased stay, so that a receipt can say so.
+    assert sorted(m for (m,) in kept) == sorted(e["messageId"] for e in [*theirs_events, invalid])
     assert sessions.get(mine["id"]) is None
     assert not [k for k in client.scan_iter(match="ct:*") if user in k or anon in k]
     assert sessions.get(theirs["id"]) is not None

@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 import pytest
+from confluent_kafka import TIMESTAMP_CREATE_TIME
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -19,6 +20,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from clicktrail import telemetry
 from clicktrail.delivery import SeenIds
+from clicktrail.history import Written
 from clicktrail.message import Message, Part
 from clicktrail.pipeline import Pipeline, Topics
 from clicktrail.queue import INGEST_TASK
@@ -250,6 +252,9 @@ class FakeMessage:
     def offset(self) -> int:
         return self._offset
 
+    def timestamp(self) -> tuple[int, int]:
+        return TIMESTAMP_CREATE_TIME, 1767225600000
+
 
 class FakeDatabase:
     class Conn:
@@ -263,8 +268,8 @@ class FakeDatabase:
 
 
 class Stored:
-    def store(self, conn: Any, rows: list[Any]) -> set[str]:
-        return {row.message_id for row in rows}
+    def write(self, conn: Any, rows: list[Any]) -> Written:
+        return Written(history={row.message_id for row in rows})
 
 
 class NoProfiles:
