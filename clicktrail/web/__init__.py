@@ -44,13 +44,16 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         docs,
         ingest,
         ops,
+        receipts,
         sessions,
         shortpaths,
         sourceconfig,
         users,
     )
 
-    for module in (ingest, shortpaths, sessions, users, ops, debugger, docs, sourceconfig):
+    for module in (
+        ingest, shortpaths, sessions, users, receipts, ops, debugger, docs, sourceconfig,
+    ):  # fmt: skip
         app.register_blueprint(module.bp)
     cors.install(app)
     cli.register(app)

@@ -4,6 +4,7 @@ body) or an operator (``Authorization: Bearer $ADMIN_TOKEN``, compared in consta
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 
 from flask import request
 
@@ -55,3 +56,33 @@ def source_or_admin(services: Services) -> Source | None:
         require_admin(services)
         return None
     return authenticate(services, basic_write_key())
+
+
+def debugger_or_admin(services: Services, source_of: Callable[[str], str | None]) -> str | None:
+    """The id of the source a debugger key (``Authorization: Bearer``) is for, or None for the
+    admin token; 401 otherwise. A write key is refused: every page with a browser SDK shows it,
+    and what a debugger key opens shows every visitor's events."""
+    auth = request.authorization
+    if auth is not None and auth.type == "basic":
+        raise Unauthorized(
+            "write_key_not_accepted",
+            "this does not take write keys (every page with a browser SDK shows them):"
+            " send Authorization: Bearer <debugger key>"
+            " (clicktrail sources debugger-key NAME) or the admin token",
+        )
+    token = auth.token if auth is not None and auth.type == "bearer" else None
+    if not token:
+        raise Unauthorized(
+            "missing_debugger_key",
+            "send Authorization: Bearer <debugger key> (clicktrail sources debugger-key NAME)"
+            " or the admin token",
+        )
+    admin = services.admin_token
+    if admin is not None and hmac.compare_digest(token.encode(), admin.encode()):
+        return None
+    source_id = source_of(token)
+    if source_id is None:
+        raise Unauthorized(
+            "invalid_debugger_key", "the debugger key or admin token is unknown or revoked"
+        )
+    return source_id

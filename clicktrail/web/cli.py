@@ -43,6 +43,7 @@ sources = AppGroup("sources", help="Sources and their write keys.")
 schemas = AppGroup("schemas", help="The schema catalogue (SCHEMAS_DIR, or the registry).")
 deadletters = AppGroup("deadletters", help="Events in the dead-letter topic.")
 users = AppGroup("users", help="User profiles and their erasure.")
+events = AppGroup("events", help="What became of one event (its receipt).")
 
 _JSON = orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
 
@@ -435,6 +436,72 @@ def erase_user(user_id: str, yes: bool) -> None:
     click.echo(orjson.dumps(body, option=_JSON).decode())
 
 
+@events.command("show")
+@click.argument("message_id")
+@click.option("--source", "source_name", help="only this source's event")
+@click.option("--json", "as_json", is_flag=True, help="the receipt as GET /v1/events/<id> gives it")
+def show_event(message_id: str, source_name: str | None, as_json: bool) -> None:
+    """What became of an event, by its messageId: when and by which source it was received,
+    where it was published (topic, partition, offset, schema) or why it was dead-lettered
+    (every error), whether it is in the history or was erased; for an event none of those
+    know yet, whether Kafka has it and how deep the queue is. Exits 1 when nothing is known
+    of it."""
+    from clicktrail.receipts import build_receipts
+
+    with _database() as db:
+        names = {source.id: source.name for source in SourceStore(db, cache_seconds=0).listing()}
+        source_id = None
+        if source_name is not None:
+            source_id = next((i for i, n in names.items() if n == source_name), None)
+            if source_id is None:
+                raise click.ClickException(f"no source named {source_name!r}")
+        try:
+            receipt = build_receipts(_settings(), db, lambda: list(names), SystemClock()).find(
+                message_id, source_id
+            )
+        except DependencyUnavailable as exc:
+            raise click.ClickException(f"{exc} (clicktrail doctor says what to fix)") from exc
+    body = receipt.to_json()
+    if as_json:
+        click.echo(orjson.dumps(body, option=_JSON).decode())
+    else:
+        click.echo(_render_receipt(body, names))
+    if not receipt.found:
+        click.get_current_context().exit(1)
+
+
+def _render_receipt(body: dict[str, Any], names: dict[str, str]) -> str:
+    lines = [f"{body['messageId']}: {body['status']} ({body['explanation']})"]
+    for copy in body["receipts"]:
+        source = f"{names.get(copy['sourceId'], '?')} ({copy['sourceId']})"
+        lines.append(f"  received  {copy['receivedAt']} by {source}")
+        if copy["status"] == "erased":
+            lines.append(f"  erased    {copy['erasedAt']}")
+            continue
+        what = " ".join(str(p) for p in (copy["type"], copy["event"]) if p)
+        lines.append(f"  event     {what}")
+        letter = copy.get("deadLettered")
+        if letter is not None:
+            lines.append(
+                f"  dead-lettered {letter['at']} to {letter['topic']} [{letter['partition']}]"
+                f"@{letter['offset']}: {letter['reason']}"
+                + (f" against {letter['schema']}" if letter["schema"] else "")
+            )
+            lines += [f"    {e.get('path')}: {e.get('message')}" for e in letter["errors"]]
+        published = copy.get("published")
+        if published is not None:
+            lines.append(
+                f"  published {published['at']} to {published['topic']} [{published['partition']}]"
+                f"@{published['offset']}, schema {published['schema'] or '-'}; in the history"
+            )
+    if not body["receipts"]:
+        if body.get("deliveredBy"):
+            lines.append(f"  delivered to Kafka by {', '.join(body['deliveredBy'])}")
+        depth = body["queue"]["depth"]
+        lines.append(f"  queue     {'unknown' if depth is None else depth} message(s) waiting")
+    return "\n".join(lines)
+
+
 @click.command("doctor")
 def doctor() -> None:
     """Check every configuration value, every dependency (Redis, the queue, Postgres, Kafka, the
@@ -470,5 +537,5 @@ def doctor() -> None:
 
 
 def register(app: Any) -> None:
-    for command in (sources, schemas, deadletters, users, doctor):
+    for command in (sources, schemas, deadletters, users, events, doctor):
         app.cli.add_command(command)

@@ -12,14 +12,14 @@ one of the API's few threads away from ingest for as long as the page stays open
 
 from __future__ import annotations
 
-import hmac
 import re
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from clicktrail.debugger import ENTRY_ID, WATCH_SECONDS
-from clicktrail.errors import Forbidden, InvalidInput, NotFound, Unauthorized
+from clicktrail.errors import Forbidden, InvalidInput, NotFound
+from clicktrail.web.auth import debugger_or_admin
 from clicktrail.web.pages import STATIC, static_file
 from clicktrail.web.services import DebugEvents, Services
 
@@ -70,31 +70,7 @@ def _no_store(body: dict[str, Any]) -> Response:
 
 
 def _caller(services: Services, feed: DebugEvents) -> str | None:
-    """The id of the source a debugger key is for, or None for the admin token; 401 otherwise."""
-    auth = request.authorization
-    if auth is not None and auth.type == "basic":
-        raise Unauthorized(
-            "write_key_not_accepted",
-            "the debugger does not take write keys (every page with a browser SDK shows them):"
-            " send Authorization: Bearer <debugger key>"
-            " (clicktrail sources debugger-key NAME) or the admin token",
-        )
-    token = auth.token if auth is not None and auth.type == "bearer" else None
-    if not token:
-        raise Unauthorized(
-            "missing_debugger_key",
-            "send Authorization: Bearer <debugger key> (clicktrail sources debugger-key NAME)"
-            " or the admin token",
-        )
-    admin = services.admin_token
-    if admin is not None and hmac.compare_digest(token.encode(), admin.encode()):
-        return None
-    source_id = feed.source_of(token)
-    if source_id is None:
-        raise Unauthorized(
-            "invalid_debugger_key", "the debugger key or admin token is unknown or revoked"
-        )
-    return source_id
+    return debugger_or_admin(services, feed.source_of)
 
 
 @bp.get("/v1/debugger/sources")

@@ -12,6 +12,7 @@ from clicktrail.db import Database
 from clicktrail.health import Check, dependency_checks, workers_check
 from clicktrail.message import Part
 from clicktrail.profiles import Profile
+from clicktrail.receipts import Receipt
 from clicktrail.redisconn import pipeline_redis, queue_redis
 from clicktrail.registry import make_registry
 from clicktrail.sessions import SessionStore, SessionView
@@ -54,6 +55,16 @@ class DebugEvents(Protocol):
     def source_of(self, key: str) -> str | None: ...
 
 
+class DebuggerKeyLookup(Protocol):
+    def source_of(self, key: str) -> str | None: ...
+
+
+class ReceiptLookup(Protocol):
+    """``clicktrail.receipts.Receipts``."""
+
+    def find(self, message_id: str, source_id: str | None = None) -> Receipt: ...
+
+
 class Profiles(Protocol):
     def get(self, user_id: str) -> Profile | None: ...
 
@@ -71,6 +82,9 @@ class Services:
     admission: Admission | None = None
     # None: the debugger is off (DEBUGGER_RETENTION_SECONDS=0).
     debugger: DebugEvents | None = None
+    # Debugger keys, which also open receipts (the debugger's own, when only it is given).
+    debugger_keys: DebuggerKeyLookup | None = None
+    receipts: ReceiptLookup | None = None
     checks: dict[str, Check] = field(default_factory=dict)
     clock: Clock = field(default_factory=SystemClock)
 
@@ -80,6 +94,7 @@ class Services:
         nothing connects until first used."""
         from clicktrail.debugger import DebugFeed, DebuggerKeys
         from clicktrail.profiles import ProfileStore
+        from clicktrail.receipts import build_receipts
         from clicktrail.web.enqueue import CeleryEnqueuer
 
         db = Database(settings.database_url, name="clicktrail-api")
@@ -88,18 +103,18 @@ class Services:
         checks["workers"] = workers_check(enqueuer.ping_workers)
         clock = clock or SystemClock()
         redis_client = pipeline_redis(settings)
+        keys = DebuggerKeys(db, settings.source_cache_seconds)
         debugger = (
-            DebugFeed(
-                redis_client,
-                clock,
-                settings.debugger_retention_seconds,
-                DebuggerKeys(db, settings.source_cache_seconds),
-            )
+            DebugFeed(redis_client, clock, settings.debugger_retention_seconds, keys)
             if settings.debugger_retention_seconds > 0
             else None
         )
+        sources = SourceStore(db, settings.source_cache_seconds)
+        receipts = build_receipts(
+            settings, db, lambda: [source.id for source in sources.listing()], clock
+        )
         return cls(
-            sources=SourceStore(db, settings.source_cache_seconds),
+            sources=sources,
             enqueuer=enqueuer,
             validator=EventValidator(make_registry(settings)),
             sessions=SessionStore(redis_client, settings.session_timeout_seconds, clock),
@@ -111,4 +126,6 @@ class Services:
             checks=checks,
             clock=clock,
             debugger=debugger,
+            debugger_keys=keys,
+            receipts=receipts,
         )
