@@ -200,6 +200,7 @@ def clicktrail_with(
         (("deadletters", "replay"), "Send dead-lettered events through the pipeline again"),
         (("users", "show"), "an alias finds its user"),
         (("users", "erase"), "File an erasure request"),
+        (("events", "show"), "What became of an event, by its messageId"),
         (("doctor",), "say what to fix"),
         (("migrate",), "apply the migrations"),
         (("topics",), "Kafka topics that are missing"),

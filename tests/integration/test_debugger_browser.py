@@ -15,6 +15,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
+from clicktrail.config import Settings
+from clicktrail.db import Database
 from tests.integration.conftest import ADMIN_TOKEN, SourceUnderTest, TopicNames
 from tests.support.browser import screenshot
 from tests.support.infra import KafkaCollector
@@ -166,3 +168,60 @@ def test_the_admin_token_picks_a_source_and_a_write_key_opens_nothing(
 
     assert "identify" in row(browser, seen).text
     assert browser.find_element(By.ID, "source").is_enabled()
+
+
+def test_the_lookup_box_shows_what_became_of_an_event(
+    pipeline: str,
+    sink: Any,
+    source: SourceUnderTest,
+    debugger_key: str,
+    browser: webdriver.Chrome,
+    kafka: KafkaCollector,
+    topics: TopicNames,
+    settings: Settings,
+) -> None:
+    open_debugger(browser, pipeline, f"key={debugger_key}")
+    bad_id = f"dbg-lookup-{uuid.uuid4()}"
+    send(
+        pipeline,
+        source.write_key,
+        {"batch": [{"type": "track", "messageId": bad_id, "userId": "debugger-user",
+                    "event": "Order Completed", "properties": {"total": "lots"}}]},
+    )  # fmt: skip
+    [letter] = kafka.wait_for([bad_id], topic=topics.deadletter)[bad_id]
+    db = Database(settings.database_url)
+    try:
+        wait(browser, 60).until(lambda _: dead_letter_stored(db, bad_id))
+    finally:
+        db.close()
+
+    def look_up(message_id: str) -> WebElement:
+        box = browser.find_element(By.ID, "lookup-id")
+        box.clear()
+        box.send_keys(message_id)
+        browser.find_element(By.CSS_SELECTOR, "#lookup button").click()
+        return wait(browser).until(
+            lambda d: (
+                d.find_element(By.CSS_SELECTOR, "#receipt .receipt-body")
+                if message_id in d.find_element(By.ID, "receipt").text
+                else None
+            )
+        )
+
+    found = look_up(bad_id)
+    text = found.text
+
+    assert "dead lettered" in found.find_element(By.TAG_NAME, "h3").text
+    assert f"{topics.deadletter} [{letter.partition}]@{letter.offset}" in text
+    assert "schema_validation" in text
+    paths = {cell.text for cell in found.find_elements(By.CSS_SELECTOR, "table.errors td.path")}
+    assert "/properties/order_id" in paths
+    missing = look_up(f"dbg-never-sent-{uuid.uuid4()}")
+    assert "not found" in missing.find_element(By.TAG_NAME, "h3").text
+    assert "Messages waiting in the queue:" in missing.text
+
+
+def dead_letter_stored(db: Database, message_id: str) -> bool:
+    with db.connection() as conn:
+        found = conn.execute("SELECT 1 FROM dead_letters WHERE message_id = %s", (message_id,))
+        return found.fetchone() is not None

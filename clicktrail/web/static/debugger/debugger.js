@@ -23,10 +23,11 @@
   };
 
   class ApiError extends Error {
-    constructor(status, code, message) {
+    constructor(status, code, message, body) {
       super(message);
       this.status = status;
       this.code = code;
+      this.body = body;
     }
   }
 
@@ -42,7 +43,8 @@
     }
     const body = await response.json().catch(() => ({}));
     if (!response.ok) {
-      throw new ApiError(response.status, body.code || "error", body.message || response.statusText);
+      throw new ApiError(response.status, body.code || "error", body.message || response.statusText,
+        body);
     }
     return body;
   }
@@ -134,6 +136,57 @@
     details.append(detail);
     row.append(details);
     return row;
+  }
+
+  // A receipt (GET /v1/events/<messageId>): what became of one event, from Postgres.
+  function receiptView(body) {
+    const view = element("div", `receipt-body ${body.status}`);
+    view.append(element("h3", null, `${body.messageId}: ${body.status.replace("_", " ")}`));
+    view.append(element("p", "explanation", body.explanation));
+    for (const copy of body.receipts || []) {
+      const list = element("dl");
+      const add = (term, value) => {
+        if (value === undefined || value === null || value === "") return;
+        list.append(element("dt", null, term), element("dd", null, value));
+      };
+      add("Received", `${copy.receivedAt} by ${copy.sourceId}`);
+      add("Erased", copy.erasedAt);
+      add("Event", [copy.type, copy.event].filter(Boolean).join(" "));
+      const published = copy.published;
+      if (published) {
+        add("Published", `${published.at || ""} to ${published.topic} [${published.partition}]` +
+          `@${published.offset}, schema ${published.schema || "—"}`);
+      }
+      const dead = copy.deadLettered;
+      if (dead) {
+        add("Dead-lettered", `${dead.at || ""} to ${dead.topic} [${dead.partition}]` +
+          `@${dead.offset}: ${dead.reason}`);
+      }
+      view.append(list);
+      if (dead && dead.errors && dead.errors.length) view.append(errorTable(dead.errors));
+    }
+    if (body.queue) {
+      const depth = body.queue.depth === null ? "unknown" : body.queue.depth;
+      view.append(element("p", "queue", `Messages waiting in the queue: ${depth}`));
+    }
+    return view;
+  }
+
+  async function lookUp(messageId) {
+    const box = $("receipt");
+    box.hidden = false;
+    box.replaceChildren(element("p", null, `Looking up ${messageId}…`));
+    try {
+      const body = await api(`/v1/events/${encodeURIComponent(messageId)}`);
+      box.replaceChildren(receiptView(body));
+    } catch (err) {
+      // Not found yet is an answer too: the API says why and how deep the queue is.
+      if (err.status === 404 && err.body && err.body.status) {
+        box.replaceChildren(receiptView(err.body));
+      } else {
+        box.replaceChildren(element("p", "error", `${err.message} (${err.code})`));
+      }
+    }
   }
 
   function applyFilter(row) {
@@ -287,6 +340,11 @@
       $("empty").hidden = false;
     });
     $("disconnect").addEventListener("click", () => disconnect());
+    $("lookup").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const messageId = $("lookup-id").value.trim();
+      if (messageId) lookUp(messageId);
+    });
     for (const id of ["filter", "search"]) {
       $(id).addEventListener("input", () => {
         for (const row of $("events").children) applyFilter(row);
