@@ -297,6 +297,38 @@ def document() -> dict[str, Any]:
         },
     }
     _debugger_paths(paths, [{"debuggerKey": []}, {"admin": []}])
+    paths["/v1/events/{messageId}"] = {
+        "parameters": [
+            {
+                "name": "messageId",
+                "in": "path",
+                "required": True,
+                "description": "The event's messageId, as its SDK sent it.",
+                "schema": {"type": "string", "maxLength": MAX_ID_CHARS},
+            }
+        ],
+        "get": {
+            "operationId": "eventReceipt",
+            **_admin_operation(
+                "Receipts",
+                "What became of one event: received when and by which source, published where "
+                "(topic, partition, offset, schema) or dead-lettered why, in the history, erased. "
+                "A debugger key sees its own source's events only.",
+                {
+                    "200": {"description": "The receipt.", "content": _json(_ref("Receipt"))},
+                    "400": _error("A messageId over its length limit."),
+                    "401": _error("No debugger key or admin token, a wrong one, or a write key."),
+                    "404": _error(
+                        "Nothing is known of the event yet (`event_not_found`): it may still be "
+                        "queued, or was never received. The body also holds the Receipt's "
+                        "fields, with the queue's depth."
+                    ),
+                    "503": _REJECTIONS["503"],
+                },
+                [{"debuggerKey": []}, {"admin": []}],
+            ),
+        },
+    }
     for path, operation_id in (
         ("/sourceConfig", "sourceConfig"),
         ("/sourceConfig/", "sourceConfigSlash"),
@@ -747,6 +779,56 @@ def _schemas() -> dict[str, Any]:
                 "new": {"type": "boolean"},
             },
             "required": ["erasureId", "userId", "status", "new"],
+        },
+        "Receipt": {
+            "type": "object",
+            "properties": {
+                "messageId": {"type": "string"},
+                "status": {
+                    "enum": ["published", "dead_lettered", "erased", "delivered", "not_found"]
+                },
+                "explanation": {"type": "string"},
+                "receipts": {
+                    "type": "array",
+                    "description": "One per request that carried the messageId, oldest first.",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "status": {"enum": ["published", "dead_lettered", "erased"]},
+                            "receivedAt": {"type": "string"},
+                            "sourceId": {"type": "string"},
+                            "erasedAt": {"type": "string"},
+                            "type": {"type": ["string", "null"]},
+                            "event": {"type": ["string", "null"]},
+                            "inHistory": {"type": "boolean"},
+                            "published": _ref("ReceiptRecord"),
+                            "deadLettered": _ref("ReceiptRecord"),
+                        },
+                        "required": ["status", "receivedAt", "sourceId"],
+                    },
+                },
+                "deliveredBy": {"type": "array", "items": {"type": "string"}},
+                "queue": {
+                    "type": "object",
+                    "properties": {"depth": {"type": ["integer", "null"]}},
+                    "required": ["depth"],
+                },
+                "dedupeWindowSeconds": {"type": "integer"},
+            },
+            "required": ["messageId", "status", "explanation", "receipts"],
+        },
+        "ReceiptRecord": {
+            "type": "object",
+            "properties": {
+                "topic": {"type": "string"},
+                "partition": {"type": ["integer", "null"]},
+                "offset": {"type": ["integer", "null"]},
+                "schema": {"type": ["string", "null"]},
+                "at": {"type": ["string", "null"]},
+                "reason": {"type": "string"},
+                "errors": {"type": "array", "items": _ref("ValidationError")},
+            },
+            "required": ["topic", "partition", "offset"],
         },
         "Status": {
             "type": "object",

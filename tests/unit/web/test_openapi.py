@@ -39,7 +39,11 @@ def documented() -> set[tuple[str, str]]:
 
 def test_every_route_is_documented_and_every_documented_route_exists() -> None:
     # Path parameters are named after the API's JSON fields (sessionId, userId).
-    rename = {"{session_id}": "{sessionId}", "{user_id}": "{userId}"}
+    rename = {
+        "{session_id}": "{sessionId}",
+        "{user_id}": "{userId}",
+        "{message_id}": "{messageId}",
+    }
     served = set()
     for path, method in routes():
         for old, new in rename.items():
