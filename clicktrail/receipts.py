@@ -102,15 +102,15 @@ class Receipt:
         if status == PUBLISHED:
             return "published to Kafka and written to the history"
         if status == DEAD_LETTERED:
-            return "dead-lettered: see deadLettered.errors"
+            letter = self.copies[-1].dead_lettered or {}
+            return f"dead-lettered as {letter.get('reason')}: not published"
         if status == ERASED:
             return "erased with its user's data: only its id and times are kept"
         if status == DELIVERED:
             return "published to Kafka; the history sink has not written it yet"
-        depth = "" if self.queue_depth is None else f" ({self.queue_depth} message(s) queued)"
         return (
-            "no record of this event yet: it may still be queued for the workers"
-            f"{depth}, or it was never received (or only longer ago than the history keeps)"
+            "no record of this event yet: it may still be queued for the workers, or it was"
+            " never received (or longer ago than the history keeps)"
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -268,7 +268,8 @@ def _traceparents(messages: list[Message]) -> list[str | None]:
 
 def _log_partitions(what: str) -> Callable[[Consumer, list[TopicPartition]], None]:
     def log_them(_: Consumer, partitions: list[TopicPartition]) -> None:
-        log.info("partitions %s: %s", what, sorted(p.partition for p in partitions))
+        named = sorted((p.topic, p.partition) for p in partitions)
+        log.info("partitions %s: %s", what, ", ".join(f"{t}[{n}]" for t, n in named))
 
     return log_them
 

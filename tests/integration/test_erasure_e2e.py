@@ -127,6 +127,8 @@ def leftovers(db: Database, client: redis.Redis, shop: Shop, ids: list[str]) -> 
             " (SELECT count(*) FROM profile_aliases WHERE user_id = ANY(%(ids)s)"
             "   OR alias = ANY(%(ids)s)),"
             " (SELECT count(*) FROM event_history WHERE user_id = ANY(%(ids)s)"
+            "   OR anonymous_id = ANY(%(ids)s)),"
+            " (SELECT count(*) FROM dead_letters WHERE user_id = ANY(%(ids)s)"
             "   OR anonymous_id = ANY(%(ids)s))",
             {"ids": ids},
         ).fetchone()
@@ -145,7 +147,7 @@ def leftovers(db: Database, client: redis.Redis, shop: Shop, ids: list[str]) -> 
     return {"postgres": row, "keys": keys, "sessions": sessions, "debugger": stream}
 
 
-NOTHING = {"postgres": (0, 0, 0), "keys": [], "sessions": [], "debugger": []}
+NOTHING = {"postgres": (0, 0, 0, 0), "keys": [], "sessions": [], "debugger": []}
 
 
 def test_events_queued_at_the_erasure_are_dropped_not_published(
