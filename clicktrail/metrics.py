@@ -89,7 +89,9 @@ PROFILES_PURGED = Counter("clicktrail_profiles_purged_total", "Profiles purged",
 # Sink: history rows written for the first time.
 SINK_ROWS_WRITTEN = Counter("clicktrail_sink_rows_written_total", "History rows written")
 # Sink: records behind the end of each partition of the events topic.
-SINK_LAG = Gauge("clicktrail_sink_lag_records", "Records the sink has yet to read", ["partition"])
+SINK_LAG = Gauge(
+    "clicktrail_sink_lag_records", "Records the sink has yet to read", ["topic", "partition"]
+)
 # Sink: batches retried because Postgres was away.
 SINK_RETRIES = Counter("clicktrail_sink_retries_total", "Sink batches retried")
 

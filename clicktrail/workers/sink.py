@@ -238,22 +238,25 @@ class HistorySink:
                     continue
                 _, high = self._consumer.get_watermark_offsets(position, cached=True)
                 if high is not None and high >= 0:
-                    SINK_LAG.labels(str(position.partition)).set(max(0, high - position.offset))
+                    SINK_LAG.labels(position.topic, str(position.partition)).set(
+                        max(0, high - position.offset)
+                    )
         except KafkaException as exc:
             log.debug("lag unknown: %s", exc)
 
     def _rewind(self, messages: list[Message]) -> None:
         """Seek each partition back to the batch's first offset, so the next poll re-reads it."""
-        first: dict[int, int] = {}
+        first: dict[tuple[str, int], int] = {}
         for message in messages:
-            partition, offset = message.partition(), message.offset()
-            if partition is not None and offset is not None and not message.error():
-                first[partition] = min(offset, first.get(partition, offset))
-        for partition, offset in first.items():
+            topic, partition, offset = message.topic(), message.partition(), message.offset()
+            if message.error() or topic is None or partition is None or offset is None:
+                continue
+            first[topic, partition] = min(offset, first.get((topic, partition), offset))
+        for (topic, partition), offset in first.items():
             try:
-                self._consumer.seek(TopicPartition(self._topic, partition, offset))
+                self._consumer.seek(TopicPartition(topic, partition, offset))
             except KafkaException as exc:  # no longer ours: its new owner starts from the commit
-                log.info("could not rewind partition %s: %s", partition, exc)
+                log.info("could not rewind %s[%s]: %s", topic, partition, exc)
 
 
 def _traceparents(messages: list[Message]) -> list[str | None]:

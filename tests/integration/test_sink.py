@@ -77,8 +77,10 @@ def send_batches(
     size: int,
     pause: float = 0.0,
     ids: list[str] | None = None,
+    invalid: bool = False,
 ) -> list[str]:
-    """Post batches of events; their ids go into `ids` as each batch is accepted."""
+    """Post batches of events (``invalid``: without a name, so dead-lettered); their ids go
+    into `ids` as each batch is accepted."""
     ids = [] if ids is None else ids
     for _ in range(batches):
         batch = [
@@ -86,7 +88,7 @@ def send_batches(
                 "type": "track",
                 "userId": f"sink-{i % 13}",
                 "messageId": f"sink-{uuid.uuid4()}",
-                "event": "Tick",
+                **({} if invalid else {"event": "Tick"}),
             }
             for i in range(size)
         ]
@@ -99,9 +101,11 @@ def send_batches(
     return ids
 
 
-def complete(database_url: str, ids: list[str]) -> dict[str, int] | None:
+def complete(
+    database_url: str, ids: list[str], table: str = "event_history"
+) -> dict[str, int] | None:
     """The rows of these events once every one has a row."""
-    found = history_counts(database_url, ids)
+    found = history_counts(database_url, ids, table)
     return found if len(found) == len(ids) else None
 
 
@@ -155,19 +159,26 @@ def test_the_sink_rides_out_postgres_going_away_and_coming_back(
         )
 
         postgres_proxy.cut()
+        # Dead letters come in the same batches, from the other topic: rewound alike.
+        letters = send_batches(pipeline, source, batches=2, size=20, invalid=True)
         during = send_batches(pipeline, source, batches=4, size=50, pause=0.5)
-        sink.wait_for_output("postgres unavailable", timeout=30)
-        time.sleep(2)
+        # Several batches fail, whichever records they hold.
+        wait_for(lambda: sink.output().count("postgres unavailable") >= 3, "3 failed batches", 60)
         postgres_proxy.restore()
         after = send_batches(pipeline, source, batches=2, size=50)
 
         ids = before + during + after
         kafka.wait_for(ids, topic=topics.events, timeout=60)
+        kafka.wait_for(letters, topic=topics.deadletter, timeout=60)
         written = wait_for(lambda: complete(own_database, ids), "every row", timeout=90)
+        dead = wait_for(
+            lambda: complete(own_database, letters, "dead_letters"), "every dead letter", 90
+        )
     finally:
         sink.stop()
 
     assert set(written.values()) == {1}
+    assert set(dead.values()) == {1}
     assert sink.proc.returncode == 0
 
 

@@ -23,6 +23,7 @@ import redis
 import requests
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
+from psycopg import sql
 
 from clicktrail.db import Database, create_database, drop_database, migrate
 from clicktrail.kafka import decode_value, parse_headers
@@ -136,15 +137,20 @@ def scratch_database(name: str) -> Iterator[str]:
         drop_database(url)
 
 
-def history_counts(database_url: str, ids: Iterable[str]) -> dict[str, int]:
-    """How many history rows each of these messageIds has (absent: none)."""
+def history_counts(
+    database_url: str, ids: Iterable[str], table: str = "event_history"
+) -> dict[str, int]:
+    """How many rows of the history (or ``dead_letters``) each of these messageIds has
+    (absent: none)."""
     db = Database(database_url)
     try:
         with db.connection() as conn:
             return dict(
                 conn.execute(
-                    "SELECT message_id, count(*) FROM event_history"
-                    " WHERE message_id = ANY(%s) GROUP BY message_id",
+                    sql.SQL(
+                        "SELECT message_id, count(*) FROM {}"
+                        " WHERE message_id = ANY(%s) GROUP BY message_id"
+                    ).format(sql.Identifier(table)),
                     (list(ids),),
                 ).fetchall()
             )
