@@ -31,6 +31,7 @@ from clicktrail.drafts import DEFAULT_LIMIT, DraftError, Window, try_draft
 from clicktrail.errors import DependencyUnavailable, InvalidSettings, NotFound
 from clicktrail.health import dependency_checks, workers_check
 from clicktrail.history import erasure_cutoffs
+from clicktrail.inference import UNCHANGED, infer_from_history, write_proposal
 from clicktrail.intake import MAX_ID_CHARS
 from clicktrail.kafka import decode_value
 from clicktrail.message import Part
@@ -452,6 +453,41 @@ def try_schema(draft: Path, since: timedelta, source_name: str | None, limit: in
             raise click.ClickException(str(exc)) from exc
     click.echo(report.render())
     click.get_current_context().exit(0 if report.ok else 1)
+
+
+@schemas.command("infer")
+@click.argument("event_name")
+@click.option("--since", default="7d", show_default=True, callback=_since, help=_SINCE_HELP)
+@click.option("--source", "source_name", help=_SOURCE_HELP)
+@click.option(
+    "--limit",
+    default=DEFAULT_LIMIT,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="infer from at most this many events, the newest",
+)
+@click.option("--write", is_flag=True, help="write it into SCHEMAS_DIR")
+def infer_schema(
+    event_name: str, since: timedelta, source_name: str | None, limit: int, write: bool
+) -> None:
+    """Propose a schema for a track event's properties from its events in the history: the
+    next version of its schema in SCHEMAS_DIR (1-0-0 if none describes it), the step
+    classified as ADDITION, REVISION or MODEL as make schemas-check judges it. Prints the
+    schema and where it goes; --write writes it there."""
+    settings = _settings()
+    with _database() as db:
+        window = _window(db, since, source_name, limit)
+        try:
+            proposal = infer_from_history(db, settings.schemas_dir, event_name, window)
+        except DraftError as exc:
+            raise click.ClickException(str(exc)) from exc
+    click.echo(proposal.render(window))
+    if proposal.change == UNCHANGED:
+        click.echo("nothing to write")
+    elif write:
+        click.echo(f"written to {write_proposal(proposal)}")
+    else:
+        click.echo(f"would be written to {proposal.path} (--write writes it)")
 
 
 def _user_id(user_id: str) -> str:
