@@ -27,6 +27,7 @@ schema is closed: widen the window, or add the property back by hand.
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from collections.abc import Iterable
@@ -36,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema_rs
-import orjson
 from genson import SchemaBuilder
 from genson.schema.strategies import Object, String
 
@@ -230,7 +230,7 @@ class Proposal:
     path: Path
 
     def json(self) -> str:
-        return orjson.dumps(self.doc.document, option=orjson.OPT_INDENT_2).decode()
+        return _readable(self.doc.document)
 
     def render(self, window: Window) -> str:
         doc, latest = self.doc, self.latest
@@ -261,6 +261,23 @@ class Proposal:
                 f"(schemas try lists them)"
             )
         return "\n".join(lines)
+
+
+def _readable(value: Any, indent: int = 0, lead: int = 0, width: int = 100) -> str:
+    """JSON as the catalogue's files are written: what fits on a line (after ``lead``
+    characters of its key) on one line."""
+    flat = json.dumps(value, ensure_ascii=False)
+    if indent + lead + len(flat) <= width or not isinstance(value, dict | list) or not value:
+        return flat
+    pad = " " * (indent + 2)
+    if isinstance(value, dict):
+        items = []
+        for key, sub in value.items():
+            name = json.dumps(key, ensure_ascii=False)
+            items.append(f"{pad}{name}: {_readable(sub, indent + 2, len(name) + 2, width)}")
+        return "{\n" + ",\n".join(items) + "\n" + " " * indent + "}"
+    items = [pad + _readable(sub, indent + 2, 0, width) for sub in value]
+    return "[\n" + ",\n".join(items) + "\n" + " " * indent + "]"
 
 
 def _document(name: str, version: SchemaVer, event_name: str, inferred: Inferred) -> dict[str, Any]:

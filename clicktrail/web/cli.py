@@ -428,7 +428,14 @@ _SOURCE_HELP = "only this source's events"
 
 @schemas.command("try")
 @click.argument("draft", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--since", default="24h", show_default=True, callback=_since, help=_SINCE_HELP)
+@click.option(
+    "--since",
+    default="24h",
+    show_default=True,
+    metavar="DURATION",
+    callback=_since,
+    help=_SINCE_HELP,
+)
 @click.option("--source", "source_name", help=_SOURCE_HELP)
 @click.option(
     "--limit",
@@ -457,7 +464,14 @@ def try_schema(draft: Path, since: timedelta, source_name: str | None, limit: in
 
 @schemas.command("infer")
 @click.argument("event_name")
-@click.option("--since", default="7d", show_default=True, callback=_since, help=_SINCE_HELP)
+@click.option(
+    "--since",
+    default="7d",
+    show_default=True,
+    metavar="DURATION",
+    callback=_since,
+    help=_SINCE_HELP,
+)
 @click.option("--source", "source_name", help=_SOURCE_HELP)
 @click.option(
     "--limit",
