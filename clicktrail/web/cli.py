@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import timedelta
@@ -422,28 +422,33 @@ def _window(db: Database, since: timedelta, source_name: str | None, limit: int)
     return Window(SystemClock().now(), since, source_id, limit)
 
 
-_SINCE_HELP = "how far back in the history (s, m, h, d, w)"
-_SOURCE_HELP = "only this source's events"
+def _history_options(since: str, verb: str) -> Callable[[Callable[..., None]], Any]:
+    """--since, --source and --limit: the window of the history a command reads."""
+
+    def add(command: Callable[..., None]) -> Any:
+        command = click.option(
+            "--limit",
+            default=DEFAULT_LIMIT,
+            show_default=True,
+            type=click.IntRange(min=1),
+            help=f"{verb} at most this many events, the newest",
+        )(command)
+        command = click.option("--source", "source_name", help="only this source's events")(command)
+        return click.option(
+            "--since",
+            default=since,
+            show_default=True,
+            metavar="DURATION",
+            callback=_since,
+            help="how far back in the history (s, m, h, d, w)",
+        )(command)
+
+    return add
 
 
 @schemas.command("try")
 @click.argument("draft", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option(
-    "--since",
-    default="24h",
-    show_default=True,
-    metavar="DURATION",
-    callback=_since,
-    help=_SINCE_HELP,
-)
-@click.option("--source", "source_name", help=_SOURCE_HELP)
-@click.option(
-    "--limit",
-    default=DEFAULT_LIMIT,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="try at most this many events, the newest",
-)
+@_history_options("24h", "try")
 def try_schema(draft: Path, since: timedelta, source_name: str | None, limit: int) -> None:
     """Try a draft schema (a file in the catalogue's form, its version in "self") on the events
     of the history it would apply to, validated as the workers would with the draft in the
@@ -464,22 +469,7 @@ def try_schema(draft: Path, since: timedelta, source_name: str | None, limit: in
 
 @schemas.command("infer")
 @click.argument("event_name")
-@click.option(
-    "--since",
-    default="7d",
-    show_default=True,
-    metavar="DURATION",
-    callback=_since,
-    help=_SINCE_HELP,
-)
-@click.option("--source", "source_name", help=_SOURCE_HELP)
-@click.option(
-    "--limit",
-    default=DEFAULT_LIMIT,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="infer from at most this many events, the newest",
-)
+@_history_options("7d", "infer from")
 @click.option("--write", is_flag=True, help="write it into SCHEMAS_DIR")
 def infer_schema(
     event_name: str, since: timedelta, source_name: str | None, limit: int, write: bool
