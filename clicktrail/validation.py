@@ -113,7 +113,7 @@ class EventValidator:
                 "calls/unknown", [error_entry("/type", "enum", message, "calls/unknown")]
             )
         kind, name = specific_schema(event)
-        version, problem = _requested_version(event, kind, name)
+        version, problem = requested_version(event, kind, name)
         specific = None if problem is not None else self._registry.record(kind, name, version)
         if specific is not None:
             record = specific
@@ -184,7 +184,7 @@ class EventValidator:
         return envelope
 
 
-def _requested_version(
+def requested_version(
     event: dict[str, Any], kind: str, name: str
 ) -> tuple[str | None, dict[str, str] | None]:
     """The version named in ``context.schema``, or a problem with what it names."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import timedelta
@@ -23,13 +23,15 @@ from flask.cli import AppGroup
 
 from clicktrail import doctor as checkup
 from clicktrail.cli import schemas_check, schemas_register
-from clicktrail.clock import SystemClock, parse_ts
+from clicktrail.clock import SystemClock, parse_duration, parse_ts
 from clicktrail.config import Settings
 from clicktrail.db import Database
 from clicktrail.debugger import DebuggerKeys, new_debugger_key
+from clicktrail.drafts import DEFAULT_LIMIT, DraftError, Window, try_draft
 from clicktrail.errors import DependencyUnavailable, InvalidSettings, NotFound
 from clicktrail.health import dependency_checks, workers_check
 from clicktrail.history import erasure_cutoffs
+from clicktrail.inference import UNCHANGED, infer_from_history, write_proposal
 from clicktrail.intake import MAX_ID_CHARS
 from clicktrail.kafka import decode_value
 from clicktrail.message import Part
@@ -401,6 +403,96 @@ def register_schemas(directory: Path | None) -> None:
     """Check the catalogue, then register every record schema with the registry at
     SCHEMA_REGISTRY_URL, oldest version first (exit 2 when no registry is configured)."""
     click.get_current_context().exit(schemas_register(_settings(), directory))
+
+
+def _since(_ctx: click.Context, _param: click.Parameter, value: str) -> timedelta:
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _window(db: Database, since: timedelta, source_name: str | None, limit: int) -> Window:
+    """The window of the history a command reads; an unknown source stops it."""
+    source_id = None
+    if source_name is not None:
+        found = SourceStore(db, cache_seconds=0).by_name(source_name)
+        if found is None:
+            raise click.ClickException(f"no source named {source_name!r}")
+        source_id = found.id
+    return Window(SystemClock().now(), since, source_id, limit)
+
+
+def _history_options(since: str, verb: str) -> Callable[[Callable[..., None]], Any]:
+    """--since, --source and --limit: the window of the history a command reads."""
+
+    def add(command: Callable[..., None]) -> Any:
+        command = click.option(
+            "--limit",
+            default=DEFAULT_LIMIT,
+            show_default=True,
+            type=click.IntRange(min=1),
+            help=f"{verb} at most this many events, the newest",
+        )(command)
+        command = click.option("--source", "source_name", help="only this source's events")(command)
+        return click.option(
+            "--since",
+            default=since,
+            show_default=True,
+            metavar="DURATION",
+            callback=_since,
+            help="how far back in the history (s, m, h, d, w)",
+        )(command)
+
+    return add
+
+
+@schemas.command("try")
+@click.argument("draft", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_history_options("24h", "try")
+def try_schema(draft: Path, since: timedelta, source_name: str | None, limit: int) -> None:
+    """Try a draft schema (a file in the catalogue's form, its version in "self") on the events
+    of the history it would apply to, validated as the workers would with the draft in the
+    catalogue at SCHEMAS_DIR, and check it against the version it follows as make
+    schemas-check does. Prints how many passed and failed, each failing path with a few
+    messageIds, and the compatibility verdict. Exit 0 when every tried event passes and the
+    change is compatible, 1 otherwise."""
+    settings = _settings()
+    with _database() as db:
+        window = _window(db, since, source_name, limit)
+        try:
+            report = try_draft(db, settings.schemas_dir, draft, window, source_name)
+        except DraftError as exc:
+            raise click.ClickException(str(exc)) from exc
+    click.echo(report.render())
+    click.get_current_context().exit(0 if report.ok else 1)
+
+
+@schemas.command("infer")
+@click.argument("event_name")
+@_history_options("7d", "infer from")
+@click.option("--write", is_flag=True, help="write it into SCHEMAS_DIR")
+def infer_schema(
+    event_name: str, since: timedelta, source_name: str | None, limit: int, write: bool
+) -> None:
+    """Propose a schema for a track event's properties from its events in the history: the
+    next version of its schema in SCHEMAS_DIR (1-0-0 if none describes it), the step
+    classified as ADDITION, REVISION or MODEL as make schemas-check judges it. Prints the
+    schema and where it goes; --write writes it there."""
+    settings = _settings()
+    with _database() as db:
+        window = _window(db, since, source_name, limit)
+        try:
+            proposal = infer_from_history(db, settings.schemas_dir, event_name, window)
+        except DraftError as exc:
+            raise click.ClickException(str(exc)) from exc
+    click.echo(proposal.render(window))
+    if proposal.change == UNCHANGED:
+        click.echo("nothing to write")
+    elif write:
+        click.echo(f"written to {write_proposal(proposal)}")
+    else:
+        click.echo(f"would be written to {proposal.path} (--write writes it)")
 
 
 def _user_id(user_id: str) -> str:
