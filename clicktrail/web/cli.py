@@ -412,15 +412,19 @@ def _since(_ctx: click.Context, _param: click.Parameter, value: str) -> timedelt
         raise click.BadParameter(str(exc)) from None
 
 
+def _source_id(db: Database, source_name: str | None) -> str | None:
+    """The id of the source a command names (None: every source); an unknown one stops it."""
+    if source_name is None:
+        return None
+    found = SourceStore(db, cache_seconds=0).by_name(source_name)
+    if found is None:
+        raise click.ClickException(f"no source named {source_name!r}")
+    return found.id
+
+
 def _window(db: Database, since: timedelta, source_name: str | None, limit: int) -> Window:
-    """The window of the history a command reads; an unknown source stops it."""
-    source_id = None
-    if source_name is not None:
-        found = SourceStore(db, cache_seconds=0).by_name(source_name)
-        if found is None:
-            raise click.ClickException(f"no source named {source_name!r}")
-        source_id = found.id
-    return Window(SystemClock().now(), since, source_id, limit)
+    """The window of the history a command reads."""
+    return Window(SystemClock().now(), since, _source_id(db, source_name), limit)
 
 
 def _history_options(since: str, verb: str) -> Callable[[Callable[..., None]], Any]:
@@ -542,11 +546,7 @@ def show_event(message_id: str, source_name: str | None, as_json: bool) -> None:
 
     with _database() as db:
         names = {source.id: source.name for source in SourceStore(db, cache_seconds=0).listing()}
-        source_id = None
-        if source_name is not None:
-            source_id = next((i for i, n in names.items() if n == source_name), None)
-            if source_id is None:
-                raise click.ClickException(f"no source named {source_name!r}")
+        source_id = _source_id(db, source_name)
         try:
             receipt = build_receipts(_settings(), db, lambda: list(names), SystemClock()).find(
                 message_id, source_id
