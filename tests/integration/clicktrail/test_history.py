@@ -172,7 +172,7 @@ def books(db: Database, source: str) -> dict[str, dict[str, int]]:
             (source,),
         ).fetchall()
     return {
-        f"{minute:%H:%M}": dict(zip(LEDGER_COLUMNS, counts, strict=True))
+        f"{minute.astimezone(UTC):%H:%M}": dict(zip(LEDGER_COLUMNS, counts, strict=True))
         for minute, *counts in found
     }
 
