@@ -304,7 +304,7 @@ def document() -> dict[str, Any]:
                 "in": "path",
                 "required": True,
                 "description": "The event's messageId, as its SDK sent it.",
-                "schema": {"type": "string", "maxLength": MAX_ID_CHARS},
+                "schema": {"type": "string", "maxLength": MAX_MESSAGE_ID_CHARS},
             }
         ],
         "get": {

@@ -7,7 +7,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, jsonify
 
 from clicktrail.errors import Forbidden, InvalidInput
-from clicktrail.intake import MAX_ID_CHARS
+from clicktrail.intake import MAX_MESSAGE_ID_CHARS
 from clicktrail.web.auth import debugger_or_admin
 from clicktrail.web.services import Services
 from clicktrail.web.users import UserIdConverter
@@ -27,9 +27,9 @@ def show(message_id: str) -> Response:
     if services.receipts is None or keys is None:
         raise Forbidden("receipts_disabled", "receipts are not available on this API")
     caller = debugger_or_admin(services, keys.source_of)
-    if len(message_id) > MAX_ID_CHARS:
+    if len(message_id) > MAX_MESSAGE_ID_CHARS:
         raise InvalidInput(
-            "invalid_message_id", f"a messageId has at most {MAX_ID_CHARS} characters"
+            "invalid_message_id", f"a messageId has at most {MAX_MESSAGE_ID_CHARS} characters"
         )
     receipt = services.receipts.find(message_id, caller)
     body = receipt.to_json()
