@@ -191,6 +191,55 @@ WHERE type = %(type)s AND day >= %(day)s AND received_at >= %(start)s AND event 
 """
 
 
+class DeadLetterStream:
+    """The events of the dead letters of one reason that a selection picks within a window,
+    newest first, as (messageId, event): what the pipeline refused, as the dead letter keeps
+    it (protected as the history is). Dead letters are few, and a window of them is read by
+    its days, without an index of names."""
+
+    def __init__(self, db: Database, selection: Selection, window: Window, reason: str) -> None:
+        self._db = db
+        self._selection = selection
+        self._window = window
+        self._reason = reason
+
+    def __iter__(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        window = self._window
+        bounds: dict[str, Any] = {
+            "type": self._selection.call_type,
+            "reason": self._reason,
+            "day": window.start.date(),
+            "start": window.start,
+            "source": window.source_id,
+        }
+        with self._db.connection() as conn, conn.transaction():
+            found = [row[0] for row in conn.execute(_LETTER_NAMES, bounds)]
+            names = [name for name in found if self._selection.wanted(name)]
+            if not names:
+                return
+            query = _LETTER_ROWS.format(limit=sql.Literal(window.limit))
+            with conn.cursor(name="clicktrail-dead-letters") as cursor:
+                set_json_loads(orjson.loads, cursor)
+                cursor.itersize = _FETCH_ROWS
+                cursor.execute(query, {**bounds, "names": names})
+                for message_id, letter in cursor:
+                    event = letter.get("event") if isinstance(letter, dict) else None
+                    if isinstance(event, dict):
+                        yield message_id, event
+
+
+_LETTERS_IN_WINDOW = """
+FROM dead_letters
+WHERE type = %(type)s AND reason = %(reason)s AND day >= %(day)s AND received_at >= %(start)s
+  AND (%(source)s::text IS NULL OR source_id = %(source)s::text)
+"""
+_LETTER_NAMES = f"SELECT DISTINCT event {_LETTERS_IN_WINDOW}"
+_LETTER_ROWS = sql.SQL(
+    f"SELECT message_id, payload {_LETTERS_IN_WINDOW}"
+    " AND event = ANY(%(names)s) ORDER BY received_at DESC LIMIT {limit}"
+)
+
+
 def _rows_query(call_type: str, names: list[str | None] | None, window: Window) -> sql.Composed:
     """Newest first: with few names, one index-ordered branch per name, merged by Postgres
     (Merge Append), so reading stops at the limit; with many, one scan of the type, sorted."""

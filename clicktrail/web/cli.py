@@ -476,18 +476,34 @@ def try_schema(draft: Path, since: timedelta, source_name: str | None, limit: in
 @click.argument("event_name")
 @_history_options("7d", "infer from")
 @click.option("--write", is_flag=True, help="write it into SCHEMAS_DIR")
+@click.option(
+    "--from-scratch",
+    is_flag=True,
+    help="infer from the history alone, not from the latest version",
+)
 def infer_schema(
-    event_name: str, since: timedelta, source_name: str | None, limit: int, write: bool
+    event_name: str,
+    since: timedelta,
+    source_name: str | None,
+    limit: int,
+    write: bool,
+    from_scratch: bool,
 ) -> None:
-    """Propose a schema for a track event's properties from its events in the history: the
-    next version of its schema in SCHEMAS_DIR (1-0-0 if none describes it), the step
-    classified as ADDITION, REVISION or MODEL as make schemas-check judges it. Prints the
+    """Propose a schema for a track event's properties from its events: the next version of
+    its schema in SCHEMAS_DIR, the step classified as ADDITION, REVISION or MODEL as make
+    schemas-check judges it. For an event no schema describes, 1-0-0, inferred from the
+    history. For one that has a schema, its latest version as written, with the properties
+    the events (of the history, and those dead-lettered against the schema) carry beyond it
+    added as optional ones; values it refuses are reported, not accepted; nothing when they
+    carry nothing new. --from-scratch infers from the history alone instead. Prints the
     schema and where it goes; --write writes it there."""
     settings = _settings()
     with _database() as db:
         window = _window(db, since, source_name, limit)
         try:
-            proposal = infer_from_history(db, settings.schemas_dir, event_name, window)
+            proposal = infer_from_history(
+                db, settings.schemas_dir, event_name, window, from_scratch
+            )
         except DraftError as exc:
             raise click.ClickException(str(exc)) from exc
     click.echo(proposal.render(window))

@@ -305,29 +305,81 @@ def test_infer_proposes_a_first_version_then_an_addition_each_passing_check_and_
     assert "70 event(s) tried: 70 passed, 0 failed" in tried_again.stdout
 
 
-def test_infer_for_an_event_with_a_schema_classifies_the_step_from_its_latest(
-    history: History, clicktrail: Run, tmp_path: Path
+def gift_wrapped(event: dict[str, Any]) -> dict[str, Any]:
+    """An order with what 2-0-0 lacks: a gift_wrap, and a product with a gift_note."""
+    event["properties"]["gift_wrap"] = True
+    event["properties"]["products"] = [{"product_id": "p-1", "price": 4.5, "gift_note": "hi"}]
+    return event
+
+
+def test_infer_for_an_event_with_a_schema_adds_to_its_latest_what_the_events_carry(
+    history: History, clicktrail: Run, pipeline: str, database_url: str, tmp_path: Path
 ) -> None:
     catalogue = copy_catalogue(tmp_path / "schemas")
     where = ("--source", history.shop.name, "--since", "1h")
+    # 2-0-0 is closed, so the pipeline dead-letters these: they are not in the history.
+    wrapped = [gift_wrapped(order(100 + i)) for i in range(5)]
+    as_text = order(105)
+    as_text["properties"]["total"] = "12.50"
+    post(pipeline, history.shop, [*wrapped, as_text])
+    letters = [event["messageId"] for event in [*wrapped, as_text]]
+    wait_for(
+        lambda: len(history_counts(database_url, letters, "dead_letters")) == len(letters),
+        "the dead letters",
+        timeout=90,
+    )
 
+    scratch = clicktrail("schemas", "infer", "Order Completed", *where, "--from-scratch")
     result = clicktrail("schemas", "infer", "Order Completed", *where, "--write", schemas=catalogue)
-    path = catalogue / "events" / "order_completed" / "3-0-0.json"
+    path = catalogue / "events" / "order_completed" / "2-0-1.json"
     checked = clicktrail("schemas", "check", "--dir", str(catalogue))
     tried = clicktrail("schemas", "try", str(path), *where, schemas=catalogue)
+    again = clicktrail("schemas", "infer", "Order Completed", *where, "--write", schemas=catalogue)
 
+    # From the history alone, as before: every order has a total, which 2-0-0 does not
+    # require; none has products.
+    assert scratch.returncode == 0, scratch.stderr
+    assert "events/order_completed/3-0-0: inferred from the properties of 30 " in scratch.stdout
+    assert "MODEL: incompatible with 2-0-0, so a new MODEL 3-0-0:" in scratch.stdout
+    assert "/properties/total: now required" in scratch.stdout
+    assert "/properties/products: field removed or renamed" in scratch.stdout
     assert result.returncode == 0, result.stderr
-    assert "events/order_completed/3-0-0: inferred from the properties of 30 " in result.stdout
-    # Every order has a total, which 2-0-0 does not require; none has products.
-    assert "MODEL: incompatible with 2-0-0, so a new MODEL 3-0-0:" in result.stdout
-    assert "/properties/total: now required" in result.stdout
-    assert "/properties/products: field removed or renamed" in result.stdout
-    assert proposed(result.stdout)["properties"]["coupon"] == {"type": "string"}
+    assert (
+        "events/order_completed/2-0-1: 2-0-0 as written, with what the properties of 36 "
+        "'Order Completed' event(s) received since "
+    ) in result.stdout
+    assert "(6 of them dead-lettered) carry beyond it" in result.stdout
+    assert (
+        "ADDITION to 2-0-0: compatible, only new optional properties:\n"
+        "  /properties/products[]/gift_note\n"
+        "  /properties/gift_wrap\n"
+    ) in result.stdout
+    assert (
+        "  1 event(s) carry /properties/total as string, which 2-0-0 refuses: they are "
+        "dead-lettered today"
+    ) in result.stdout
+    expected = orjson.loads((SCHEMAS / "events" / "order_completed" / "2-0-0.json").read_bytes())
+    expected["$id"] = "urn:clicktrail:events/order_completed/2-0-1"
+    expected["self"]["version"] = "2-0-1"
+    expected["properties"]["products"]["items"]["properties"]["gift_note"] = {"type": "string"}
+    expected["properties"]["gift_wrap"] = {"type": "boolean"}
+    assert proposed(result.stdout) == expected
     assert f"written to {path}" in result.stdout
+    assert orjson.loads(path.read_bytes()) == expected
     assert checked.returncode == 0, checked.stdout
-    assert "new   events/order_completed 2-0-0 -> 3-0-0" in checked.stdout
+    assert "ok    events/order_completed 2-0-0 -> 2-0-1" in checked.stdout
     assert tried.returncode == 0, tried.stdout + tried.stderr
     assert "30 event(s) tried: 30 passed, 0 failed" in tried.stdout
+    # 2-0-1 has what the events carry: nothing more to propose.
+    assert again.returncode == 0, again.stderr
+    assert "nothing new: the events carry no property 2-0-1 lacks" in again.stdout
+    assert "1 event(s) carry /properties/total as string, which 2-0-1 refuses" in again.stdout
+    assert again.stdout.rstrip().endswith("nothing to write")
+    assert sorted(p.name for p in path.parent.iterdir()) == [
+        "1-0-0.json",
+        "2-0-0.json",
+        "2-0-1.json",
+    ]
 
 
 def test_infer_of_an_event_the_window_does_not_hold_fails(
