@@ -84,6 +84,10 @@ END_TO_END_SECONDS = Histogram(
     "Latency from receipt to Kafka delivery",
     buckets=_LATENCY_BUCKETS,
 )
+# API and workers: ledger counts Redis did not take (their minutes will not balance).
+LEDGER_COUNT_FAILURES = Counter(
+    "clicktrail_ledger_count_failures_total", "Ledger counts Redis did not take"
+)
 # Purge: profiles removed, by reason (erasure_request, retention).
 PROFILES_PURGED = Counter("clicktrail_profiles_purged_total", "Profiles purged", ["reason"])
 # Sink: history rows written for the first time.

@@ -379,8 +379,11 @@ def _without_erased(
 def _replay(
     enqueuer: CeleryEnqueuer, source: Source, events: list[dict[str, Any]], size: int = 500
 ) -> None:
+    # A replay, which the ledger counts nowhere: its events were accepted once already.
     for start in range(0, len(events), size):
-        enqueuer.enqueue(Part(source.id, source.settings, events[start : start + size]))
+        enqueuer.enqueue(
+            Part(source.id, source.settings, events[start : start + size], replay=True)
+        )
 
 
 _DIRECTORY = click.Path(exists=True, file_okay=False, path_type=Path)
