@@ -81,6 +81,7 @@ class Runtime:
             settings.profile_retention_days,
             marks=marks,
             debug_client=redis_client,
+            ledger_retention_hours=settings.ledger_retention_hours,
         )
         deliveries = Deliveries(redis_client, 2 * settings.visibility_timeout_seconds)
         return cls(settings, db, publisher, pipeline, purger, deliveries)
