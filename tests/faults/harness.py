@@ -12,7 +12,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
@@ -250,11 +250,14 @@ class FaultStack:
         return source.id
 
     def books(self, source_id: str, since: datetime) -> list[MinuteBooks]:
-        """The ledger's books of a source from ``since``'s minute on, every minute judged."""
+        """The ledger's books of a source from ``since``'s minute on, every minute judged, the
+        current one too (the scenario is over: nothing is on its way but what the sink has yet
+        to store)."""
         db = Database(self.env["DATABASE_URL"])
         try:
             client = redis.Redis.from_url(self.redis_server.url, decode_responses=True)
-            return Books(client, db.connection, 0, SystemClock()).read(since, None, source_id)
+            judge_all = Books(client, db.connection, -120, SystemClock())
+            return judge_all.read(since, datetime.now(UTC), source_id)
         finally:
             db.close()
 
