@@ -101,8 +101,10 @@ def minute_at(label: str) -> datetime:
 
 def received_minutes(events: Iterable[Any]) -> tuple[tuple[str, int], ...]:
     """How many of these events were received in each minute (an API request's events share
-    one receivedAt: one minute, parsed once)."""
-    by_time = Counter(e.get("receivedAt") for e in events if isinstance(e, dict))
+    one receivedAt: one minute, parsed once). A messageId a request repeats counts once: the
+    history stores it once, and takes the repeat for a copy."""
+    distinct = {(e.get("receivedAt"), e.get("messageId")) for e in events if isinstance(e, dict)}
+    by_time = Counter(received_at for received_at, _ in distinct)
     minutes: Counter[str] = Counter()
     for received_at, count in by_time.items():
         label = minute_label(received_at)

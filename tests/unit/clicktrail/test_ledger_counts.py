@@ -89,14 +89,20 @@ def test_minutes_are_utc_whatever_the_zone() -> None:
 
 def test_a_requests_events_are_counted_by_the_minute_they_were_received() -> None:
     events = [
-        {"receivedAt": "2026-01-02T03:04:05.678Z"},
-        {"receivedAt": "2026-01-02T03:04:05.678Z"},
-        {"receivedAt": "2026-01-02T03:05:00.000Z"},
+        {"messageId": "a", "receivedAt": "2026-01-02T03:04:05.678Z"},
+        {"messageId": "b", "receivedAt": "2026-01-02T03:04:05.678Z"},
+        {"messageId": "c", "receivedAt": "2026-01-02T03:05:00.000Z"},
         {"messageId": "no receipt time"},
         "not an event",
     ]
 
     assert dict(received_minutes(events)) == {MINUTE: 2, "2026-01-02T03:05": 1}
+
+
+def test_a_messageid_a_request_repeats_is_accepted_once_as_the_history_stores_it_once() -> None:
+    event = {"messageId": "a", "receivedAt": "2026-01-02T03:04:05.678Z"}
+
+    assert received_minutes([event, dict(event), {**event, "messageId": "b"}]) == ((MINUTE, 2),)
 
 
 # The API's side: what an encoded part carries for the enqueue to count.
