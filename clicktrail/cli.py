@@ -2,9 +2,9 @@
 
 One group per concern: running the services (``run``, ``api``, ``sink``, ``flower``), set-up
 (``migrate``, ``topics``, ``dev-source``), ``sources``, ``schemas``, ``deadletters``, ``users``,
-``tail`` and ``doctor``. The commands that need the API's services (sources, schemas, dead
-letters, users, doctor) run in its application context, built only when one of them runs;
-``clicktrail <group>`` runs the same groups."""
+``ledger``, ``tail`` and ``doctor``. The commands that need the API's services (sources,
+schemas, dead letters, users, the ledger, doctor) run in its application context, built only
+when one of them runs; ``clicktrail <group>`` runs the same groups."""
 
 from __future__ import annotations
 
@@ -153,7 +153,7 @@ def _group() -> click.Group:
     group = FlaskGroup(
         name="clicktrail",
         help="Clicktrail's command line: the services, set-up, sources, schemas, dead letters,"
-        " users, tail and doctor. `clicktrail COMMAND --help` says more.",
+        " users, the ledger, tail and doctor. `clicktrail COMMAND --help` says more.",
         create_app=_web_app,
         add_default_commands=False,
         add_version_option=False,
@@ -162,8 +162,8 @@ def _group() -> click.Group:
     )
     # The app is always the API's factory: no --app, --env-file or --debug to choose another.
     group.params = [p for p in group.params if p.name not in ("app", "env_file", "debug")]
-    # sources, schemas, deadletters, users and doctor come from the app's own command line, in its
-    # application context (clicktrail.web.cli), built only when one of them runs.
+    # sources, schemas, deadletters, users, ledger and doctor come from the app's own command line,
+    # in its application context (clicktrail.web.cli), built only when one of them runs.
     for command in LOCAL_COMMANDS:
         group.add_command(command)
     return group

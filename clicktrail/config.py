@@ -166,6 +166,11 @@ class Settings:
     task_time_limit_seconds: int = 120
     max_deliveries: int = 3
     dedupe_window_seconds: int = 600
+    # The ledger (clicktrail.ledger): how long its counts are kept, in Redis and Postgres, and
+    # how long after a minute ends its books must balance (the pipeline's normal lag: the queue,
+    # the workers and the sink); a minute younger than that is still settling.
+    ledger_retention_hours: int = 7 * 24
+    ledger_settle_seconds: int = 300
     # Backpressure: the API answers 503 beyond this many queued requests, and 429 beyond this
     # many events a second from one source (a source's settings may set its own).
     queue_max_depth: int = 100000
@@ -226,6 +231,12 @@ class Settings:
                 "KAFKA_MESSAGE_TIMEOUT_MS must be an integer, "
                 f"got {self.kafka['message.timeout.ms']!r}"
             ) from None
+        if self.ledger_settle_seconds >= self.ledger_retention_seconds:
+            raise ConfigError(
+                f"LEDGER_SETTLE_SECONDS ({self.ledger_settle_seconds}) must be shorter than "
+                f"LEDGER_RETENTION_HOURS ({self.ledger_retention_hours} h): a minute's counts "
+                "must outlive its settling"
+            )
         if self.task_soft_time_limit_seconds <= drain:
             raise ConfigError(
                 f"TASK_TIME_LIMIT_SECONDS ({limit}) must leave three quarters of itself above "
@@ -235,6 +246,10 @@ class Settings:
     @property
     def task_soft_time_limit_seconds(self) -> int:
         return self.task_time_limit_seconds * 3 // 4
+
+    @property
+    def ledger_retention_seconds(self) -> int:
+        return self.ledger_retention_hours * 3600
 
     @property
     def kafka_bootstrap_servers(self) -> str:
@@ -315,6 +330,12 @@ class Settings:
             max_deliveries=_int(env, "MAX_DELIVERIES", cls.max_deliveries, minimum=1),
             dedupe_window_seconds=_int(
                 env, "DEDUPE_WINDOW_SECONDS", cls.dedupe_window_seconds, minimum=0
+            ),
+            ledger_retention_hours=_int(
+                env, "LEDGER_RETENTION_HOURS", cls.ledger_retention_hours, minimum=1
+            ),
+            ledger_settle_seconds=_int(
+                env, "LEDGER_SETTLE_SECONDS", cls.ledger_settle_seconds, minimum=0
             ),
             queue_max_depth=_int(env, "QUEUE_MAX_DEPTH", cls.queue_max_depth, minimum=1),
             rate_limit_events_per_second=_int(

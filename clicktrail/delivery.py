@@ -7,6 +7,8 @@ bound on how often one message may take a worker down.
   remembers events only once Kafka confirmed them, so a crash never loses one. The ids live in
   one Redis set per source and window-long time bucket, expiring as a whole: a batch is
   remembered with one command and checked with one round-trip, at about 60 bytes per event.
+  The ledger's worker counts (``clicktrail.ledger``) go in the same round-trip when the ledger
+  lives in the same Redis, and are noted even with deduplication off.
 - ``Deliveries``: how often a queue message was handed to a worker without it finishing, keyed
   by task id and retry number (a retry is a new message); a message that keeps killing the
   worker process (a segfault, the OOM killer, the hard time limit) is dead-lettered after a few.
@@ -21,6 +23,7 @@ from collections.abc import Callable, Mapping
 import redis
 
 from clicktrail.errors import DependencyUnavailable
+from clicktrail.ledger import LedgerCounter, Tally, counts_lost
 from clicktrail.metrics import DEDUPE_NOTE_FAILURES
 from clicktrail.telemetry import dependency_span
 
@@ -32,11 +35,16 @@ DELIVERY_KEY = "ct:delivery:{task_id}:{retries}"
 
 class SeenIds:
     def __init__(
-        self, client: redis.Redis, window_seconds: int, clock: Callable[[], float] = time.time
+        self,
+        client: redis.Redis,
+        window_seconds: int,
+        clock: Callable[[], float] = time.time,
+        ledger: LedgerCounter | None = None,
     ) -> None:
         self._client = client
         self.window_seconds = window_seconds
         self._clock = clock
+        self._ledger = ledger
 
     def _key(self, source_id: str, bucket: int) -> str:
         return SEEN_KEY.format(source=source_id, bucket=bucket)
@@ -65,25 +73,36 @@ class SeenIds:
             }
         return found
 
-    def remember(self, ids: Mapping[str, list[str]]) -> None:
-        """Mark these as delivered, by source (after Kafka confirmed them). Best effort, never
-        raises: Kafka has the events, and a failure here (Redis away, full, read-only) only lets
-        a later copy through as a duplicate, where raising would republish them all now."""
-        if self.window_seconds <= 0:
-            return
-        bucket = int(self._clock()) // self.window_seconds
+    def remember(self, ids: Mapping[str, list[str]], counts: Tally | None = None) -> None:
+        """Mark these as delivered, by source (after Kafka confirmed them), and add ``counts``
+        to the ledger. Best effort, never raises: Kafka has the events, and a failure here
+        (Redis away, full, read-only) only lets a later copy through as a duplicate (and leaves
+        the ledger's minutes unbalanced), where raising would republish them all now."""
+        noting = self.window_seconds > 0 and any(ids.values())
         pipe = self._client.pipeline(transaction=False)
-        for source_id, message_ids in ids.items():
-            if message_ids:
-                key = self._key(source_id, bucket)
-                pipe.sadd(key, *message_ids)
-                pipe.expire(key, 2 * self.window_seconds)
-        try:
-            with dependency_span("redis seen_ids.remember", "redis", "SADD", len(pipe)):
-                pipe.execute()
-        except redis.RedisError as exc:
-            DEDUPE_NOTE_FAILURES.inc()
-            log.warning("delivered ids not noted for deduplication: %s", exc)
+        if noting:
+            bucket = int(self._clock()) // self.window_seconds
+            for source_id, message_ids in ids.items():
+                if message_ids:
+                    key = self._key(source_id, bucket)
+                    pipe.sadd(key, *message_ids)
+                    pipe.expire(key, 2 * self.window_seconds)
+        ledger = self._ledger if counts else None
+        along = ledger is not None and ledger.client is self._client
+        if ledger is not None and counts is not None and along:
+            ledger.queue(pipe, counts)
+        if len(pipe):
+            try:
+                with dependency_span("redis seen_ids.remember", "redis", "SADD", len(pipe)):
+                    pipe.execute()
+            except redis.RedisError as exc:
+                if noting:
+                    DEDUPE_NOTE_FAILURES.inc()
+                    log.warning("delivered ids not noted for deduplication: %s", exc)
+                if along:
+                    counts_lost(exc)
+        if ledger is not None and counts is not None and not along:
+            ledger.note(counts)  # the ledger lives in another Redis: a round-trip of its own
 
 
 class Deliveries:

@@ -122,6 +122,17 @@ def configuration(settings: Settings | None, env: Mapping[str, str] | None = Non
                 "set ADMIN_TOKEN to a long random value (openssl rand -hex 24)",
             )
         )
+    if settings.ledger_settle_seconds < 60:
+        found.append(
+            Finding(
+                "configuration",
+                "LEDGER_SETTLE_SECONDS",
+                "warn",
+                f"{settings.ledger_settle_seconds} s: the ledger judges minutes whose events may "
+                "still be on their way to the history (they show as missing)",
+                "set it above the pipeline's normal lag, queue to sink (300, the default)",
+            )
+        )
     if settings.debugger_retention_seconds == 0:
         found.append(
             Finding(

@@ -6,7 +6,9 @@ the parts of the requests that reached one API process together. This module alo
 they are written on the queue:
 
     a part:   {"v": 1, "source": {"id", "settings"}, "events": [...], "traceparent": str | None,
-               "failures": int (only once a part failed)}
+               "failures": int (only once a part failed),
+               "replay": true (only for dead letters replayed),
+               "redelivered": true (only for a request split off a message handed out again)}
               a retry carries "records" (``Record.to_json``) instead of "events", so that a
               retried publish neither re-enriches nor re-counts sessions
     a group:  {"v": 2, "parts": [part, ...]}; a message of one part is that part alone
@@ -25,6 +27,7 @@ import orjson
 
 from clicktrail.errors import ClicktrailError, Fault
 from clicktrail.kafka import Record
+from clicktrail.ledger import received_minutes
 
 PART_VERSION = 1
 GROUP_VERSION = 2
@@ -54,7 +57,12 @@ class MalformedMessage(ClicktrailError, ValueError):
 @dataclass(frozen=True)
 class Part:
     """One request's share of a message: its events, or on a retry the records left to publish
-    (``records`` is then not None and ``events`` empty)."""
+    (``records`` is then not None and ``events`` empty).
+
+    The ledger counts what becomes of a request's events once (``clicktrail.ledger``): a
+    ``replay`` (dead letters sent through again, accepted long ago) counts nowhere, and what
+    the workers drop of a ``redelivered`` part (split off a message that came back after its
+    worker died, which may have published it) is the pipeline's own copies, not counted."""
 
     source_id: str
     settings: Mapping[str, Any] = field(default_factory=dict)
@@ -62,6 +70,8 @@ class Part:
     traceparent: str | None = None
     records: Sequence[Record] | None = None
     failures: int = 0
+    replay: bool = False
+    redelivered: bool = False
 
     @property
     def is_retry(self) -> bool:
@@ -105,6 +115,10 @@ class Part:
             wire["records"] = [r.to_json() for r in self.records]
         if self.failures:
             wire["failures"] = self.failures
+        if self.replay:
+            wire["replay"] = True
+        if self.redelivered:
+            wire["redelivered"] = True
         return wire
 
     def encode(self) -> EncodedPart:
@@ -121,7 +135,11 @@ class Part:
             padded = orjson.dumps(wrapped)
         except orjson.JSONEncodeError as exc:
             raise Unencodable(str(exc)) from None
-        return EncodedPart(padded[_PADDING:-_PADDING], self.size, self.describe())
+        # What the API counts as accepted, once its enqueue succeeds; a replay nothing.
+        minutes = () if self.replay or self.records is not None else received_minutes(self.events)
+        return EncodedPart(
+            padded[_PADDING:-_PADDING], self.size, self.describe(), self.source_id, minutes
+        )
 
     @classmethod
     def from_wire(cls, data: Any) -> Part:
@@ -136,6 +154,7 @@ class Part:
         failures = data.get("failures") or 0
         if not isinstance(settings, dict) or not isinstance(failures, int):
             raise MalformedMessage("a part's settings are an object, its failures a number")
+        replay, redelivered = data.get("replay") is True, data.get("redelivered") is True
         if "records" in data:
             raw = data["records"]
             if not isinstance(raw, list) or not all(isinstance(r, dict) for r in raw):
@@ -151,6 +170,8 @@ class Part:
                 traceparent if isinstance(traceparent, str) else None,
                 records,
                 failures,
+                replay,
+                redelivered,
             )
         events = data.get("events")
         if not isinstance(events, list):
@@ -162,16 +183,22 @@ class Part:
             traceparent if isinstance(traceparent, str) else None,
             None,
             failures,
+            replay,
+            redelivered,
         )
 
 
 @dataclass(frozen=True)
 class EncodedPart:
-    """A part written by ``Part.encode``: its JSON, how many events it holds, what monitors show."""
+    """A part written by ``Part.encode``: its JSON, how many events it holds, what monitors show,
+    and for the ledger its source and how many of its events were received in each minute
+    (none for a replay)."""
 
     json: bytes
     size: int
     description: str
+    source_id: str = ""
+    minutes: tuple[tuple[str, int], ...] = ()
 
 
 def describe_group(requests: int, items: int, first: str) -> str:

@@ -11,7 +11,10 @@ name or a user.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from prometheus_client import (
@@ -84,6 +87,10 @@ END_TO_END_SECONDS = Histogram(
     "Latency from receipt to Kafka delivery",
     buckets=_LATENCY_BUCKETS,
 )
+# API and workers: ledger counts Redis did not take (their minutes will not balance).
+LEDGER_COUNT_FAILURES = Counter(
+    "clicktrail_ledger_count_failures_total", "Ledger counts Redis did not take"
+)
 # Purge: profiles removed, by reason (erasure_request, retention).
 PROFILES_PURGED = Counter("clicktrail_profiles_purged_total", "Profiles purged", ["reason"])
 # Sink: history rows written for the first time.
@@ -98,6 +105,20 @@ SINK_RETRIES = Counter("clicktrail_sink_retries_total", "Sink batches retried")
 # Read at scrape time by the worker-side exporter (see PipelineGauges):
 # - clicktrail_queue_depth: messages waiting in the Celery queue;
 # - clicktrail_active_sessions: sessions live now.
+# Read from the ledger's books by the worker-side exporter, at most once a minute (LedgerGauges),
+# over the settled minutes of the last day (LEDGER_WATCH_HOURS; the retention when shorter):
+# - clicktrail_ledger_unbalanced_minutes{source}: minutes whose books do not balance;
+# - clicktrail_ledger_missing_events{source}: accepted events those minutes cannot account for;
+# - clicktrail_ledger_extra_events{source}: events they account for beyond those accepted;
+# - clicktrail_ledger_minute_events{source,column}: the books of the latest settled minute
+#   (accepted, published, dead_lettered, dropped, stored, duplicates, copies, erased).
+LEDGER_WATCH_HOURS = 24
+LEDGER_GAUGES = (
+    "clicktrail_ledger_unbalanced_minutes",
+    "clicktrail_ledger_missing_events",
+    "clicktrail_ledger_extra_events",
+    "clicktrail_ledger_minute_events",
+)
 
 
 class PipelineGauges(Collector):
@@ -120,8 +141,85 @@ class PipelineGauges(Collector):
             yield GaugeMetricFamily(name, doc, value=value)
 
 
-def serve(port: int, host: str, multiproc_dir: Path | None, extra: Collector | None = None) -> None:
-    """Serve this process's metrics (and its children's, in multiprocess mode) on host:port."""
+_LEDGER_SOURCE_GAUGES = (
+    ("clicktrail_ledger_unbalanced_minutes", "Settled minutes whose books do not balance"),
+    ("clicktrail_ledger_missing_events", "Accepted events unbalanced minutes cannot account for"),
+    ("clicktrail_ledger_extra_events", "Events unbalanced minutes count beyond those accepted"),
+)
+
+
+@dataclass(frozen=True)
+class LedgerReading:
+    """One source's ledger over the watched window (``clicktrail.ledger.by_source``)."""
+
+    source: str
+    unbalanced_minutes: int
+    missing: int
+    extra: int
+    # The latest settled minute's books, by column.
+    latest: Mapping[str, int]
+
+
+class LedgerGauges(Collector):
+    """The ledger's gauges, read through ``read`` at most every ``every`` seconds (a reading
+    walks a day of minutes in Redis and Postgres); between readings a scrape costs nothing."""
+
+    def __init__(
+        self,
+        read: Callable[[], Sequence[LedgerReading]],
+        every: float = 60.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._read = read
+        self._every = every
+        self._monotonic = monotonic
+        self._lock = threading.Lock()
+        self._readings: Sequence[LedgerReading] | None = None
+        self._read_at = -float("inf")
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        """The families without reading anything (a registry asks when one is registered)."""
+        return self._families([])
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        with self._lock:
+            if self._monotonic() - self._read_at >= self._every:
+                self._read_at = self._monotonic()
+                try:
+                    self._readings = list(self._read())
+                except Exception as exc:  # a scrape must not fail because a dependency blinked
+                    log.warning("cannot read the ledger: %s", exc)
+                    self._readings = None
+            readings = self._readings
+        if readings is None:
+            return iter(())
+        return self._families(readings)
+
+    def _families(self, readings: Sequence[LedgerReading]) -> Iterator[GaugeMetricFamily]:
+        families = {
+            name: GaugeMetricFamily(name, doc, labels=["source"])
+            for name, doc in _LEDGER_SOURCE_GAUGES
+        }
+        minute = GaugeMetricFamily(
+            "clicktrail_ledger_minute_events",
+            "The latest settled minute's books, by column",
+            labels=["source", "column"],
+        )
+        for reading in readings:
+            values = (reading.unbalanced_minutes, reading.missing, reading.extra)
+            for family, value in zip(families.values(), values, strict=True):
+                family.add_metric([reading.source], float(value))
+            for column, count in reading.latest.items():
+                minute.add_metric([reading.source, column], float(count))
+        yield from families.values()
+        yield minute
+
+
+def serve(
+    port: int, host: str, multiproc_dir: Path | None, extra: Sequence[Collector] = ()
+) -> None:
+    """Serve this process's metrics (and its children's, in multiprocess mode) on host:port,
+    with the collectors in ``extra``."""
     if port <= 0:
         return
     if multiproc_dir is not None:
@@ -129,8 +227,8 @@ def serve(port: int, host: str, multiproc_dir: Path | None, extra: Collector | N
         multiprocess.MultiProcessCollector(registry, path=str(multiproc_dir))  # type: ignore[no-untyped-call]
     else:
         registry = REGISTRY
-    if extra is not None:
-        registry.register(extra)
+    for collector in extra:
+        registry.register(collector)
     start_http_server(port, addr=host, registry=registry)
     log.info("metrics on http://%s:%s/metrics", host, port)
 

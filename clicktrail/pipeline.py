@@ -9,6 +9,10 @@ validation, enrichment or encoding raise: the rest of its request flows. Record 
 the requests, so one user's events keep their order within a partition. Each request keeps its
 own trace: a task span and a produce span per request, and one log line per request once Kafka
 confirmed its records.
+
+The ledger's worker side (``clicktrail.ledger``) is counted along the way and noted with the
+delivered ids, in one round-trip: what Kafka confirmed (published, dead-lettered), and on a
+message's first delivery what the deduplication and the erasure marks dropped.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from clicktrail.clock import Clock, format_ts, parse_ts
 from clicktrail.enrich import Enricher, EnrichmentSettings, attach_session
 from clicktrail.errors import InvalidSettings, TransientError
 from clicktrail.kafka import Delivery, Publisher, Record, refused_for_size
+from clicktrail.ledger import DEAD_LETTERED, DROPPED, ERASED, PUBLISHED, Tally
 from clicktrail.logs import bound, message_id_fields
 from clicktrail.message import Message, Part
 from clicktrail.metrics import (
@@ -92,11 +97,12 @@ class ProfileTraits(Protocol):
 
 
 class DeliveredIds(Protocol):
-    """Which messageIds of each source Kafka already has (``clicktrail.delivery.SeenIds``)."""
+    """Which messageIds of each source Kafka already has (``clicktrail.delivery.SeenIds``);
+    ``remember`` notes the ledger's counts in the same round-trip."""
 
     def seen(self, ids: Mapping[str, list[str]]) -> dict[str, set[str]]: ...
 
-    def remember(self, ids: Mapping[str, list[str]]) -> None: ...
+    def remember(self, ids: Mapping[str, list[str]], counts: Tally | None = None) -> None: ...
 
 
 def _text(value: Any) -> str | None:
@@ -160,20 +166,30 @@ class Pipeline:
         self._tap = tap
         self._erasures = erasures
 
-    def process(self, message: Message) -> Outcome:
+    def process(self, message: Message, first_delivery: bool = True) -> Outcome:
         """Publish a message's events; raises PublishIncomplete (retry) or TransientError.
 
         A message holds one request's events or records, or several requests' (its parts): they
         are validated and enriched together, with one Redis round-trip for all their sessions
         and one wait for all their delivery reports.
+
+        ``first_delivery`` is False when the message was handed out before, to a worker that
+        died: what the deduplication skips then is the pipeline's own copies (that worker may
+        have published them), so the ledger counts no drop of it (a retry is a message of its
+        own, holding only what its predecessor did not finish: its first delivery counts).
         """
         parts = list(message.parts)
+        tally = Tally()
+        drops = tally if first_delivery else None
         with _part_spans(parts) as spans:
             if self._erasures is not None:  # within the spans: its Redis round-trip is traced
-                parts = self._erasures.without_erased(parts)
+                kept = self._erasures.without_erased(parts)
+                if drops is not None:
+                    _count_erased(parts, kept, drops)
+                parts = kept
             fresh = [i for i, part in enumerate(parts) if not part.is_retry]
             prepared = (
-                dict(zip(fresh, self.prepare([parts[i] for i in fresh]), strict=True))
+                dict(zip(fresh, self.prepare([parts[i] for i in fresh], drops), strict=True))
                 if fresh
                 else {}
             )
@@ -183,19 +199,20 @@ class Pipeline:
                 prepared[i] if i in prepared else list(part.records or ())
                 for i, part in enumerate(parts)
             ]
-            self._publish(parts, records, spans)
+            self._publish(parts, records, spans, tally)
         dead = sum(1 for rs in records for r in rs if r.topic == self._topics.deadletter)
         return Outcome(published=sum(len(rs) for rs in records) - dead, dead_lettered=dead)
 
-    def prepare(self, parts: Sequence[Part]) -> list[list[Record]]:
+    def prepare(self, parts: Sequence[Part], drops: Tally | None = None) -> list[list[Record]]:
         """Validate and enrich the events of each part into Kafka records (events and dead
         letters), in the order of the events. Whatever one event raises (but a dependency
-        being away) dead-letters that event alone as ``processing_failed``."""
+        being away) dead-letters that event alone as ``processing_failed``. The events dropped
+        as delivered already are counted in ``drops`` (but a replay's or a redelivered part's)."""
         sources = [part.source_id for part in parts]
         # Work on copies: a retried task is handed the very message this call received.
         batches, failed = _copies(parts)
         if self._seen is not None:
-            batches = self._drop_delivered(sources, batches)
+            batches = self._drop_delivered(parts, batches, drops)
 
         jobs: list[_Job] = []
         for part, source_id, events in zip(parts, sources, batches, strict=True):
@@ -291,22 +308,29 @@ class Pipeline:
         return encoded
 
     def _drop_delivered(
-        self, sources: list[str], batches: list[list[dict[str, Any]]]
+        self,
+        parts: Sequence[Part],
+        batches: list[list[dict[str, Any]]],
+        drops: Tally | None,
     ) -> list[list[dict[str, Any]]]:
         """The events of each part that Kafka does not have yet (one round-trip for all)."""
         assert self._seen is not None
         ids: dict[str, list[str]] = {}
-        for source_id, events in zip(sources, batches, strict=True):
-            ids.setdefault(source_id, []).extend(str(e.get("messageId")) for e in events)
+        for part, events in zip(parts, batches, strict=True):
+            ids.setdefault(part.source_id, []).extend(str(e.get("messageId")) for e in events)
         delivered = self._seen.seen(ids)
         if not any(delivered.values()):
             return batches
         kept = []
-        for source_id, events in zip(sources, batches, strict=True):
-            known = delivered.get(source_id, set())
+        for part, events in zip(parts, batches, strict=True):
+            known = delivered.get(part.source_id, set())
             fresh = [e for e in events if str(e.get("messageId")) not in known]
             if len(fresh) < len(events):
-                DUPLICATES_DROPPED.labels(source_id).inc(len(events) - len(fresh))
+                DUPLICATES_DROPPED.labels(part.source_id).inc(len(events) - len(fresh))
+                if drops is not None and _counts_drops(part):
+                    for event in events:
+                        if str(event.get("messageId")) in known:
+                            drops.add(DROPPED, part.source_id, event.get("receivedAt"))
             kept.append(fresh)
         return kept
 
@@ -342,9 +366,17 @@ class Pipeline:
                 records.append(part_records)
             self._publish(parts, records, spans)
 
-    def _publish(self, parts: list[Part], records: list[list[Record]], spans: list[Span]) -> None:
+    def _publish(
+        self,
+        parts: list[Part],
+        records: list[list[Record]],
+        spans: list[Span],
+        tally: Tally | None = None,
+    ) -> None:
         """Publish every part's records with one wait for all reports. Each part gets a produce
-        span under its own span, whose context its records carry as their traceparent."""
+        span under its own span, whose context its records carry as their traceparent. What
+        Kafka confirmed is added to ``tally`` (but a replay's), which goes to the ledger with the
+        delivered ids."""
         produce_spans = [
             start_span("kafka produce", trace.set_span_in_context(span), SpanKind.PRODUCER)
             for span in spans
@@ -372,17 +404,20 @@ class Pipeline:
             for produce in produce_spans:
                 produce.end()
         _count(deliveries, self._topics, self._clock)
-        if self._seen is not None:
-            self._remember(deliveries)
+        tally = Tally() if tally is None else tally
 
         failed: list[list[Delivery]] = []
         offset = 0
-        for span, part_records in zip(spans, records, strict=True):
+        for part, span, part_records in zip(parts, spans, records, strict=True):
             mine = deliveries[offset : offset + len(part_records)]
             offset += len(part_records)
             failed.append([d for d in mine if d.error is not None])
+            if not part.replay:
+                self._tally_delivered(part.source_id, mine, tally)
             if self._log_requests:
                 self._log_part(span, mine, len(failed[-1]))
+        if self._seen is not None:
+            self._remember(deliveries, tally)
         failures = [d for part_failures in failed for d in part_failures]
         if failures:
             retry = Message.of(
@@ -467,9 +502,27 @@ class Pipeline:
                 failed,
             )
 
-    def _remember(self, deliveries: list[Delivery]) -> None:
+    def _tally_delivered(self, source_id: str, deliveries: list[Delivery], tally: Tally) -> None:
+        """Count one part's records Kafka confirmed, by the minute their event was received."""
+        counts: Counter[tuple[str, Any]] = Counter()
+        for delivery in deliveries:
+            if delivery.error is not None:
+                continue
+            record = delivery.record
+            if record.topic == self._topics.deadletter:
+                letter = record.value if isinstance(record.value, dict) else {}
+                event = letter.get("event")
+                received = event.get("receivedAt") if isinstance(event, dict) else None
+                counts[DEAD_LETTERED, received] += 1
+            else:
+                value = record.value if isinstance(record.value, dict) else {}
+                counts[PUBLISHED, value.get("receivedAt")] += 1
+        for (stage, received), count in counts.items():
+            tally.add(stage, source_id, received, count)
+
+    def _remember(self, deliveries: list[Delivery], tally: Tally) -> None:
         """Mark delivered events as seen, once Kafka has them: a crash before this costs at most
-        a duplicate, never an event."""
+        a duplicate, never an event. The ledger's counts go in the same round-trip."""
         by_source: dict[str, list[str]] = {}
         for delivery in deliveries:
             headers = delivery.record.headers
@@ -479,8 +532,8 @@ class Pipeline:
             if delivery.error is None and "event-id" in headers:
                 by_source.setdefault(headers.get("source-id", ""), []).append(headers["event-id"])
         assert self._seen is not None
-        if by_source:
-            self._seen.remember(by_source)
+        if by_source or tally:
+            self._seen.remember(by_source, tally)
 
     def _event_record(
         self, event: dict[str, Any], verdict: Verdict, source_id: str
@@ -554,6 +607,36 @@ def _encoded(record: Record) -> Record | Exception:
         encoded=encoded,
         encoded_from=record.value,
     )
+
+
+def _counts_drops(part: Part) -> bool:
+    """Whether the events the workers drop of this part count in the ledger: not a replay's
+    (accepted long ago), nor a redelivered part's (the pipeline's own copies)."""
+    return not part.replay and not part.redelivered
+
+
+def _count_erased(before: Sequence[Part], after: Sequence[Part], drops: Tally) -> None:
+    """Count the events (or queued records) the erasure marks took out of each part."""
+    for original, kept in zip(before, after, strict=True):
+        if original.size == kept.size or not _counts_drops(original):
+            continue
+        if original.records is not None:
+            left = {id(r) for r in kept.records or ()}
+            gone = [_queued_event(r) for r in original.records if id(r) not in left]
+        else:
+            remaining = {id(e) for e in kept.events}
+            gone = [e for e in original.events if id(e) not in remaining]
+        for event in gone:
+            received = event.get("receivedAt") if isinstance(event, dict) else None
+            drops.add(ERASED, original.source_id, received)
+
+
+def _queued_event(record: Record) -> Any:
+    """The event a queued record carries (a dead letter wraps it)."""
+    value = record.value
+    if isinstance(value, dict) and isinstance(value.get("event"), dict) and "reason" in value:
+        return value["event"]
+    return value
 
 
 def _copy(event: Any) -> Any:

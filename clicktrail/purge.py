@@ -13,7 +13,7 @@ it erased and the tombstone's position, in the same transaction as the deletions
 and the next run tries again. Every step is idempotent.
 
 Retention removes profiles not seen for PROFILE_RETENTION_DAYS (and publishes the same records
-with ``reason: retention``).
+with ``reason: retention``), and the sink's ledger rows older than LEDGER_RETENTION_HOURS.
 """
 
 from __future__ import annotations
@@ -148,6 +148,7 @@ class ErasureMarks:
 class PurgeResult:
     erased: list[str] = field(default_factory=list)
     expired: list[str] = field(default_factory=list)
+    ledger_rows: int = 0
 
 
 class PurgeFailed(TransientError):
@@ -167,6 +168,8 @@ class Purger:
         max_batches: int = 20,
         marks: ErasureMarks | None = None,
         debug_client: redis.Redis | None = None,
+        ledger_retention_hours: int | None = None,
+        ledger_batch_size: int = 5000,
     ) -> None:
         self._marks = marks
         self._debug_client = debug_client
@@ -178,11 +181,14 @@ class Purger:
         self._retention_days = retention_days
         self._batch_size = batch_size
         self._max_batches = max_batches
+        self._ledger_retention_hours = ledger_retention_hours
+        self._ledger_batch_size = ledger_batch_size
 
     def run(self) -> PurgeResult:
         result = PurgeResult()
         result.erased = self.erase_requested()
         result.expired = self.expire_stale()
+        result.ledger_rows = self.trim_ledger()
         return result
 
     def erase_requested(self) -> list[str]:
@@ -273,6 +279,28 @@ class Purger:
         if expired:
             log.info("removed %d profile(s) past the retention period", len(expired))
         return expired
+
+    def trim_ledger(self) -> int:
+        """Delete the sink's ledger rows of minutes older than the ledger's retention, oldest
+        first, in batches (at most ``max_batches`` a run; what is left goes next run); how many
+        were deleted. (The Redis side expires by itself.)"""
+        if self._ledger_retention_hours is None:
+            return 0
+        cutoff = self._clock.now() - timedelta(hours=self._ledger_retention_hours)
+        deleted = 0
+        for _ in range(self._max_batches):
+            with self._db.connection() as conn:
+                cursor = conn.execute(
+                    "DELETE FROM ledger WHERE (source_id, minute) IN (SELECT source_id, minute"
+                    " FROM ledger WHERE minute < %s ORDER BY minute LIMIT %s)",
+                    (cutoff, self._ledger_batch_size),
+                )
+            deleted += cursor.rowcount
+            if cursor.rowcount < self._ledger_batch_size:
+                break
+        if deleted:
+            log.info("removed %d ledger row(s) past the ledger's retention", deleted)
+        return deleted
 
     def _announce(self, user_ids: list[str], reason: str) -> dict[str, Delivery]:
         """``profile_erased`` then a tombstone per user; the tombstones' deliveries by user.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
 import redis
@@ -88,7 +89,7 @@ def _run(task: Task, message: Message) -> None:
         # An earlier delivery of this message took the worker down: go on with each request in
         # a message of its own, so that whatever is to blame costs no other request anything.
         log.warning("delivered %d times, splitting into %d requests", delivery, len(parts))
-        _split(task, message)
+        _split(task, message, redelivered=True)
         return
     if delivery > current.settings.max_deliveries:
         # Each earlier delivery took the worker process down (no retry was scheduled): stop.
@@ -102,7 +103,9 @@ def _run(task: Task, message: Message) -> None:
             raise _retry(task, exc.retry) from exc
         return
     try:
-        pipeline.process(message)
+        # The ledger counts what the workers drop of a message on its first delivery only: on a
+        # later one, the worker that died may have published (and noted) it.
+        pipeline.process(message, first_delivery=delivery == 1)
     except PublishIncomplete as exc:
         TASK_RETRIES.labels("publish").inc()
         log.warning("publish incomplete, retrying %d record(s): %s", len(exc.failures), exc)
@@ -134,12 +137,13 @@ def _run(task: Task, message: Message) -> None:
             raise _retry(task, dlq_exc.retry) from dlq_exc
 
 
-def _split(task: Task, message: Message) -> None:
+def _split(task: Task, message: Message, redelivered: bool = False) -> None:
     """Queue each part as a message of its own (acknowledged by Redis) before this one is
-    acknowledged: a crash in between costs duplicates, which the pipeline drops."""
+    acknowledged: a crash in between costs duplicates, which the pipeline drops. The parts of a
+    message handed out again are marked ``redelivered``: the ledger counts no drop of theirs."""
     try:
         for part in message.parts:
-            alone = Message((part,))
+            alone = Message((replace(part, redelivered=True) if redelivered else part,))
             task.apply_async(args=[alone.to_wire()], argsrepr=alone.describe())
     except Exception as exc:
         # The queue would not take them: this message goes back whole (the parts sent already

@@ -1,4 +1,5 @@
-"""The purge task, run by Celery beat: erasure requests, then profile retention."""
+"""The purge task, run by Celery beat: erasure requests, then profile retention, then the
+ledger's old rows."""
 
 from __future__ import annotations
 
@@ -21,5 +22,10 @@ def purge_profiles() -> None:
     except TransientError as exc:
         log.warning("purge stopped, the next run carries on: %s", exc)
         return
-    if result.erased or result.expired:
-        log.info("purge: %d erased, %d expired", len(result.erased), len(result.expired))
+    if result.erased or result.expired or result.ledger_rows:
+        log.info(
+            "purge: %d erased, %d expired, %d ledger row(s) removed",
+            len(result.erased),
+            len(result.expired),
+            result.ledger_rows,
+        )

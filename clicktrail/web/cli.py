@@ -1,4 +1,4 @@
-"""Operator commands: ``clicktrail sources|schemas|deadletters|users|doctor ...``.
+"""Operator commands: ``clicktrail sources|schemas|deadletters|users|ledger|doctor ...``.
 
 Each opens only what it needs and closes it when done; a dependency that is down ends a command
 with a one-line error rather than a traceback."""
@@ -17,6 +17,8 @@ from typing import Any
 
 import click
 import orjson
+import psycopg
+import redis
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_STORED, Consumer, Message, TopicPartition
 from flask import current_app
 from flask.cli import AppGroup
@@ -34,6 +36,9 @@ from clicktrail.history import erasure_cutoffs
 from clicktrail.inference import UNCHANGED, infer_from_history, write_proposal
 from clicktrail.intake import MAX_ID_CHARS
 from clicktrail.kafka import decode_value
+from clicktrail.ledger import Books, ledger_redis
+from clicktrail.ledger import render as render_ledger
+from clicktrail.ledger import to_json as ledger_json
 from clicktrail.message import Part
 from clicktrail.pipeline import is_summary
 from clicktrail.profiles import ProfileStore
@@ -382,8 +387,11 @@ def _without_erased(
 def _replay(
     enqueuer: CeleryEnqueuer, source: Source, events: list[dict[str, Any]], size: int = 500
 ) -> None:
+    # A replay, which the ledger counts nowhere: its events were accepted once already.
     for start in range(0, len(events), size):
-        enqueuer.enqueue(Part(source.id, source.settings, events[start : start + size]))
+        enqueuer.enqueue(
+            Part(source.id, source.settings, events[start : start + size], replay=True)
+        )
 
 
 _DIRECTORY = click.Path(exists=True, file_okay=False, path_type=Path)
@@ -644,6 +652,53 @@ def doctor() -> None:
         click.get_current_context().exit(1)
 
 
+@click.command("ledger")
+@click.option("--source", "source_name", help="only this source's books")
+@click.option(
+    "--since", default="1h", show_default=True, help="how far back: 90s, 15m, 24h, 7d, 2w"
+)
+@click.option("--json", "as_json", is_flag=True, help="the books as JSON")
+def ledger(source_name: str | None, since: str, as_json: bool) -> None:
+    """The ledger's books, per source and minute of receipt (UTC): events accepted by the API,
+    published, dead_lettered and dropped (as duplicates) by the workers, stored, duplicates,
+    copies and erased by the history sink (erased: by the workers too). A minute balances when
+
+    accepted = stored + duplicates + dropped + erased
+
+    which it must once settled (LEDGER_SETTLE_SECONDS after it ended). A settled minute that
+    does not balance is marked ! with how many events are missing (and whether Kafka has them)
+    or extra. Exits 1 when a settled minute does not balance."""
+    try:
+        window = parse_duration(since)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--since") from None
+    settings = _settings()
+    clock = SystemClock()
+    with _database() as db:
+        store = SourceStore(db, cache_seconds=0)
+        names = {source.id: source.name for source in store.listing()}
+        source_id = None
+        if source_name is not None:
+            source_id = next((i for i, n in names.items() if n == source_name), None)
+            if source_id is None:
+                raise click.ClickException(f"no source named {source_name!r}")
+        books = Books(ledger_redis(settings), db.connection, settings.ledger_settle_seconds, clock)
+        now = clock.now()
+        try:
+            minutes = books.read(now - window, now, source_id)
+        except (redis.RedisError, psycopg.Error) as exc:
+            raise click.ClickException(
+                f"cannot read the ledger: {exc} (clicktrail doctor says what to fix)"
+            ) from exc
+    if as_json:
+        click.echo(orjson.dumps(ledger_json(minutes, names, now - window, now)).decode())
+    else:
+        click.echo(render_ledger(minutes, names, now - window))
+    if any(minute.unbalanced for minute in minutes):
+        click.get_current_context().exit(1)
+
+
 def register(app: Any) -> None:
     for command in (sources, schemas, deadletters, users, events, doctor):
         app.cli.add_command(command)
+    app.cli.add_command(ledger)

@@ -10,6 +10,11 @@ small ones (which the workers also handle faster).
 Each request's payload is encoded in the request's own thread before it joins a group, so that
 an event nested too deep (or anything else a payload may hold) costs that request a 400 and no
 other request of its group anything: a group only splices encoded parts.
+
+The ledger's ``accepted`` (``clicktrail.ledger``) is counted in the round-trip that queues: with
+a Redis broker the LPUSH and the counts go in one MULTI/EXEC, so an acknowledged request is
+counted exactly once and one whose enqueue failed not at all; each part's counts by minute were
+taken when it was encoded, in its request's thread.
 """
 
 from __future__ import annotations
@@ -31,9 +36,10 @@ from clicktrail.config import Settings
 from clicktrail.errors import DependencyUnavailable, Overloaded
 from clicktrail.health import CHECK_TIMEOUT
 from clicktrail.intake import MAX_BATCH_EVENTS
+from clicktrail.ledger import ACCEPTED, LedgerCounter, Tally
 from clicktrail.message import EncodedPart, Part, encode_group
 from clicktrail.queue import INGEST_TASK, QUEUE, celery_settings, task_message
-from clicktrail.redisconn import is_redis_url, queue_redis
+from clicktrail.redisconn import is_redis_url, pipeline_redis, queue_redis
 
 # Publishing to a down Redis fails fast so the client gets its 503 quickly and retries later.
 _PUBLISH_RETRY = {
@@ -162,7 +168,8 @@ class CeleryEnqueuer:
 
     With a Redis broker (the architecture's) a group's message goes out as one LPUSH of the
     envelope kombu's Redis transport would write (``clicktrail.queue.task_message``), which costs
-    a sixth of ``send_task``; other brokers go through ``send_task``.
+    a sixth of ``send_task``, in a MULTI with the ledger's counts of its parts; other brokers go
+    through ``send_task``, the counts after it (at REDIS_URL, best effort).
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -179,6 +186,10 @@ class CeleryEnqueuer:
             queue_redis(settings, timeout=2) if is_redis_url(settings.celery_broker_url) else None
         )
         self._origin = f"{os.getpid()}@{socket.gethostname()}"
+        self._ledger = LedgerCounter(
+            self._queue if self._queue is not None else pipeline_redis(settings, timeout=2),
+            settings.ledger_retention_seconds,
+        )
         # A group waits for at most as many requests as the process handles at once, each
         # waiting in its thread for the group holding its payload: more could never come.
         self._group = GroupCommit(
@@ -194,18 +205,27 @@ class CeleryEnqueuer:
         """Returns once the broker has the message holding the part (an acknowledged write).
 
         Raises clicktrail.message.Unencodable, in the caller's thread, for a part that cannot
-        be written (an event nested deeper than MAX_EVENT_DEPTH)."""
+        be written (an event nested deeper than MAX_EVENT_DEPTH). The part's events count as
+        accepted in the ledger (a replay's do not: they were accepted once already)."""
         encoded = part.encode()
         self._group.submit(encoded, encoded.size)
 
     def _send(self, parts: list[EncodedPart]) -> None:
         # Monitors (Flower) and logs show argsrepr instead of the events themselves.
         payload, argsrepr = encode_group(parts)
+        accepted = Tally()
+        for part in parts:
+            accepted.add_minutes(ACCEPTED, part.source_id, part.minutes)
         try:
             if self._queue is not None:
-                self._queue.lpush(
-                    QUEUE, task_message(INGEST_TASK, QUEUE, [payload], argsrepr, self._origin)
-                )
+                message = task_message(INGEST_TASK, QUEUE, [payload], argsrepr, self._origin)
+                if accepted:
+                    pipe = self._queue.pipeline(transaction=True)
+                    pipe.lpush(QUEUE, message)
+                    self._ledger.queue(pipe, accepted)
+                    pipe.execute()
+                else:
+                    self._queue.lpush(QUEUE, message)
             else:
                 self._celery.send_task(
                     INGEST_TASK,
@@ -215,6 +235,7 @@ class CeleryEnqueuer:
                     retry_policy=_PUBLISH_RETRY,
                     argsrepr=argsrepr,
                 )
+                self._ledger.note(accepted)
         except (OperationalError, ConnectionError, TimeoutError, redis.RedisError) as exc:
             if _out_of_memory(exc):
                 # Redis at its maxmemory (noeviction, as a queue must be): nothing more fits.

@@ -12,6 +12,7 @@ from celery import Celery, signals
 
 from clicktrail.clock import SystemClock
 from clicktrail.config import Settings
+from clicktrail.ledger import gauges as ledger_gauges
 from clicktrail.logs import bind, clear, configure_logging
 from clicktrail.metrics import PipelineGauges, clear_multiprocess_dir, mark_dead, serve
 from clicktrail.queue import QUEUE, celery_settings
@@ -93,7 +94,8 @@ def _setup_logging(**_: Any) -> None:
 @signals.worker_init.connect
 def _start_worker(**_: Any) -> None:
     """In the worker's main process, before the pool forks: errors, and the metrics server
-    (it sums the pool children's metrics and reads queue depth and live sessions at scrape)."""
+    (it sums the pool children's metrics, reads queue depth and live sessions at scrape, and
+    the ledger's books at most once a minute)."""
     settings = Settings.from_env()
     _sentry(settings)
     if settings.prometheus_multiproc_dir is None:
@@ -108,7 +110,7 @@ def _start_worker(**_: Any) -> None:
         settings.worker_metrics_port,
         settings.metrics_host,
         settings.prometheus_multiproc_dir,
-        gauges,
+        (gauges, ledger_gauges(settings, SystemClock())),
     )
 
 

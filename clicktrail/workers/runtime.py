@@ -19,6 +19,7 @@ from clicktrail.debugger import DebugTap
 from clicktrail.delivery import Deliveries, SeenIds
 from clicktrail.enrich import Enricher, load_user_agent_rules, open_geoip
 from clicktrail.kafka import KafkaPublisher
+from clicktrail.ledger import LedgerCounter, ledger_redis, shares_ledger_redis
 from clicktrail.pipeline import Pipeline, Topics
 from clicktrail.profiles import ProfileStore
 from clicktrail.purge import ErasureMarks, Purger
@@ -51,6 +52,11 @@ class Runtime:
         enricher = Enricher(geoip, settings.pseudonymization_key)
         profiles = ProfileStore(db)
         marks = ErasureMarks(redis_client, settings.erasure_mark_seconds, profiles.forget)
+        # The ledger's counts share the deduplication's round-trip when they live in its Redis.
+        ledger = LedgerCounter(
+            redis_client if shares_ledger_redis(settings) else ledger_redis(settings),
+            settings.ledger_retention_seconds,
+        )
         pipeline = Pipeline(
             validator=EventValidator(make_registry(settings)),
             sessions=sessions,
@@ -59,7 +65,9 @@ class Runtime:
             clock=clock,
             enricher=enricher,
             profiles=profiles,
-            seen=SeenIds(redis_client, settings.dedupe_window_seconds, epoch_seconds(clock)),
+            seen=SeenIds(
+                redis_client, settings.dedupe_window_seconds, epoch_seconds(clock), ledger
+            ),
             log_requests=settings.log_requests,
             tap=_debug_tap(settings, enricher, clock),
             erasures=marks,
@@ -73,6 +81,7 @@ class Runtime:
             settings.profile_retention_days,
             marks=marks,
             debug_client=redis_client,
+            ledger_retention_hours=settings.ledger_retention_hours,
         )
         deliveries = Deliveries(redis_client, 2 * settings.visibility_timeout_seconds)
         return cls(settings, db, publisher, pipeline, purger, deliveries)

@@ -1,6 +1,6 @@
 """The fault-injection suite's stack: a broker, a persistent Redis and a database of its own, so
 that killing, pausing and cutting them disturbs no other test. Prints a table of what every
-scenario sent and what arrived."""
+scenario sent, what arrived, and what the ledger's books of it say."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from tests.support.infra import (
     free_port,
     scratch_database,
     start_api,
+    start_sink,
     start_worker,
 )
 from tests.support.proxy import TcpProxy
@@ -81,12 +82,13 @@ def fault_database(fault_run: str) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def write_key(fault_database: str, fault_run: str) -> str:
+    """A source of the scenario's own: the ledger's books of its minutes are the scenario's."""
     db = Database(fault_database)
     try:
         key = new_write_key()
-        SourceStore(db, cache_seconds=0).create(f"faults-{fault_run}", key)
+        SourceStore(db, cache_seconds=0).create(f"faults-{fault_run}-{uuid.uuid4().hex[:6]}", key)
     finally:
         db.close()
     return key
@@ -101,6 +103,7 @@ def stack(
 ) -> Iterator[FaultStack]:
     redis_server = RedisServer(fault_logs / "redis", persistent=True).start()
     broker_proxy = TcpProxy("127.0.0.1", broker.port).start()
+    postgres_proxy = TcpProxy("127.0.0.1", 5432).start()
     env = child_env(
         REDIS_URL=redis_server.url,
         DATABASE_URL=fault_database,
@@ -123,21 +126,39 @@ def stack(
         service, _ = start_api(env, fault_logs / f"api-{next(apis)}.log", port=api_port)
         return service
 
+    sinks = iter(range(1, 1000))
+    # The history sink reads the broker directly (a cut of the workers' link spares it) and
+    # reaches Postgres through a proxy a scenario can cut.
+    sink_env = {
+        **env,
+        "DATABASE_URL": fault_database.replace(":5432/", f":{postgres_proxy.port}/"),
+        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+        "KAFKA_SESSION_TIMEOUT_MS": "6000",
+        "KAFKA_HEARTBEAT_INTERVAL_MS": "500",
+        "SINK_BATCH_SIZE": "200",
+    }
+
+    def new_sink() -> Service:
+        return start_sink(sink_env, fault_logs / f"sink-{next(sinks)}.log")
+
     fault_stack = FaultStack(
         env=env,
         logs=fault_logs,
         broker=broker,
         broker_proxy=broker_proxy,
+        postgres_proxy=postgres_proxy,
         redis_server=redis_server,
         start_worker=new_worker,
         start_api=new_api,
+        start_sink=new_sink,
         api_url=f"http://127.0.0.1:{api_port}",
     )
     yield fault_stack
-    for service in (fault_stack.worker, fault_stack.api):
+    for service in (fault_stack.worker, fault_stack.api, fault_stack.sink):
         if service is not None:
             service.stop()
     broker_proxy.cut()
+    postgres_proxy.cut()
     redis_server.stop()
 
 
@@ -158,3 +179,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if TALLIES:
         terminalreporter.write_sep("=", "fault injection: every accepted event, counted")
         terminalreporter.write_line(format_table(TALLIES))
+        for tally in TALLIES:
+            if tally.ledger_off:
+                terminalreporter.write_line(
+                    f"\nthe ledger of {tally.scenario}:\n{tally.ledger_off}"
+                )

@@ -16,13 +16,13 @@ __all__ = ["app"]
 _process = Pipeline.process
 
 
-def _crashing_process(self: Pipeline, message: Message) -> Outcome:
+def _crashing_process(self: Pipeline, message: Message, first_delivery: bool = True) -> Outcome:
     for part in message.parts:
         for event in part.events:
             properties = event.get("properties") if isinstance(event, dict) else None
             if isinstance(properties, dict) and properties.get("crashWorker") is True:
                 os.kill(os.getpid(), signal.SIGKILL)
-    return _process(self, message)
+    return _process(self, message, first_delivery)
 
 
 Pipeline.process = _crashing_process  # type: ignore[method-assign]

@@ -1,5 +1,5 @@
 """What the fault scenarios share: a client that behaves like a Segment SDK, the stack they run
-against, and the count of what came out."""
+against, the count of what came out, and the ledger's books of the scenario's minutes."""
 
 from __future__ import annotations
 
@@ -12,13 +12,18 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
 import redis
 import requests
 
+from clicktrail.clock import SystemClock
+from clicktrail.db import Database
+from clicktrail.ledger import Books, MinuteBooks, render
 from clicktrail.queue import QUEUE
+from clicktrail.sources import SourceStore
 from tests.support.infra import KafkaCollector, RedisServer, Service, TansuBroker, wait_for
 from tests.support.proxy import TcpProxy
 
@@ -138,6 +143,13 @@ class Tally:
     client_saw: str = ""
     # Answers 5xx other than 503 (which says "retry later"): failures of the API itself.
     server_errors: int = 0
+    # What the ledger's books of the scenario's minutes say ("balanced", and where the copies
+    # and resends went), and when they do not balance, the books themselves.
+    ledger: str = ""
+    ledger_off: str = ""
+    # The scenario's own source and when it began: the ledger's books to read.
+    source_id: str = ""
+    since: datetime | None = None
 
     @classmethod
     def of_kafka(
@@ -184,10 +196,11 @@ def format_table(tallies: list[Tally]) -> str:
         "duplicates",
         "counted in",
         "client saw",
+        "ledger",
     )
     rows = [header] + [
         (t.scenario, str(t.sent), str(t.accepted), str(t.delivered), str(t.missing),
-         str(t.duplicates), t.where, t.client_saw or "-")
+         str(t.duplicates), t.where, t.client_saw or "-", t.ledger or "-")
         for t in tallies
     ]  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
@@ -201,18 +214,22 @@ def format_table(tallies: list[Tally]) -> str:
 class FaultStack:
     """The pipeline's processes on dependencies of their own, each of which a scenario may
     stop, kill, pause or cut: a Tansu broker (workers reach it through a proxy), a persistent
-    redis-server, and the worker and API processes."""
+    redis-server, Postgres behind a proxy for the history sink, and the worker, API and sink
+    processes (the sink keeps the ledger's side of what was stored)."""
 
     env: dict[str, str]
     logs: Path
     broker: TansuBroker
     broker_proxy: TcpProxy
+    postgres_proxy: TcpProxy
     redis_server: RedisServer
     start_worker: Callable[[], Service]
     start_api: Callable[[], Service]
+    start_sink: Callable[[], Service]
     api_url: str
     worker: Service | None = None
     api: Service | None = None
+    sink: Service | None = None
 
     def ensure_running(self) -> None:
         """Every process up (a scenario before may have left one down)."""
@@ -220,6 +237,29 @@ class FaultStack:
             self.worker = self.start_worker()
         if self.api is None or self.api.proc.poll() is not None:
             self.api = self.start_api()
+        if self.sink is None or self.sink.proc.poll() is not None:
+            self.sink = self.start_sink()
+
+    def source_id(self, write_key: str) -> str:
+        db = Database(self.env["DATABASE_URL"])
+        try:
+            source = SourceStore(db, cache_seconds=0).by_write_key(write_key)
+        finally:
+            db.close()
+        assert source is not None
+        return source.id
+
+    def books(self, source_id: str, since: datetime) -> list[MinuteBooks]:
+        """The ledger's books of a source from ``since``'s minute on, every minute judged, the
+        current one too (the scenario is over: nothing is on its way but what the sink has yet
+        to store)."""
+        db = Database(self.env["DATABASE_URL"])
+        try:
+            client = redis.Redis.from_url(self.redis_server.url, decode_responses=True)
+            judge_all = Books(client, db.connection, -120, SystemClock())
+            return judge_all.read(since, datetime.now(UTC), source_id)
+        finally:
+            db.close()
 
     def queue(self) -> redis.Redis:
         return redis.Redis.from_url(self.redis_server.url)
@@ -264,3 +304,44 @@ def wait_until_delivered(
         raise AssertionError(
             f"{exc}: {len(missing)} of {len(sender.accepted)} accepted events missing ({some})"
         ) from None
+
+
+def settle_ledger(stack: FaultStack, tally: Tally, timeout: float = 90.0) -> list[MinuteBooks]:
+    """Wait for the books of a scenario's minutes (its source's, since it began) to balance, as
+    they must once the sink has stored what Kafka holds: until they do, or until they stop
+    changing for 15 s (the sink has nothing more to write), at most ``timeout``. Notes in
+    ``tally`` what they say."""
+    assert tally.since is not None
+    since = tally.since
+    deadline, quiet_since, last = time.monotonic() + timeout, time.monotonic(), None
+    while True:
+        minutes = stack.books(tally.source_id, since)
+        state = [(m.minute, m.balance, m.stored, m.duplicates, m.copies) for m in minutes]
+        if minutes and all(m.balance == 0 for m in minutes):
+            break
+        if state != last:
+            last, quiet_since = state, time.monotonic()
+        if time.monotonic() - quiet_since > 15 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    balance = sum(m.balance for m in minutes)
+    went = {
+        "copies": sum(m.copies for m in minutes),  # the pipeline's own, the sink stored once
+        "dropped": sum(m.dropped for m in minutes),  # resends the workers dropped
+        "duplicates": sum(m.duplicates for m in minutes),  # resends the sink stored once
+    }
+    where = ", ".join(f"{n} {what}" for what, n in went.items() if n)
+    verdict = (
+        "balanced"
+        if minutes and all(m.balance == 0 for m in minutes)
+        else (
+            f"{balance} missing"
+            if balance > 0
+            else f"{-balance} extra"
+            if balance
+            else "unbalanced"
+        )
+    )
+    tally.ledger = f"{verdict} ({where})" if where else verdict
+    tally.ledger_off = "" if verdict == "balanced" else render(minutes, {}, since)
+    return minutes

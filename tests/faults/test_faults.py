@@ -1,12 +1,14 @@
 """Faults inflicted on the running pipeline while an SDK-like client sends thousands of events:
 every accepted event must come out in Kafka (or, for the history sink, in Postgres); duplicates
-are counted and must stay few."""
+are counted and must stay few; and the ledger's books of the scenario's minutes must balance,
+the resends and the pipeline's copies accounted for."""
 
 from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 import pytest
 import requests
@@ -16,16 +18,8 @@ from clicktrail.config import Settings
 from clicktrail.message import Message, Part
 from clicktrail.queue import INGEST_TASK, QUEUE, celery_settings
 from tests.faults.conftest import TALLIES, TIMEOUTS
-from tests.faults.harness import FaultStack, Sender, Tally, wait_until_delivered
-from tests.support.infra import (
-    KafkaCollector,
-    Service,
-    free_port,
-    history_counts,
-    start_sink,
-    wait_for,
-)
-from tests.support.proxy import TcpProxy
+from tests.faults.harness import FaultStack, Sender, Tally, settle_ledger, wait_until_delivered
+from tests.support.infra import KafkaCollector, free_port, history_counts, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +44,8 @@ def run(
     batch: int = 25,
 ) -> tuple[Tally, Sender]:
     """Send ``total`` events, inflict the fault once a quarter has gone, count what arrived in
-    Kafka."""
+    Kafka, and read the ledger's books of the scenario."""
+    started = datetime.now(UTC)
     sender = Sender(stack.api_url, write_key, total, batch=batch).start()
     wait_for(lambda: sender.sent >= total // 4, f"{name}: a quarter sent", timeout=60)
     inflict()
@@ -60,6 +55,8 @@ def run(
     wait_for(stack.drained, f"{name}: queue drained", timeout=timeout)
     time.sleep(2)  # a late duplicate, if any, arrives now
     tally = Tally.of_kafka(name, sender, kafka, topics)
+    tally.source_id, tally.since = stack.source_id(write_key), started
+    settle_ledger(stack, tally)
     TALLIES.append(tally)
     return tally, sender
 
@@ -73,6 +70,8 @@ def assert_nothing_lost(tally: Tally) -> None:
     assert tally.accepted == tally.sent, "the client gave up on some events"
     assert tally.missing == 0
     assert tally.duplicates <= tally.sent * MAX_DUPLICATE_SHARE
+    if tally.where == "kafka":  # the ledger's books are read once per scenario
+        assert not tally.ledger_off, f"the ledger: {tally.ledger}\n{tally.ledger_off}"
 
 
 def test_a_worker_pool_process_killed_mid_batch(
@@ -232,41 +231,13 @@ def test_the_api_restarted_with_requests_in_flight(
     assert sender.statuses["ConnectionError"] > 0
 
 
-@pytest.fixture
-def postgres_proxy() -> Iterator[TcpProxy]:
-    proxy = TcpProxy("127.0.0.1", 5432).start()
-    yield proxy
-    proxy.cut()
-
-
-@pytest.fixture
-def sink(running: FaultStack, postgres_proxy: TcpProxy) -> Iterator[Service]:
-    """The history sink, reaching Postgres through a proxy the test can cut."""
-    database = running.env["DATABASE_URL"].replace(":5432/", f":{postgres_proxy.port}/")
-    env = {
-        **running.env,
-        "DATABASE_URL": database,
-        "KAFKA_BOOTSTRAP_SERVERS": running.broker.bootstrap,
-        "KAFKA_SESSION_TIMEOUT_MS": "6000",
-        "KAFKA_HEARTBEAT_INTERVAL_MS": "500",
-        "SINK_BATCH_SIZE": "200",
-    }
-    service = start_sink(env, running.logs / "sink.log")
-    yield service
-    service.stop()
-
-
 def test_postgres_down_under_the_history_sink(
-    running: FaultStack,
-    kafka: KafkaCollector,
-    write_key: str,
-    sink: Service,
-    postgres_proxy: TcpProxy,
+    running: FaultStack, kafka: KafkaCollector, write_key: str
 ) -> None:
     def cut_postgres() -> None:
-        postgres_proxy.cut()
+        running.postgres_proxy.cut()
         time.sleep(8)
-        postgres_proxy.restore()
+        running.postgres_proxy.restore()
 
     name = "postgres down under sink"
     in_kafka, sender = run(name, running, kafka, write_key, cut_postgres)
@@ -311,6 +282,7 @@ def test_a_poison_request_is_dead_lettered_after_a_bounded_number_of_attempts(
     [dead] = kafka.wait_for([poison_id], topic=running.env["KAFKA_TOPIC_DEADLETTER"], timeout=60)[
         poison_id
     ]
+    settle_ledger(running, tally)  # the poison request is in the books, once dead-lettered
 
     assert_nothing_lost(tally)
     assert dead.headers["error-kind"] == "poison"

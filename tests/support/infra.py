@@ -457,7 +457,7 @@ def child_env(**overrides: str) -> dict[str, str]:
         "REDIS_", "CELERY_", "DATABASE_", "KAFKA_", "SCHEMA", "SESSION_", "LOG_", "API_", "DEV_",
         "FLOWER_", "PROMETHEUS_", "WORKER_METRICS", "SINK_", "METRICS_", "OTEL_", "SENTRY_",
         "ADMIN_", "PURGE_", "PROFILE_", "GEOIP_", "VISIBILITY_", "RETRY_", "MAX_DELIVERIES",
-        "DEDUPE_", "QUEUE_", "RATE_LIMIT_", "PSEUDONYMIZATION_", "TASK_", "DEBUGGER_",
+        "DEDUPE_", "QUEUE_", "RATE_LIMIT_", "PSEUDONYMIZATION_", "TASK_", "DEBUGGER_", "LEDGER_",
     )  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
     env.update({"PYTHONUNBUFFERED": "1", "LOG_FORMAT": "console", **overrides})

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import redis
+
 from clicktrail.clock import format_ts
 from clicktrail.errors import DependencyUnavailable
 from clicktrail.kafka import Delivery, Record
+from clicktrail.ledger import Tally
 from clicktrail.message import Part
 from clicktrail.profiles import Profile
 from clicktrail.sessions import SessionView, Touch
@@ -137,16 +141,23 @@ class MemorySources:
 
 
 class MemorySeenIds:
-    """Delivered messageIds without a window."""
+    """Delivered messageIds without a window, and the ledger counts noted with them."""
 
     def __init__(self) -> None:
         self.ids: set[tuple[str, str]] = set()
+        self.ledger: Counter[tuple[str, str]] = Counter()
 
     def seen(self, ids: Mapping[str, list[str]]) -> dict[str, set[str]]:
         return {s: {m for m in found if (s, m) in self.ids} for s, found in ids.items()}
 
-    def remember(self, ids: Mapping[str, list[str]]) -> None:
+    def remember(self, ids: Mapping[str, list[str]], counts: Tally | None = None) -> None:
         self.ids.update((s, m) for s, found in ids.items() for m in found)
+        if counts is not None:
+            self.ledger.update(counts.counts)
+
+    def counted(self, stage: str, source_id: str = "src-1") -> int:
+        """How many of one stage and source the ledger was told of (every minute)."""
+        return sum(n for (_, name), n in self.ledger.items() if name == f"{stage}:{source_id}")
 
 
 class MemoryRateCounter:
@@ -191,3 +202,61 @@ class MemoryDebugFeed:
         newest_first = self.entries.get(source_id, [])
         newer = [e for e in newest_first if after is None or e["id"] > after]
         return newer[:limit]
+
+
+class RecordingRedis:
+    """Enough of a Redis client for the ledger's writes: pipelines (transactions or not) that
+    record their commands and apply them to hashes, sets and lists, or all fail while
+    ``down``; reads of the deduplication's sets find nothing."""
+
+    def __init__(self) -> None:
+        self.hashes: dict[str, Counter[str]] = {}
+        self.sets: dict[str, set[str]] = {}
+        self.lists: dict[str, list[Any]] = {}
+        self.ttls: dict[str, int] = {}
+        self.round_trips: list[tuple[bool, list[str]]] = []
+        self.down = False
+
+    def pipeline(self, transaction: bool = True) -> RecordingRedis.Pipe:
+        return RecordingRedis.Pipe(self, transaction)
+
+    def lpush(self, key: str, value: Any) -> int:
+        if self.down:
+            raise redis.ConnectionError("connection refused")
+        self.round_trips.append((False, ["lpush"]))
+        self.lists.setdefault(key, []).insert(0, value)
+        return len(self.lists[key])
+
+    class Pipe:
+        def __init__(self, client: RecordingRedis, transaction: bool) -> None:
+            self.client, self.transaction = client, transaction
+            self.commands: list[tuple[str, tuple[Any, ...]]] = []
+
+        def __len__(self) -> int:
+            return len(self.commands)
+
+        def __getattr__(self, name: str) -> Any:
+            return lambda *args: self.commands.append((name, args))
+
+        def execute(self) -> list[Any]:
+            if self.client.down:
+                raise redis.ConnectionError("connection refused")
+            if any(command == "smismember" for command, _ in self.commands):  # a read
+                return [[0] * len(args[1]) for _, args in self.commands]
+            self.client.round_trips.append((self.transaction, [c for c, _ in self.commands]))
+            for command, args in self.commands:
+                if command == "hincrby":
+                    self.client.hashes.setdefault(args[0], Counter())[args[1]] += args[2]
+                elif command == "expire":
+                    self.client.ttls[args[0]] = args[1]
+                elif command == "sadd":
+                    self.client.sets.setdefault(args[0], set()).update(args[1:])
+                elif command == "lpush":
+                    self.client.lists.setdefault(args[0], []).insert(0, args[1])
+            return [1] * len(self.commands)
+
+    def counted(
+        self, stage: str, source_id: str = "src-1", minute: str = "2026-01-02T03:04"
+    ) -> int:
+        """One field of the ledger's hash of one minute (the sample events' by default)."""
+        return self.hashes.get(f"ct:ledger:{minute}", Counter())[f"{stage}:{source_id}"]

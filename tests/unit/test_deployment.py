@@ -116,7 +116,7 @@ def known_metrics() -> set[str]:
 
     import clicktrail.metrics as metrics
 
-    names = {"clicktrail_queue_depth", "clicktrail_active_sessions", "up"}
+    names = {"clicktrail_queue_depth", "clicktrail_active_sessions", "up", *metrics.LEDGER_GAUGES}
     for value in vars(metrics).values():
         if isinstance(value, MetricWrapperBase):
             base = value._name
@@ -187,7 +187,7 @@ def test_alerts_cover_the_ways_events_are_lost_or_delayed_with_metrics_that_exis
     assert {
         "ClicktrailApiDown", "ClicktrailApiRefusingEvents", "ClicktrailWorkersDown", "ClicktrailQueueBacklog",
         "ClicktrailKafkaNotConfirming", "ClicktrailDeadLettersRising", "ClicktrailSinkLagging",
-        "ClicktrailEndToEndLatencyHigh",
+        "ClicktrailEndToEndLatencyHigh", "ClicktrailLedgerUnbalanced",
     } <= {rule["alert"] for rule in rules}  # fmt: skip
     for rule in rules:
         assert rule["labels"]["severity"] in ("page", "warn")
@@ -211,6 +211,7 @@ def test_the_dashboard_shows_what_ops_watch_with_metrics_that_exist() -> None:
         "queue depth",
         "dead letters",
         "active sessions",
+        "ledger",
     ):
         assert topic in titles
     for panel in dashboard["panels"]:

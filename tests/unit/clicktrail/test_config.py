@@ -70,6 +70,10 @@ def test_kafka_variables_pass_through_as_client_properties() -> None:
         ({"VISIBILITY_TIMEOUT_SECONDS": "300"}, "VISIBILITY_TIMEOUT_SECONDS"),
         ({"KAFKA_MESSAGE_TIMEOUT_MS": "120000"}, "TASK_TIME_LIMIT_SECONDS"),
         ({"TASK_TIME_LIMIT_SECONDS": "40"}, "TASK_TIME_LIMIT_SECONDS"),
+        ({"LEDGER_RETENTION_HOURS": "0"}, "LEDGER_RETENTION_HOURS"),
+        ({"LEDGER_SETTLE_SECONDS": "-1"}, "LEDGER_SETTLE_SECONDS"),
+        # A minute must be judged before its counts expire.
+        ({"LEDGER_RETENTION_HOURS": "1", "LEDGER_SETTLE_SECONDS": "3600"}, "LEDGER_SETTLE"),
     ],
 )
 def test_a_bad_value_names_its_variable(env: dict[str, str], variable: str) -> None:
@@ -99,3 +103,11 @@ def test_short_timeouts_are_accepted_when_they_fit_together() -> None:
     )
 
     assert (settings.task_soft_time_limit_seconds, settings.task_time_limit_seconds) == (15, 20)
+
+
+def test_the_ledger_keeps_a_week_and_judges_a_minute_five_minutes_after_it_ends() -> None:
+    settings = Settings.from_env({})
+
+    assert (settings.ledger_retention_hours, settings.ledger_settle_seconds) == (168, 300)
+    assert settings.ledger_retention_seconds == 7 * 86400
+    assert Settings.from_env({"LEDGER_SETTLE_SECONDS": "0"}).ledger_settle_seconds == 0

@@ -44,6 +44,21 @@ def test_well_formed_values_that_will_not_work_fail_and_soft_ones_warn() -> None
     assert found["ADMIN_TOKEN"].level == "warn"
 
 
+def test_a_ledger_that_judges_minutes_too_soon_is_a_warning_and_one_settling_longer_than_kept_fails() -> (
+    None
+):
+    hasty = {f.name: f for f in configuration(Settings(ledger_settle_seconds=10), {})}
+    endless = configuration(None, {"LEDGER_RETENTION_HOURS": "1", "LEDGER_SETTLE_SECONDS": "3600"})
+
+    assert hasty["LEDGER_SETTLE_SECONDS"].level == "warn"
+    assert "LEDGER_SETTLE_SECONDS" not in {
+        f.name for f in configuration(Settings(), {}) if f.level != "ok"
+    }
+    assert [
+        (f.level, "LEDGER_SETTLE_SECONDS (3600) must be shorter" in f.detail) for f in endless
+    ] == [("fail", True)]
+
+
 def test_each_dependency_down_comes_with_its_fix() -> None:
     settings = Settings.from_env({"REDIS_URL": "redis://:pw@cache:6379/0"})
 
