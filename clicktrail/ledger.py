@@ -62,9 +62,9 @@ ACCEPTED, PUBLISHED, DEAD_LETTERED, DROPPED, ERASED = (
     "dropped",
     "erased",
 )
-# What the API and the workers count in Redis, and what the sink counts in Postgres.
+# What the API and the workers count in Redis (the sink counts in Postgres).
+# The sink's columns are clicktrail.history.LEDGER_COLUMNS.
 REDIS_STAGES = (ACCEPTED, PUBLISHED, DEAD_LETTERED, DROPPED, ERASED)
-SINK_COLUMNS = ("stored", "duplicates", "copies", "erased")
 
 LEDGER_KEY = "ct:ledger:{minute}"
 _LABEL = "%Y-%m-%dT%H:%M"
