@@ -97,7 +97,7 @@ def events() -> Response:
     feed = _feed(services)
     caller = _caller(services, feed)
     source_id = _source_id(services, caller, request.args.get("sourceId") or None)
-    after = request.args.get("after") or None
+    after = request.args.get("after")
     if after is not None and not ENTRY_ID.match(after):
         raise InvalidInput(
             "invalid_cursor", "after must be an entry id such as 1767236645678-0", field="after"

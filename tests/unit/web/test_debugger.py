@@ -142,6 +142,7 @@ def test_without_an_admin_token_a_debugger_key_still_works() -> None:
     [
         ("after=latest", "after"),
         ("after=50844828777672824434-0", "after"),  # beyond the 64 bits of a Redis entry id
+        ("after=", "after"),  # as the document says: an entry id or nothing
         ("limit=0", "limit"),
         ("limit=501", "limit"),
         ("limit=x", "limit"),
