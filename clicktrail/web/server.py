@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import signal
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from clicktrail.metrics import clear_multiprocess_dir
 # A factory each process calls to load the app (``load_app``).
 TARGET = "clicktrail.web.server:load_app"
 GRACEFUL_SECONDS = 20
+log = logging.getLogger(__name__)
 HEAD_BYTES = 64 * 1024
 HEAD_SECONDS = 10
 
@@ -66,6 +68,7 @@ def load_app() -> Any:
     it at once."""
     for stop in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop, signal.SIG_DFL)
+    log.info("process %d loading the app", os.getpid())
     from clicktrail.web.wsgi import app
 
     return app

@@ -20,7 +20,7 @@ import requests
 
 from clicktrail.web.server import GRACEFUL_SECONDS, HEAD_SECONDS
 from tests.integration.conftest import SourceUnderTest
-from tests.support.infra import Service, free_port, start_api
+from tests.support.infra import Service, free_port, start_api, wait_for
 
 
 @pytest.fixture
@@ -94,7 +94,10 @@ def test_a_stop_while_the_processes_load_the_app_stops_them_at_once(
         env,
         logs_dir / "loading-api.log",
     )
-    api.wait_for_output(f"Spawning worker-{env.get('API_WORKERS', '2')}")
+    # Once every process is loading the app (a stop in the instant between a process's start
+    # and then reaches the handlers it inherited, and waits out the graceful stop).
+    workers = int(env.get("API_WORKERS", "2"))
+    wait_for(lambda: api.output().count("loading the app") >= workers, "the processes loading")
     began = time.monotonic()
 
     os.killpg(api.proc.pid, signal.SIGTERM)  # as Ctrl-C reaches every process of the group
