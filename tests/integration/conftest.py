@@ -113,6 +113,14 @@ def database_url(run_id: str) -> Iterator[str]:
         yield url
 
 
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    """A connection pool on the run's database, closed after the test."""
+    database = Database(database_url)
+    yield database
+    database.close()
+
+
 @dataclass(frozen=True)
 class SourceUnderTest:
     id: str

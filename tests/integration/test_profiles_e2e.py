@@ -40,13 +40,6 @@ def beats(stack_env: dict[str, str], logs_dir: Path) -> Iterator[list[Service]]:
         beat.stop()
 
 
-@pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    database = Database(database_url)
-    yield database
-    database.close()
-
-
 def send(pipeline: str, source: SourceUnderTest, *events: dict[str, Any]) -> list[str]:
     ids = []
     for event in events:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -12,13 +11,6 @@ from clicktrail.db import Database, migrate
 from clicktrail.errors import Conflict, DependencyUnavailable
 from clicktrail.sources import SourceStore, hash_write_key, new_write_key
 from tests.support.infra import free_port
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    database = Database(database_url)
-    yield database
-    database.close()
 
 
 def test_migrations_are_applied_once(database_url: str) -> None:

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
-
-import pytest
 
 from clicktrail.db import Database
 from clicktrail.history import (
@@ -19,13 +16,6 @@ from clicktrail.history import (
     Written,
 )
 from tests.support.events import published, uid
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    database = Database(database_url)
-    yield database
-    database.close()
 
 
 def rows(*events: dict[str, Any]) -> list[HistoryRow]:

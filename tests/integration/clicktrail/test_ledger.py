@@ -49,13 +49,6 @@ def received(hh_mm: str) -> str:
 
 
 @pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    database = Database(database_url)
-    yield database
-    database.close()
-
-
-@pytest.fixture
 def client(redis_url: str) -> redis.Redis:
     return make_redis(redis_url)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,13 +11,6 @@ from psycopg.types.json import Jsonb
 from clicktrail.db import Database
 from clicktrail.profiles import ProfileStore, ProfileWriter
 from tests.support.events import published, uid
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    database = Database(database_url)
-    yield database
-    database.close()
 
 
 def apply(db: Database, *events: dict[str, Any]) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,13 +24,6 @@ from clicktrail.sessions import SessionStore, Touch, mark_key
 from tests.integration.conftest import SourceUnderTest, TopicNames
 from tests.support.events import published, uid
 from tests.support.infra import KafkaCollector, Message, free_port, wait_for
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    database = Database(database_url)
-    yield database
-    database.close()
 
 
 @pytest.fixture

@@ -3,10 +3,7 @@ say of one event, and a source's view held to its own events."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
-
-import pytest
 
 from clicktrail.db import Database
 from clicktrail.delivery import SeenIds
@@ -14,13 +11,6 @@ from clicktrail.history import DeadLetterRow, HistoryRow, HistoryStore, KafkaPos
 from clicktrail.receipts import Receipts
 from clicktrail.redisconn import make_redis
 from tests.support.events import published, uid
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    database = Database(database_url)
-    yield database
-    database.close()
 
 
 def receipts(db: Database, seen: SeenIds | None, sources: list[str], depth: int = 7) -> Receipts:
